@@ -1,0 +1,1 @@
+"""Ferry's functions: one module per capability; importing the package registers them."""

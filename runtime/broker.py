@@ -1,0 +1,75 @@
+"""Build the Dramatiq broker, fix its middleware order, and declare one actor per function."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import CurrentMessage, ShutdownNotifications, TimeLimit
+
+from runtime.middleware.claim import ClaimMiddleware
+from runtime.middleware.logging import LogContextMiddleware
+from runtime.registry import Registry
+from runtime.settings import Settings
+from runtime.store.invocations import Invocations
+
+
+def build_broker(settings: Settings) -> dramatiq.Broker:
+    """The in-process broker (embedded mode) or Redis, with Dramatiq's own middleware.
+
+    Dramatiq's `Retries` and `AgeLimit` are left out on purpose: retries are rows in the
+    store (see `runtime.execution`), and nothing accepted may age out of the broker.
+    """
+    base: list[dramatiq.Middleware] = [
+        TimeLimit(interval=200),
+        ShutdownNotifications(),
+        CurrentMessage(),
+    ]
+    if settings.embedded_broker:
+        return StubBroker(middleware=base)
+    return RedisBroker(
+        url=settings.broker_url,
+        namespace=settings.redis_namespace,
+        middleware=base,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        health_check_interval=10,
+    )
+
+
+def install_worker_middleware(
+    broker: dramatiq.Broker,
+    invocations: Invocations,
+    worker_id: str,
+    lease_s: Callable[[str], float],
+) -> None:
+    """Ferry's middleware, in the one order that works: claim, then log binding.
+
+    The claim must run first: every later hook relies on the invocation it won.
+    """
+    broker.add_middleware(ClaimMiddleware(invocations, worker_id, lease_s))
+    broker.add_middleware(LogContextMiddleware())
+
+
+def declare_actors(
+    broker: dramatiq.Broker,
+    registry: Registry,
+    body: Callable[[Any], Callable[[str], None]],
+) -> dict[str, dramatiq.Actor[Any, Any]]:
+    """One Dramatiq actor per function, its time limit the function's timeout."""
+    actors: dict[str, dramatiq.Actor[Any, Any]] = {}
+    for function in registry:
+        actors[function.name] = dramatiq.Actor(
+            body(function),
+            broker=broker,
+            actor_name=function.name,
+            queue_name=function.queue,
+            priority=0,
+            options={"time_limit": int(function.timeout * 1000)},
+        )
+    for queue in ("default", "heavy", "scheduled"):
+        broker.declare_queue(queue)
+    return actors

@@ -1,0 +1,133 @@
+"""What a function sees of its invocation: `Context`, and the ContextVars that carry it."""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import hashlib
+import hmac
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from sqlalchemy.orm import Session
+
+if TYPE_CHECKING:
+    from runtime.registry import FunctionSpec
+    from runtime.store import Store
+    from runtime.store.invocations import Claimed
+    from runtime.store.views import InvocationView
+
+    from runtime.dispatch import Dispatcher
+
+#: The claim the current worker thread is running (set by the claim middleware).
+current_claim: contextvars.ContextVar[Claimed | None] = contextvars.ContextVar(
+    "ferry_current_claim", default=None
+)
+#: The context of the invocation the current thread runs.
+current_context: contextvars.ContextVar[Context | None] = contextvars.ContextVar(
+    "ferry_current_context", default=None
+)
+
+MAX_KEY = 255
+
+
+def derive_key(parent_key: str, function: str, part: str) -> str:
+    """A child's idempotency key: stable for the same parent, function and part."""
+    key = f"{parent_key}/{function}/{part}"
+    if len(key) <= MAX_KEY:
+        return key
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    return f"{key[: MAX_KEY - 65]}~{digest}"
+
+
+@dataclasses.dataclass
+class Context:
+    """The invocation a function is running, and the tenant's tools for it."""
+
+    tenant_id: str
+    invocation_id: str
+    idempotency_key: str
+    request_id: str | None
+    attempt: int
+    function: str
+    log: Any
+    _store: Store = dataclasses.field(repr=False)
+    _dispatcher: Dispatcher = dataclasses.field(repr=False)
+    _secret_key: str = dataclasses.field(repr=False)
+    _session: Session | None = dataclasses.field(default=None, repr=False)
+    _children: int = dataclasses.field(default=0, repr=False)
+
+    @classmethod
+    def for_claim(
+        cls, claimed: Claimed, *, store: Store, dispatcher: Dispatcher, secret_key: str
+    ) -> Context:
+        inv = claimed.invocation
+        log = structlog.get_logger("ferry.function").bind(
+            tenant_id=inv.tenant_id,
+            invocation_id=inv.id,
+            request_id=inv.request_id,
+            function=inv.function,
+            attempt=claimed.attempt,
+        )
+        return cls(
+            tenant_id=inv.tenant_id,
+            invocation_id=inv.id,
+            idempotency_key=inv.idempotency_key,
+            request_id=inv.request_id,
+            attempt=claimed.attempt,
+            function=inv.function,
+            log=log,
+            _store=store,
+            _dispatcher=dispatcher,
+            _secret_key=secret_key,
+        )
+
+    @property
+    def session(self) -> Session:
+        """A SQLAlchemy session scoped to this tenant.
+
+        Its writes commit together with the invocation's success, and roll back if the
+        attempt fails: a retried attempt never sees half of a failed one's writes.
+        """
+        if self._session is None:
+            self._session = self._store.db.open_session(self.tenant_id)
+        return self._session
+
+    def cache_key(self, *parts: Any) -> str:
+        """A cache or lock key that cannot collide with another tenant's."""
+        return ":".join(["ferry", "t", self.tenant_id, *(str(p) for p in parts)])
+
+    def tenant_secret(self, purpose: str) -> bytes:
+        """A secret of this tenant for `purpose` (a signing key), derived from the server's."""
+        return hmac.new(
+            self._secret_key.encode(), f"{self.tenant_id}:{purpose}".encode(), hashlib.sha256
+        ).digest()
+
+    def invoke(
+        self, fn: str | FunctionSpec, payload: Any, *, key: str | None = None
+    ) -> InvocationView:
+        """Start a child invocation in this tenant.
+
+        Its idempotency key derives from this invocation's, so a retried parent does not
+        start its children twice. Without `key`, children are numbered in call order.
+        """
+        name = fn if isinstance(fn, str) else fn.name
+        if key is None:
+            self._children += 1
+            key = f"#{self._children}"
+        data = payload.model_dump(mode="json") if hasattr(payload, "model_dump") else payload
+        invocation, _created = self._dispatcher.accept(
+            tenant_id=self.tenant_id,
+            function=name,
+            payload=data,
+            idempotency_key=derive_key(self.idempotency_key, name, key),
+            trigger="invoke",
+            request_id=self.request_id,
+            parent_id=self.invocation_id,
+        )
+        return invocation
+
+    def close_session(self) -> Session | None:
+        """Hand the session (if one was opened) to the unit of work and forget it."""
+        session, self._session = self._session, None
+        return session

@@ -1,0 +1,113 @@
+"""Ferry's error tree: one root, families below it; the docstring is the default message."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+class FerryError(Exception):
+    """Ferry failed."""
+
+    def __init__(self, message: str | None = None, **data: Any) -> None:
+        self.message = message or (self.__doc__ or "").strip()
+        self.data = data
+        super().__init__(self.message)
+
+
+# --- failures a function raises to steer retries --------------------------------------------
+
+
+class Retryable(FerryError):
+    """The attempt failed for a reason that may pass; try again after a backoff."""
+
+    def __init__(self, message: str | None = None, *, delay_s: float | None = None) -> None:
+        super().__init__(message)
+        #: Seconds to wait instead of the computed backoff.
+        self.delay_s = delay_s
+
+
+class Permanent(FerryError):
+    """The attempt failed for a reason that will not pass; do not retry."""
+
+
+# --- configuration ------------------------------------------------------------------------
+
+
+class ConfigurationError(FerryError):
+    """Ferry is configured wrongly and cannot start."""
+
+
+class SettingsInvalid(ConfigurationError):
+    """A FERRY_* setting has a bad value."""
+
+
+class FunctionDefinitionError(ConfigurationError):
+    """A function is defined wrongly."""
+
+
+# --- requests the runtime refuses -----------------------------------------------------------
+
+
+class RequestRejected(FerryError):
+    """The request cannot be carried out."""
+
+
+class BadRequest(RequestRejected):
+    """A parameter of the request is malformed."""
+
+
+class NotFound(RequestRejected):
+    """No such resource."""
+
+
+class FunctionNotFound(NotFound):
+    """No function has that name."""
+
+
+class InvocationNotFound(NotFound):
+    """No invocation has that id."""
+
+
+class TenantNotFound(NotFound):
+    """No tenant has that id."""
+
+
+class InputInvalid(RequestRejected):
+    """The input is not valid for the function."""
+
+    def __init__(self, message: str | None = None, *, errors: Sequence[dict[str, Any]] = ()):
+        super().__init__(message)
+        #: `{loc, msg}` for each problem.
+        self.errors = list(errors)
+
+
+class IdempotencyConflict(RequestRejected):
+    """The idempotency key was used before with another body."""
+
+
+class InvalidState(RequestRejected):
+    """The invocation is not in a state that allows this."""
+
+
+class TenantSuspended(RequestRejected):
+    """The tenant is suspended."""
+
+
+class AlreadyExists(RequestRejected):
+    """That resource exists already."""
+
+
+# --- backing services -----------------------------------------------------------------------
+
+
+class Unavailable(FerryError):
+    """A backing service is unreachable; nothing was accepted."""
+
+
+class StoreUnavailable(Unavailable):
+    """The invocation store is unreachable."""
+
+
+class BrokerUnavailable(Unavailable):
+    """The message broker is unreachable."""

@@ -1,0 +1,75 @@
+"""structlog set-up: JSON lines, bound invocation fields, secrets redacted."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+from runtime.settings import Settings
+
+REDACTED = "[redacted]"
+#: Keys whose values are never written to a log, at any depth.
+SECRET_KEY = re.compile(
+    r"pass(word|wd)?|secret|token|authori[sz]ation|api[_-]?key|cookie|credential|private[_-]?key"
+    r"|signature|session",
+    re.IGNORECASE,
+)
+#: Values that look like a Ferry API key or a bearer token, wherever they appear.
+SECRET_VALUE = re.compile(r"fy_[a-z0-9]{12}_[A-Za-z0-9_-]{20,}|Bearer\s+\S+")
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: REDACTED if SECRET_KEY.search(str(k)) else _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(v) for v in value]
+    if isinstance(value, str):
+        return SECRET_VALUE.sub(REDACTED, value)
+    return value
+
+
+def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Replace the values of secret-looking keys, and key-shaped strings, by `[redacted]`."""
+    for key in list(event):
+        if key != "event" and SECRET_KEY.search(key):
+            event[key] = REDACTED
+        else:
+            event[key] = _scrub(event[key])
+    return event
+
+
+def configure_logging(settings: Settings, stream: Any = None) -> None:
+    level = getattr(logging, settings.log_level.upper())
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if settings.log_format == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact,
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    # Dramatiq, gunicorn and SQLAlchemy log through the standard library: same lines, same redaction.
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name, structlog.stdlib.ExtraAdder()],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(max(level, logging.INFO))

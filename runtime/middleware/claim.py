@@ -1,0 +1,50 @@
+"""Claim the invocation in the store before an attempt runs; skip deliveries that lost."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import dramatiq
+import structlog
+from dramatiq.middleware import SkipMessage
+
+from runtime.context import current_claim
+from runtime.store.invocations import Claimed, Invocations
+
+log = structlog.get_logger("ferry.claim")
+
+
+class ClaimMiddleware(dramatiq.Middleware):
+    """Turn a delivery into an attempt only if this worker wins the invocation.
+
+    A duplicate delivery (redelivery after a crash, the sweep sending again, two
+    schedulers) finds the invocation running or finished and is skipped, so a message
+    delivered twice runs once. The decision is made here, in a "before" hook, because
+    raising `SkipMessage` is the one way to stop a message in Dramatiq.
+    """
+
+    def __init__(
+        self, invocations: Invocations, worker_id: str, lease_s: Callable[[str], float]
+    ) -> None:
+        self.invocations = invocations
+        self.worker_id = worker_id
+        self.lease_s = lease_s
+
+    def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        invocation_id = message.options.get("invocation_id") or message.args[0]
+        outcome = self.invocations.claim(
+            invocation_id, self.worker_id, self.lease_s(message.actor_name)
+        )
+        if not isinstance(outcome, Claimed):
+            # Not due yet: the dispatcher's sweep sends it again when it is.
+            log.info("delivery_skipped", invocation_id=invocation_id, reason=outcome.reason)
+            raise SkipMessage(outcome.reason)
+        current_claim.set(outcome)
+
+    def after_process_message(
+        self, broker: dramatiq.Broker, message: Any, *, result: Any = None, exception: Any = None
+    ) -> None:
+        current_claim.set(None)
+
+    after_skip_message = after_process_message

@@ -1,0 +1,237 @@
+"""`@function` and the registry of functions.
+
+`@function` only describes: it checks the handler's signature and options and returns a
+`FunctionSpec`. Nothing is bound to a broker at import time; `Registry.load` collects the
+specs of a package and the runtime declares one Dramatiq actor per spec on the broker it
+built (see `runtime.broker`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import pkgutil
+import sys
+import typing
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pydantic
+
+from runtime.errors import FunctionDefinitionError, FunctionNotFound, InputInvalid
+from runtime.settings import Settings
+
+QUEUES = ("default", "heavy", "scheduled")
+Handler = Callable[..., Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class FunctionSpec:
+    """What `@function` declared; None means "the deployment's default"."""
+
+    name: str
+    handler: Handler
+    input_model: type[pydantic.BaseModel]
+    output_model: type[pydantic.BaseModel] | None
+    description: str
+    module: str
+    queue: str = "default"
+    max_retries: int | None = None
+    min_backoff: float | None = None
+    max_backoff: float | None = None
+    timeout: float | None = None
+    retry_on: tuple[type[BaseException], ...] = ()
+    permanent_on: tuple[type[BaseException], ...] = ()
+
+    def __call__(self, ctx: Any, payload: Any) -> Any:
+        """Call the handler directly (in a unit test, say)."""
+        return self.handler(ctx, payload)
+
+    def resolve(self, settings: Settings) -> Function:
+        """Fill the options left out from the settings' defaults."""
+
+        def pick(value: Any, default: Any) -> Any:
+            return default if value is None else value
+
+        return Function(
+            spec=self,
+            max_retries=pick(self.max_retries, settings.default_max_retries),
+            min_backoff=pick(self.min_backoff, settings.default_min_backoff_s),
+            max_backoff=pick(self.max_backoff, settings.default_max_backoff_s),
+            timeout=pick(self.timeout, settings.default_timeout_s),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Function:
+    """A function as this deployment runs it: the spec with every option decided."""
+
+    spec: FunctionSpec
+    max_retries: int
+    min_backoff: float
+    max_backoff: float
+    timeout: float
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def queue(self) -> str:
+        return self.spec.queue
+
+    def validate_input(self, data: Any) -> pydantic.BaseModel:
+        try:
+            return self.spec.input_model.model_validate(data)
+        except pydantic.ValidationError as ex:
+            raise InputInvalid(
+                f"the input is not valid for {self.name}", errors=validation_errors(ex)
+            ) from ex
+
+    def dump_output(self, value: Any) -> dict[str, Any] | None:
+        """Validate what the handler returned against its Output model (raises if it isn't)."""
+        model = self.spec.output_model
+        if model is None:
+            return None
+        if not isinstance(value, model):
+            value = model.model_validate(value)
+        return value.model_dump(mode="json")
+
+    def describe(self) -> dict[str, Any]:
+        """The contract's `function` object, without `invoke_url` (the gateway adds it)."""
+        out = self.spec.output_model
+        return {
+            "name": self.name,
+            "description": self.spec.description,
+            "queue": self.queue,
+            "max_retries": self.max_retries,
+            "timeout_s": self.timeout,
+            "input_schema": self.spec.input_model.model_json_schema(),
+            "output_schema": out.model_json_schema() if out is not None else None,
+        }
+
+
+def validation_errors(ex: pydantic.ValidationError) -> list[dict[str, Any]]:
+    """`{loc, msg}` per problem, the shape of the API's `errors` list."""
+    return [{"loc": list(e["loc"]), "msg": e["msg"]} for e in ex.errors()]
+
+
+def function(
+    handler: Handler | None = None,
+    *,
+    name: str | None = None,
+    queue: str = "default",
+    max_retries: int | None = None,
+    min_backoff: float | None = None,
+    max_backoff: float | None = None,
+    timeout: float | None = None,
+    retry_on: tuple[type[BaseException], ...] = (),
+    permanent_on: tuple[type[BaseException], ...] = (),
+) -> Any:
+    """Declare a Ferry function: `handler(ctx, payload: Input) -> Output`."""
+
+    def declare(fn: Handler) -> FunctionSpec:
+        where = f"{fn.__module__}.{fn.__qualname__}"
+        if queue not in QUEUES:
+            raise FunctionDefinitionError(f"{where}: queue must be one of {QUEUES}, not {queue!r}")
+        for label, value in (("max_retries", max_retries), ("min_backoff", min_backoff),
+                             ("max_backoff", max_backoff)):
+            if value is not None and value < 0:
+                raise FunctionDefinitionError(f"{where}: {label} cannot be negative")
+        if timeout is not None and timeout <= 0:
+            raise FunctionDefinitionError(f"{where}: timeout must be positive")
+        for label, classes in (("retry_on", retry_on), ("permanent_on", permanent_on)):
+            if not all(inspect.isclass(c) and issubclass(c, BaseException) for c in classes):
+                raise FunctionDefinitionError(f"{where}: {label} takes exception classes")
+        input_model, output_model = _models_of(fn, where)
+        module = sys.modules.get(fn.__module__)
+        description = inspect.getdoc(module) if module is not None else None
+        return FunctionSpec(
+            name=name or fn.__name__,
+            handler=fn,
+            input_model=input_model,
+            output_model=output_model,
+            description=(description or inspect.getdoc(fn) or "").strip(),
+            module=fn.__module__,
+            queue=queue,
+            max_retries=max_retries,
+            min_backoff=min_backoff,
+            max_backoff=max_backoff,
+            timeout=timeout,
+            retry_on=tuple(retry_on),
+            permanent_on=tuple(permanent_on),
+        )
+
+    return declare if handler is None else declare(handler)
+
+
+def _models_of(
+    fn: Handler, where: str
+) -> tuple[type[pydantic.BaseModel], type[pydantic.BaseModel] | None]:
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception as ex:
+        raise FunctionDefinitionError(f"{where}: cannot read its type hints: {ex}") from ex
+    params = list(inspect.signature(fn).parameters)
+    if len(params) != 2:
+        raise FunctionDefinitionError(f"{where}: a handler takes (ctx, payload)")
+    input_model = hints.get(params[1])
+    if not (inspect.isclass(input_model) and issubclass(input_model, pydantic.BaseModel)):
+        raise FunctionDefinitionError(f"{where}: the payload must be annotated with a pydantic model")
+    output_model = hints.get("return", type(None))
+    if output_model is type(None):
+        return input_model, None
+    if not (inspect.isclass(output_model) and issubclass(output_model, pydantic.BaseModel)):
+        raise FunctionDefinitionError(f"{where}: the return type must be a pydantic model or None")
+    return input_model, output_model
+
+
+class Registry:
+    """The functions of a deployment, by name."""
+
+    def __init__(self, functions: dict[str, Function]) -> None:
+        self._functions = functions
+
+    @classmethod
+    def load(cls, packages: str, settings: Settings) -> Registry:
+        """Import every module of the comma-separated packages and collect their functions."""
+        specs: dict[str, FunctionSpec] = {}
+        for package in [p.strip() for p in packages.split(",") if p.strip()]:
+            for module in _walk(package):
+                for value in vars(module).values():
+                    if not isinstance(value, FunctionSpec) or value.module != module.__name__:
+                        continue
+                    other = specs.get(value.name)
+                    if other is not None and other is not value:
+                        raise FunctionDefinitionError(
+                            f"two functions are named {value.name!r}: in {other.module} and "
+                            f"in {value.module}"
+                        )
+                    specs[value.name] = value
+        return cls({name: spec.resolve(settings) for name, spec in sorted(specs.items())})
+
+    def get(self, name: str) -> Function:
+        try:
+            return self._functions[name]
+        except KeyError:
+            raise FunctionNotFound(f"no function named {name!r}") from None
+
+    def __iter__(self) -> Iterator[Function]:
+        return iter(self._functions.values())
+
+    def __len__(self) -> int:
+        return len(self._functions)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._functions
+
+
+def _walk(package: str) -> Iterator[Any]:
+    try:
+        root = importlib.import_module(package)
+    except ImportError as ex:
+        raise FunctionDefinitionError(f"cannot import functions package {package!r}: {ex}") from ex
+    yield root
+    for info in pkgutil.walk_packages(getattr(root, "__path__", []), prefix=f"{package}."):
+        yield importlib.import_module(info.name)

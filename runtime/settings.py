@@ -1,0 +1,94 @@
+"""Ferry's settings: the one place that reads the environment."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from runtime.errors import SettingsInvalid
+
+
+class Settings(BaseSettings):
+    """Every `FERRY_*` setting, validated once at start-up."""
+
+    model_config = SettingsConfigDict(env_prefix="FERRY_", extra="ignore", frozen=True)
+
+    #: SQLAlchemy URL of the invocation store; SQLite embedded, PostgreSQL in production.
+    database_url: str = "sqlite:///./ferry.db"
+    #: `memory://` runs the in-process broker (embedded mode); `redis://...` runs Redis.
+    broker_url: str = "memory://"
+    #: Prefix of every Redis key this deployment writes, so deployments can share a server.
+    redis_namespace: str = "ferry"
+    #: Python package whose modules define the functions.
+    functions_module: str = "functions"
+    #: Python package whose modules define the schedules.
+    schedules_module: str = "schedules"
+
+    db_pool_size: int = Field(default=5, ge=1, le=200)
+    db_max_overflow: int = Field(default=5, ge=0, le=200)
+    db_pool_timeout_s: float = Field(default=5.0, gt=0)
+    db_connect_timeout_s: int = Field(default=3, ge=1)
+    #: PostgreSQL statement_timeout for every query; 0 disables it.
+    db_statement_timeout_ms: int = Field(default=15_000, ge=0)
+
+    max_body_bytes: int = Field(default=1_048_576, ge=1)
+    #: Largest `?wait=` a client may ask for, in seconds.
+    max_wait_s: float = Field(default=30.0, ge=0)
+
+    worker_threads: int = Field(default=8, ge=1, le=256)
+    #: How long an idle consumer waits for a message before polling again (milliseconds).
+    worker_poll_ms: int = Field(default=100, ge=1, le=10_000)
+    #: Seconds a stopping worker waits for running invocations before it gives them up.
+    shutdown_grace_s: float = Field(default=30.0, ge=0)
+
+    #: Defaults for `@function` options that a function leaves out.
+    default_max_retries: int = Field(default=3, ge=0)
+    default_min_backoff_s: float = Field(default=1.0, ge=0)
+    default_max_backoff_s: float = Field(default=300.0, ge=0)
+    default_timeout_s: float = Field(default=600.0, gt=0)
+
+    #: Seconds a running attempt's lease outlives its timeout before it counts as lost.
+    lease_grace_s: float = Field(default=30.0, ge=0)
+    #: Seconds a queued invocation may wait unclaimed before it is sent to the broker again.
+    redispatch_after_s: float = Field(default=60.0, gt=0)
+    #: How often the dispatcher looks for due, stale or lost invocations (seconds).
+    sweep_interval_s: float = Field(default=1.0, gt=0)
+
+    #: Server-side secret for signing (webhook keys, dashboard sessions). Set it in production.
+    secret_key: str = Field(default="ferry-dev-secret-change-me", min_length=16)
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: `json` for machines, `console` for a terminal.
+    log_format: Literal["json", "console"] = "json"
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _known_broker(cls, value: str) -> str:
+        if not value.startswith(("memory://", "redis://", "rediss://")):
+            raise ValueError("must be memory:// or a redis:// URL")
+        return value
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.broker_url.startswith("memory://")
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        """Read the environment, naming the variable of any bad value."""
+        try:
+            return cls(**overrides)  # type: ignore[arg-type]
+        except ValidationError as ex:
+            problems = []
+            for error in ex.errors():
+                field = str(error["loc"][0]) if error["loc"] else "?"
+                problems.append(f"FERRY_{field.upper()}: {error['msg']}")
+            raise SettingsInvalid("; ".join(problems)) from ex

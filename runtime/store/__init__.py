@@ -1,0 +1,56 @@
+"""The invocation store: SQL is the source of truth for everything Ferry accepted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from runtime.settings import Settings
+from runtime.store.db import Clock, Database, engine_from_settings, translate_errors, utcnow
+from runtime.store.invocations import Invocations
+from runtime.store.tenants import Tenants
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class Store:
+    """One database, with its tenants and invocations."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.tenants = Tenants(db)
+        self.invocations = Invocations(db)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, clock: Clock = utcnow) -> Store:
+        return cls(Database(engine_from_settings(settings), clock))
+
+    def _alembic(self) -> Config:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        return config
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest migration; safe to run again."""
+        config = self._alembic()
+        with translate_errors(), self.db.engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # Two processes migrating at once must not both create the tables.
+                connection.exec_driver_sql("SELECT pg_advisory_xact_lock(4711)")
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    def is_current(self) -> bool:
+        head = ScriptDirectory.from_config(self._alembic()).get_current_head()
+        with translate_errors(), self.db.engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision() == head
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+__all__ = ["Clock", "Database", "Store", "utcnow"]

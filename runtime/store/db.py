@@ -1,0 +1,151 @@
+"""Engines, sessions and the tenant boundary of the store."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any, ParamSpec, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker, with_loader_criteria
+
+from runtime.errors import FerryError, StoreUnavailable
+from runtime.settings import Settings
+from runtime.store.models import TenantScoped
+
+P = ParamSpec("P")
+R = TypeVar("R")
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class TenantViolation(FerryError):
+    """A tenant session tried to write a row of another tenant."""
+
+
+def engine_from_settings(settings: Settings) -> Engine:
+    """Build the engine: a pooled psycopg 3 engine, or SQLite in WAL mode."""
+    url = settings.database_url
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_pre_ping=False
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            # WAL lets the gateway read while a worker writes; foreign keys are off by default.
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    options = f"-c statement_timeout={settings.db_statement_timeout_ms}"
+    return sa.create_engine(
+        url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout_s,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": settings.db_connect_timeout_s, "options": options},
+    )
+
+
+def _scope_to_tenant(state: ORMExecuteState) -> None:
+    tenant_id = state.session.info.get("tenant_id")
+    if tenant_id is None:
+        return
+    if state.is_select or state.is_update or state.is_delete:
+        state.statement = state.statement.options(
+            with_loader_criteria(
+                TenantScoped,
+                lambda cls: cls.tenant_id == tenant_id,
+                include_aliases=True,
+                track_closure_variables=False,
+            )
+        )
+
+
+def _check_writes(session: Session, _context: Any, _instances: Any) -> None:
+    tenant_id = session.info.get("tenant_id")
+    if tenant_id is None:
+        return
+    for obj in list(session.new):
+        if isinstance(obj, TenantScoped):
+            if getattr(obj, "tenant_id", None) is None:
+                obj.tenant_id = tenant_id
+            elif obj.tenant_id != tenant_id:
+                raise TenantViolation(
+                    f"a session of tenant {tenant_id!r} cannot write a row of another tenant"
+                )
+    for obj in list(session.dirty) + list(session.deleted):
+        if not isinstance(obj, TenantScoped):
+            continue
+        history = sa.inspect(obj).attrs.tenant_id.history
+        owners = {obj.tenant_id, *history.deleted}
+        if owners != {tenant_id}:
+            raise TenantViolation(
+                f"a session of tenant {tenant_id!r} cannot change a row of another tenant"
+            )
+
+
+class Database:
+    """The engine and its session factory; every store module works through one of these."""
+
+    def __init__(self, engine: Engine, clock: Clock = utcnow) -> None:
+        self.engine = engine
+        self.clock = clock
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        event.listen(self._sessions, "do_orm_execute", _scope_to_tenant)
+        event.listen(self._sessions, "before_flush", _check_writes)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextlib.contextmanager
+    def session(self, tenant_id: str | None = None) -> Iterator[Session]:
+        """Open a unit of work; commit on success, roll back on error.
+
+        With `tenant_id`, ORM reads of tenant-scoped models see only that tenant's rows
+        and writes of another tenant's rows fail.
+        """
+        with translate_errors(), self._sessions(info={"tenant_id": tenant_id}) as session:
+            with session.begin():
+                yield session
+
+    def open_session(self, tenant_id: str | None = None) -> Session:
+        """A session the caller manages (a function's `ctx.session`)."""
+        return self._sessions(info={"tenant_id": tenant_id})
+
+    def ping(self) -> None:
+        with translate_errors(), self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+@contextlib.contextmanager
+def translate_errors() -> Iterator[None]:
+    """Turn a lost or refused database connection into `StoreUnavailable`."""
+    try:
+        yield
+    except (OperationalError, PoolTimeout) as ex:
+        raise StoreUnavailable(f"the store is unreachable: {type(ex.__cause__ or ex).__name__}") from ex
+    except DBAPIError as ex:
+        if ex.connection_invalidated:
+            raise StoreUnavailable("the store connection was lost") from ex
+        raise

@@ -1,0 +1,446 @@
+"""Invocations and attempts: every state change of an invocation is one statement here.
+
+State changes are atomic conditional updates (`UPDATE ... WHERE id = :id AND status IN
+(...)`), not read-then-write. On PostgreSQL the UPDATE takes the row lock; a second
+worker claiming the same row waits for the first to commit, re-checks the WHERE clause
+against the committed row (READ COMMITTED) and updates nothing. So exactly one claimer
+wins without SELECT ... FOR UPDATE round trips, and the same statement is correct on
+SQLite, where writers are serialised anyway. Only the sweep, which picks *many* rows
+that other sweepers may be picking too, uses `FOR UPDATE SKIP LOCKED`.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from runtime.errors import BadRequest, IdempotencyConflict, InvalidState, InvocationNotFound
+from runtime.store import models
+from runtime.store.db import Database
+from runtime.store.models import CLAIMABLE, Status
+from runtime.store.views import AttemptView, InvocationView
+
+I = models.Invocation  # noqa: E741 - the table every statement here is about
+
+
+@dataclasses.dataclass(frozen=True)
+class NewInvocation:
+    id: str
+    tenant_id: str
+    function: str
+    queue: str
+    trigger: str
+    idempotency_key: str
+    request_hash: str
+    request_id: str | None
+    parent_id: str | None
+    payload: dict[str, Any]
+    max_retries: int
+    #: None: due now.
+    scheduled_for: datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Claimed:
+    """A worker won the invocation: run attempt `attempt` under the lease."""
+
+    invocation: InvocationView
+    attempt: int
+
+
+@dataclasses.dataclass(frozen=True)
+class NotClaimed:
+    """Why a delivery did not become an attempt."""
+
+    #: `missing`, `finished`, `running`, `not_due`
+    reason: str
+    due_at: datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Dispatch:
+    """An invocation to hand to the broker."""
+
+    id: str
+    tenant_id: str
+    function: str
+    queue: str
+
+
+class Invocations:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # --- accepting ----------------------------------------------------------------------------
+
+    def insert(self, new: NewInvocation) -> tuple[InvocationView, bool]:
+        """Store a new invocation, or return the one stored under the same key.
+
+        Returns the invocation and whether this call created it. Concurrent inserts of one
+        key meet at the unique constraint: one wins, the others read the winner.
+        """
+        now = self.db.clock()
+        due = new.scheduled_for is None or new.scheduled_for <= now
+        row = I(
+            id=new.id,
+            tenant_id=new.tenant_id,
+            function=new.function,
+            queue=new.queue,
+            status=Status.QUEUED if due else Status.SCHEDULED,
+            trigger=new.trigger,
+            idempotency_key=new.idempotency_key,
+            request_hash=new.request_hash,
+            request_id=new.request_id,
+            parent_id=new.parent_id,
+            payload=new.payload,
+            result=None,
+            error=None,
+            attempts=0,
+            max_retries=new.max_retries,
+            budget_start=0,
+            created_at=now,
+            scheduled_for=new.scheduled_for,
+            # A due invocation is sent by the caller right after this commit.
+            dispatched_at=now if due else None,
+        )
+        try:
+            with self.db.session() as s:
+                s.add(row)
+            return InvocationView.from_row(row), True
+        except IntegrityError:
+            pass
+        existing = self.find_by_key(new.tenant_id, new.function, new.idempotency_key)
+        if existing is None:  # the winner was deleted (its broker send failed); try again
+            return self.insert(new)
+        if existing.request_hash != new.request_hash:
+            raise IdempotencyConflict(
+                "this Idempotency-Key was used with a different body for this function"
+            )
+        return existing, False
+
+    def find_by_key(self, tenant_id: str, function: str, key: str) -> InvocationView | None:
+        with self.db.session() as s:
+            row = s.scalars(
+                sa.select(I).where(
+                    I.tenant_id == tenant_id, I.function == function, I.idempotency_key == key
+                )
+            ).one_or_none()
+            return None if row is None else InvocationView.from_row(row)
+
+    def withdraw(self, invocation_id: str) -> None:
+        """Delete an invocation that was never handed to a broker (the send failed)."""
+        with self.db.session() as s:
+            s.execute(
+                sa.delete(I).where(
+                    I.id == invocation_id, I.attempts == 0, I.status.in_(CLAIMABLE)
+                )
+            )
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def get(self, invocation_id: str, tenant_id: str | None = None) -> InvocationView:
+        """One invocation; another tenant's is reported exactly like a missing one."""
+        with self.db.session(tenant_id) as s:
+            row = s.scalars(sa.select(I).where(I.id == invocation_id)).one_or_none()
+            if row is None:
+                raise InvocationNotFound(f"no invocation {invocation_id!r}")
+            return InvocationView.from_row(row)
+
+    def attempts(self, invocation_id: str) -> list[AttemptView]:
+        with self.db.session() as s:
+            rows = s.scalars(
+                sa.select(models.Attempt)
+                .where(models.Attempt.invocation_id == invocation_id)
+                .order_by(models.Attempt.number)
+            )
+            return [AttemptView.from_row(r) for r in rows]
+
+    def list(
+        self,
+        tenant_id: str | None,
+        *,
+        function: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[InvocationView], str | None]:
+        """Newest first, in pages; the cursor is opaque to clients."""
+        query = sa.select(I).order_by(I.created_at.desc(), I.id.desc()).limit(limit + 1)
+        if function:
+            query = query.where(I.function == function)
+        if status:
+            query = query.where(I.status == status)
+        if cursor:
+            created_at, last_id = _decode_cursor(cursor)
+            query = query.where(
+                sa.or_(I.created_at < created_at, sa.and_(I.created_at == created_at, I.id < last_id))
+            )
+        with self.db.session(tenant_id) as s:
+            rows = list(s.scalars(query))
+        views = [InvocationView.from_row(r) for r in rows[:limit]]
+        next_cursor = _encode_cursor(views[-1]) if len(rows) > limit else None
+        return views, next_cursor
+
+    # --- operator actions ---------------------------------------------------------------------
+
+    def cancel(self, invocation_id: str, tenant_id: str | None) -> InvocationView:
+        now = self.db.clock()
+        with self.db.session(tenant_id) as s:
+            done = s.execute(
+                sa.update(I)
+                .where(I.id == invocation_id, I.status.in_(CLAIMABLE))
+                .values(status=Status.CANCELLED, finished_at=now, lease_expires_at=None)
+            )
+        if done.rowcount == 0:  # type: ignore[attr-defined]
+            current = self.get(invocation_id, tenant_id)
+            raise InvalidState(f"invocation is {current.status}; only one not yet running can be cancelled")
+        return self.get(invocation_id, tenant_id)
+
+    def requeue(self, invocation_id: str, tenant_id: str | None) -> InvocationView:
+        """Queue a failed or cancelled invocation again, with a fresh retry budget."""
+        now = self.db.clock()
+        with self.db.session(tenant_id) as s:
+            done = s.execute(
+                sa.update(I)
+                .where(I.id == invocation_id, I.status.in_((Status.FAILED, Status.CANCELLED)))
+                .values(
+                    status=Status.QUEUED,
+                    budget_start=I.attempts,
+                    error=None,
+                    result=None,
+                    finished_at=None,
+                    scheduled_for=None,
+                    dispatched_at=now,
+                )
+            )
+        if done.rowcount == 0:  # type: ignore[attr-defined]
+            current = self.get(invocation_id, tenant_id)
+            raise InvalidState(f"invocation is {current.status}; only a failed or cancelled one can be retried")
+        return self.get(invocation_id, tenant_id)
+
+    # --- the worker's side --------------------------------------------------------------------
+
+    def claim(self, invocation_id: str, worker_id: str, lease_s: float) -> Claimed | NotClaimed:
+        """Take the invocation for one attempt, or say why not (see the module docstring)."""
+        now = self.db.clock()
+        with self.db.session() as s:
+            done = s.execute(
+                sa.update(I)
+                .where(
+                    I.id == invocation_id,
+                    I.status.in_(CLAIMABLE),
+                    sa.or_(I.scheduled_for.is_(None), I.scheduled_for <= now),
+                )
+                .values(
+                    status=Status.RUNNING,
+                    attempts=I.attempts + 1,
+                    started_at=now,
+                    finished_at=None,
+                    lease_expires_at=now + timedelta(seconds=lease_s),
+                    worker_id=worker_id,
+                )
+            )
+            row = s.get(I, invocation_id, populate_existing=True)
+            if done.rowcount == 1 and row is not None:  # type: ignore[attr-defined]
+                s.add(
+                    models.Attempt(
+                        invocation_id=row.id,
+                        tenant_id=row.tenant_id,
+                        number=row.attempts,
+                        worker_id=worker_id,
+                        started_at=now,
+                        finished_at=None,
+                        outcome=None,
+                        error=None,
+                        traceback=None,
+                    )
+                )
+                return Claimed(InvocationView.from_row(row), row.attempts)
+        if row is None:
+            return NotClaimed("missing")
+        if row.status in models.FINISHED:
+            return NotClaimed("finished")
+        if row.status == Status.RUNNING:
+            return NotClaimed("running")
+        return NotClaimed("not_due", due_at=row.scheduled_for)
+
+    def _ours(self, claimed: Claimed) -> Any:
+        inv = claimed.invocation
+        return sa.and_(
+            I.id == inv.id,
+            I.status == Status.RUNNING,
+            I.attempts == claimed.attempt,
+            I.worker_id == inv.worker_id,
+        )
+
+    def _close_attempt(
+        self, s: Session, claimed: Claimed, outcome: str, error: dict[str, Any] | None, tb: str | None
+    ) -> None:
+        s.execute(
+            sa.update(models.Attempt)
+            .where(
+                models.Attempt.invocation_id == claimed.invocation.id,
+                models.Attempt.number == claimed.attempt,
+            )
+            .values(finished_at=self.db.clock(), outcome=outcome, error=error, traceback=tb)
+        )
+
+    def succeed(self, s: Session, claimed: Claimed, result: dict[str, Any] | None) -> bool:
+        """Record success inside the caller's unit of work; False if the lease was lost."""
+        now = self.db.clock()
+        done = s.execute(
+            sa.update(I)
+            .where(self._ours(claimed))
+            .values(
+                status=Status.SUCCEEDED,
+                result=result,
+                error=None,
+                finished_at=now,
+                lease_expires_at=None,
+            ),
+            execution_options={"synchronize_session": False},
+        )
+        if done.rowcount != 1:  # type: ignore[attr-defined]
+            return False
+        self._close_attempt(s, claimed, "succeeded", None, None)
+        return True
+
+    def fail(
+        self,
+        claimed: Claimed,
+        *,
+        outcome: str,
+        error: dict[str, Any],
+        traceback: str | None,
+        retry_at: datetime | None,
+    ) -> str | None:
+        """Record a failed attempt; retry at `retry_at`, or fail for good if None.
+
+        Returns the new status, or None if the lease was lost meanwhile.
+        """
+        now = self.db.clock()
+        status = Status.RETRYING if retry_at is not None else Status.FAILED
+        with self.db.session() as s:
+            done = s.execute(
+                sa.update(I)
+                .where(self._ours(claimed))
+                .values(
+                    status=status,
+                    error=error,
+                    scheduled_for=retry_at,
+                    finished_at=None if retry_at else now,
+                    lease_expires_at=None,
+                    dispatched_at=None,
+                )
+            )
+            if done.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            self._close_attempt(s, claimed, outcome, error, traceback)
+        return status
+
+    # --- the dispatcher's sweep ---------------------------------------------------------------
+
+    def reclaim_lost(self, *, limit: int = 500) -> list[str]:
+        """Running invocations whose lease expired: their worker died. Returns their ids.
+
+        The lost attempt counts against the retry budget, so a function that kills its
+        worker every time ends `failed` instead of looping.
+        """
+        now = self.db.clock()
+        lost: list[str] = []
+        with self.db.session() as s:
+            rows = s.scalars(
+                _lock(
+                    s,
+                    sa.select(I)
+                    .where(I.status == Status.RUNNING, I.lease_expires_at < now)
+                    .limit(limit),
+                )
+            ).all()
+            for row in rows:
+                error = {"type": "WorkerLost", "message": "the worker stopped during the attempt"}
+                s.execute(
+                    sa.update(models.Attempt)
+                    .where(
+                        models.Attempt.invocation_id == row.id,
+                        models.Attempt.number == row.attempts,
+                    )
+                    .values(finished_at=now, outcome="lost", error=error)
+                )
+                retries_used = row.attempts - row.budget_start
+                row.error = error
+                row.lease_expires_at = None
+                if retries_used > row.max_retries:
+                    row.status = Status.FAILED
+                    row.finished_at = now
+                else:
+                    row.status = Status.RETRYING
+                    row.scheduled_for = now
+                    row.dispatched_at = None
+                    lost.append(row.id)
+        return lost
+
+    def take_dispatchable(self, *, redispatch_after_s: float, limit: int = 500) -> list[Dispatch]:
+        """Mark and return what should go to the broker now.
+
+        Due scheduled and retrying invocations not sent since they came due, and queued
+        ones sent long ago but still not claimed (the broker lost them, or never had them).
+        """
+        now = self.db.clock()
+        stale = now - timedelta(seconds=redispatch_after_s)
+        due = sa.or_(I.scheduled_for.is_(None), I.scheduled_for <= now)
+        never_sent_since_due = sa.or_(I.dispatched_at.is_(None), I.dispatched_at < I.scheduled_for)
+        with self.db.session() as s:
+            rows = s.scalars(
+                _lock(
+                    s,
+                    sa.select(I)
+                    .where(
+                        I.status.in_(CLAIMABLE),
+                        due,
+                        sa.or_(never_sent_since_due, I.dispatched_at < stale),
+                    )
+                    .order_by(I.scheduled_for.nulls_first(), I.created_at)
+                    .limit(limit),
+                )
+            ).all()
+            out = []
+            for row in rows:
+                row.dispatched_at = now
+                if row.status == Status.SCHEDULED:
+                    row.status = Status.QUEUED
+                out.append(Dispatch(row.id, row.tenant_id, row.function, row.queue))
+        return out
+
+    def counts_by_status(self, tenant_id: str | None = None) -> dict[str, int]:
+        with self.db.session(tenant_id) as s:
+            rows = s.execute(sa.select(I.status, sa.func.count()).group_by(I.status)).all()
+            return {status: count for status, count in rows}
+
+
+def _lock(s: Session, query: Any) -> Any:
+    if s.get_bind().dialect.name == "postgresql":
+        return query.with_for_update(skip_locked=True)
+    return query
+
+
+def _encode_cursor(view: InvocationView) -> str:
+    raw = json.dumps([view.created_at.isoformat(), view.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        created_at, last_id = json.loads(base64.urlsafe_b64decode(padded))
+        return datetime.fromisoformat(created_at), str(last_id)
+    except (ValueError, TypeError) as ex:
+        raise BadRequest("cursor is not one this API returned") from ex
+

@@ -1,0 +1,177 @@
+"""SQL tables of the invocation store (SQLAlchemy 2 typed models).
+
+The schema itself is owned by the Alembic migrations beside this file; a test checks that
+the migrations and these models agree.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend (SQLite stores naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON()}
+
+
+class TenantScoped:
+    """Mixin for rows that belong to one tenant: a tenant session sees and writes only its own."""
+
+    # Declared here too so tenant criteria can name the column on the mixin itself.
+    tenant_id: Mapped[str] = mapped_column(String(63))
+
+
+class Status(enum.StrEnum):
+    """Where an invocation is in its life."""
+
+    #: Accepted, to run at `scheduled_for` (delay, `at`, or a schedule's tick).
+    SCHEDULED = "scheduled"
+    #: Accepted and due; waiting for a worker.
+    QUEUED = "queued"
+    #: A worker holds it under a lease.
+    RUNNING = "running"
+    #: An attempt failed; the next one runs at `scheduled_for`.
+    RETRYING = "retrying"
+    #: Finished with a result. Final.
+    SUCCEEDED = "succeeded"
+    #: Out of attempts or failed permanently; kept for a manual retry.
+    FAILED = "failed"
+    #: Cancelled before it ran; can be retried.
+    CANCELLED = "cancelled"
+
+
+#: States a worker may claim an invocation from.
+CLAIMABLE = (Status.QUEUED, Status.SCHEDULED, Status.RETRYING)
+#: States that will not change again by themselves.
+FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+
+class TenantStatus(enum.StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default=TenantStatus.ACTIVE)
+    created_at: Mapped[datetime]
+
+
+class ApiKey(TenantScoped, Base):
+    __tablename__ = "api_keys"
+
+    #: The public part of the key (`fy_<id>_<secret>`), used to look it up.
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    #: SHA-256 of the secret part; keys are 256-bit random, so a slow hash adds nothing.
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    #: Comma-separated scopes.
+    scopes: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class Invocation(TenantScoped, Base):
+    __tablename__ = "invocations"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "function", "idempotency_key"),
+        # The dispatcher's sweep: due and stale work, by state and time.
+        Index("ix_invocations_status_scheduled_for", "status", "scheduled_for"),
+        # Listing newest first per tenant.
+        Index("ix_invocations_tenant_id_created_at", "tenant_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    function: Mapped[str] = mapped_column(String(200))
+    queue: Mapped[str] = mapped_column(String(50))
+    status: Mapped[str] = mapped_column(String(16))
+    trigger: Mapped[str] = mapped_column(String(16))
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    #: SHA-256 of the canonical input; a replay with another body is a conflict.
+    request_hash: Mapped[str] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(200))
+    parent_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    payload: Mapped[dict[str, Any]]
+    result: Mapped[dict[str, Any] | None]
+    error: Mapped[dict[str, Any] | None]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_retries: Mapped[int] = mapped_column(Integer)
+    #: `attempts` when the current retry budget began (a manual retry starts a new one).
+    budget_start: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime]
+    scheduled_for: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    #: When it was last handed to the broker.
+    dispatched_at: Mapped[datetime | None]
+    #: A running attempt not finished by then is lost (its worker died).
+    lease_expires_at: Mapped[datetime | None]
+    worker_id: Mapped[str | None] = mapped_column(String(200))
+
+
+class Attempt(TenantScoped, Base):
+    __tablename__ = "attempts"
+    __table_args__ = (UniqueConstraint("invocation_id", "number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    invocation_id: Mapped[str] = mapped_column(ForeignKey("invocations.id", ondelete="CASCADE"))
+    tenant_id: Mapped[str] = mapped_column(String(63))
+    number: Mapped[int]
+    worker_id: Mapped[str | None] = mapped_column(String(200))
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    #: `succeeded`, `failed`, `retrying`, `timed_out`, `lost`; null while running.
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    error: Mapped[dict[str, Any] | None]
+    traceback: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,171 @@
+"""Tenants and their API keys."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import re
+import secrets
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from runtime.errors import AlreadyExists, NotFound, RequestRejected, TenantNotFound
+from runtime.store import models
+from runtime.store.db import Database
+from runtime.store.views import ApiKeyView, TenantView
+
+TENANT_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+SCOPES = frozenset({"invoke", "read", "manage", "admin"})
+_KEY = re.compile(r"fy_([a-z0-9]{12})_([A-Za-z0-9_-]{43})")
+
+
+@dataclasses.dataclass(frozen=True)
+class Principal:
+    """Who is calling: a key's tenant and scopes. `admin` implies every other scope."""
+
+    key_id: str
+    tenant_id: str
+    scopes: frozenset[str]
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.scopes
+
+    def has(self, scope: str) -> bool:
+        return scope in self.scopes or self.is_admin
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def parse_scopes(text: str) -> frozenset[str]:
+    scopes = frozenset(s.strip() for s in text.split(",") if s.strip())
+    unknown = scopes - SCOPES
+    if not scopes or unknown:
+        raise RequestRejected(
+            f"scopes must be some of {', '.join(sorted(SCOPES))}; got {text!r}"
+        )
+    return scopes
+
+
+class Tenants:
+    """Tenants and keys over one `Database`."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def create(self, tenant_id: str, name: str | None = None) -> TenantView:
+        if not TENANT_ID.fullmatch(tenant_id):
+            raise RequestRejected(
+                f"tenant id {tenant_id!r} must match [a-z0-9][a-z0-9-]{{0,62}}"
+            )
+        try:
+            with self.db.session() as s:
+                row = models.Tenant(
+                    id=tenant_id,
+                    name=name or tenant_id,
+                    status=models.TenantStatus.ACTIVE,
+                    created_at=self.db.clock(),
+                )
+                s.add(row)
+                s.flush()
+                return TenantView.from_row(row)
+        except IntegrityError as ex:
+            raise AlreadyExists(f"tenant {tenant_id!r} exists already") from ex
+
+    def get(self, tenant_id: str) -> TenantView:
+        with self.db.session() as s:
+            row = s.get(models.Tenant, tenant_id)
+            if row is None:
+                raise TenantNotFound(f"no tenant {tenant_id!r}")
+            return TenantView.from_row(row)
+
+    def list(self, *, status: str | None = None) -> list[TenantView]:
+        with self.db.session() as s:
+            query = sa.select(models.Tenant).order_by(models.Tenant.id)
+            if status is not None:
+                query = query.where(models.Tenant.status == status)
+            return [TenantView.from_row(r) for r in s.scalars(query)]
+
+    def set_status(self, tenant_id: str, status: models.TenantStatus) -> TenantView:
+        with self.db.session() as s:
+            row = s.get(models.Tenant, tenant_id)
+            if row is None:
+                raise TenantNotFound(f"no tenant {tenant_id!r}")
+            row.status = status
+            return TenantView.from_row(row)
+
+    # --- keys -------------------------------------------------------------------------------
+
+    def create_key(
+        self,
+        tenant_id: str,
+        scopes: frozenset[str],
+        *,
+        name: str = "",
+        expires_at: datetime | None = None,
+    ) -> tuple[ApiKeyView, str]:
+        """Create a key; the plaintext is returned here and never again."""
+        unknown = scopes - SCOPES
+        if not scopes or unknown:
+            raise RequestRejected(f"unknown scopes: {', '.join(sorted(unknown)) or 'none given'}")
+        key_id = secrets.token_hex(6)
+        secret = secrets.token_urlsafe(32)
+        with self.db.session() as s:
+            if s.get(models.Tenant, tenant_id) is None:
+                raise TenantNotFound(f"no tenant {tenant_id!r}")
+            row = models.ApiKey(
+                id=key_id,
+                tenant_id=tenant_id,
+                name=name,
+                secret_hash=_hash(secret),
+                scopes=",".join(sorted(scopes)),
+                created_at=self.db.clock(),
+                expires_at=expires_at,
+                revoked_at=None,
+            )
+            s.add(row)
+            s.flush()
+            return ApiKeyView.from_row(row), f"fy_{key_id}_{secret}"
+
+    def list_keys(self, tenant_id: str | None = None) -> list[ApiKeyView]:
+        with self.db.session() as s:
+            query = sa.select(models.ApiKey).order_by(models.ApiKey.created_at)
+            if tenant_id is not None:
+                query = query.where(models.ApiKey.tenant_id == tenant_id)
+            return [ApiKeyView.from_row(r) for r in s.scalars(query)]
+
+    def revoke_key(self, key_id: str) -> ApiKeyView:
+        with self.db.session() as s:
+            row = s.get(models.ApiKey, key_id)
+            if row is None:
+                raise NotFound(f"no key {key_id!r}")
+            if row.revoked_at is None:
+                row.revoked_at = self.db.clock()
+            return ApiKeyView.from_row(row)
+
+    def authenticate(self, token: str) -> Principal | None:
+        """Resolve a presented key to its principal; None for unknown, revoked or expired keys.
+
+        A key of a suspended tenant still authenticates; what it may do is decided later.
+        """
+        match = _KEY.fullmatch(token)
+        if match is None:
+            return None
+        key_id, secret = match.groups()
+        with self.db.session() as s:
+            row = s.get(models.ApiKey, key_id)
+            if row is None or not hmac.compare_digest(row.secret_hash, _hash(secret)):
+                return None
+            now = self.db.clock()
+            if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
+                return None
+            return Principal(
+                key_id=row.id,
+                tenant_id=row.tenant_id,
+                scopes=frozenset(row.scopes.split(",")),
+            )

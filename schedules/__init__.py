@@ -1,0 +1,1 @@
+"""Schedule definitions run by periodiq (one module per schedule family)."""
