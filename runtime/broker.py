@@ -30,7 +30,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     ]
     if settings.embedded_broker:
         return StubBroker(middleware=base)
-    return RedisBroker(
+    return RedisBroker(  # type: ignore[no-untyped-call]
         url=settings.broker_url,
         namespace=settings.redis_namespace,
         middleware=base,

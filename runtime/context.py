@@ -12,12 +12,11 @@ import structlog
 from sqlalchemy.orm import Session
 
 if TYPE_CHECKING:
+    from runtime.dispatch import Dispatcher
     from runtime.registry import FunctionSpec
     from runtime.store import Store
     from runtime.store.invocations import Claimed
     from runtime.store.views import InvocationView
-
-    from runtime.dispatch import Dispatcher
 
 #: The claim the current worker thread is running (set by the claim middleware).
 current_claim: contextvars.ContextVar[Claimed | None] = contextvars.ContextVar(

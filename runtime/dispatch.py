@@ -108,8 +108,12 @@ class Dispatcher:
                 self.store.invocations.withdraw(invocation.id)
                 raise
         if created:
-            log.info("invocation_accepted", **invocation.log_context(), trigger=trigger,
-                     status=invocation.status)
+            log.info(
+                "invocation_accepted",
+                **invocation.log_context(),
+                trigger=trigger,
+                status=invocation.status,
+            )
         return invocation, created
 
     def send(self, item: Dispatch) -> None:
@@ -128,8 +132,9 @@ class Dispatcher:
         invocation = self.store.invocations.requeue(invocation_id, tenant_id)
         # If the send fails the invocation stays queued and the sweep sends it later.
         try:
-            self.send(Dispatch(invocation.id, invocation.tenant_id, invocation.function,
-                               invocation.queue))
+            self.send(
+                Dispatch(invocation.id, invocation.tenant_id, invocation.function, invocation.queue)
+            )
         except BrokerUnavailable:
             log.warning("requeue_send_deferred", invocation_id=invocation.id)
         return invocation
@@ -143,7 +148,9 @@ class Dispatcher:
         batch = self.store.invocations.take_dispatchable(redispatch_after_s=self.redispatch_after_s)
         for item in batch:
             if item.function not in self.actors:
-                log.error("dispatch_unknown_function", invocation_id=item.id, function=item.function)
+                log.error(
+                    "dispatch_unknown_function", invocation_id=item.id, function=item.function
+                )
                 failed += 1
                 continue
             try:

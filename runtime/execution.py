@@ -35,8 +35,8 @@ log = structlog.get_logger("ferry.execution")
 
 def backoff_s(function: Function, retry_number: int, rand: Callable[[], float]) -> float:
     """Exponential backoff with jitter: between half and all of min * 2^(n-1), capped."""
-    ceiling = min(function.max_backoff, function.min_backoff * 2 ** (retry_number - 1))
-    return ceiling * (0.5 + rand() / 2)
+    ceiling = min(function.max_backoff, function.min_backoff * 2.0 ** (retry_number - 1))
+    return float(ceiling) * (0.5 + rand() / 2)
 
 
 def classify(function: Function, error: BaseException) -> str:
@@ -102,7 +102,9 @@ class Executor:
         finally:
             current_context.reset(token)
 
-    def _record_success(self, claimed: Claimed, ctx: Context, result: dict[str, Any] | None) -> None:
+    def _record_success(
+        self, claimed: Claimed, ctx: Context, result: dict[str, Any] | None
+    ) -> None:
         session = ctx.close_session() or self.store.db.open_session(ctx.tenant_id)
         with translate_errors(), session:
             if self.store.invocations.succeed(session, claimed, result):
@@ -134,5 +136,10 @@ class Executor:
             retry_at=retry_at,
         )
         event = "attempt_failed_retrying" if retry_at else "invocation_failed"
-        ctx.log.warning(event, error_type=details["type"], outcome=outcome, status=status,
-                        retry_at=retry_at.isoformat() if retry_at else None)
+        ctx.log.warning(
+            event,
+            error_type=details["type"],
+            outcome=outcome,
+            status=status,
+            retry_at=retry_at.isoformat() if retry_at else None,
+        )

@@ -96,7 +96,8 @@ class Function:
             return None
         if not isinstance(value, model):
             value = model.model_validate(value)
-        return value.model_dump(mode="json")
+        dumped: dict[str, Any] = value.model_dump(mode="json")
+        return dumped
 
     def describe(self) -> dict[str, Any]:
         """The contract's `function` object, without `invoke_url` (the gateway adds it)."""
@@ -135,8 +136,11 @@ def function(
         where = f"{fn.__module__}.{fn.__qualname__}"
         if queue not in QUEUES:
             raise FunctionDefinitionError(f"{where}: queue must be one of {QUEUES}, not {queue!r}")
-        for label, value in (("max_retries", max_retries), ("min_backoff", min_backoff),
-                             ("max_backoff", max_backoff)):
+        for label, value in (
+            ("max_retries", max_retries),
+            ("min_backoff", min_backoff),
+            ("max_backoff", max_backoff),
+        ):
             if value is not None and value < 0:
                 raise FunctionDefinitionError(f"{where}: {label} cannot be negative")
         if timeout is not None and timeout <= 0:
@@ -178,7 +182,9 @@ def _models_of(
         raise FunctionDefinitionError(f"{where}: a handler takes (ctx, payload)")
     input_model = hints.get(params[1])
     if not (inspect.isclass(input_model) and issubclass(input_model, pydantic.BaseModel)):
-        raise FunctionDefinitionError(f"{where}: the payload must be annotated with a pydantic model")
+        raise FunctionDefinitionError(
+            f"{where}: the payload must be annotated with a pydantic model"
+        )
     output_model = hints.get("return", type(None))
     if output_model is type(None):
         return input_model, None

@@ -22,7 +22,9 @@ from runtime.app import Runtime, WorkerHandle
 from runtime.settings import Settings
 from runtime.store.tenants import parse_scopes
 
-PG_ADMIN_URL = os.environ.get("FERRY_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get(
+    "FERRY_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
 REDIS_URL = os.environ.get("FERRY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 TEST_FUNCTIONS = "functions,tests.fixtures.functions"
 PROBE_TABLE = "CREATE TABLE IF NOT EXISTS probe_executions (invocation_id varchar(36), attempt int)"
@@ -38,8 +40,11 @@ def _reachable(host: str, port: int) -> bool:
 
 def require_services() -> None:
     """Skip (locally) or fail (in CI) when PostgreSQL or Redis is not reachable."""
-    missing = [name for name, port in (("PostgreSQL", 5432), ("Redis", 6379))
-               if not _reachable("127.0.0.1", port)]
+    missing = [
+        name
+        for name, port in (("PostgreSQL", 5432), ("Redis", 6379))
+        if not _reachable("127.0.0.1", port)
+    ]
     if missing:
         message = f"{' and '.join(missing)} not reachable on 127.0.0.1"
         if os.environ.get("CI"):
@@ -110,9 +115,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def settings_for(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> Callable[..., Settings]:
+def settings_for(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., Settings]:
     """Build settings for `backend` with test-friendly timings, plus overrides."""
 
     def build(backend: str = "embedded", **overrides: Any) -> Settings:

@@ -144,7 +144,9 @@ def translate_errors() -> Iterator[None]:
     try:
         yield
     except (OperationalError, PoolTimeout) as ex:
-        raise StoreUnavailable(f"the store is unreachable: {type(ex.__cause__ or ex).__name__}") from ex
+        raise StoreUnavailable(
+            f"the store is unreachable: {type(ex.__cause__ or ex).__name__}"
+        ) from ex
     except DBAPIError as ex:
         if ex.connection_invalidated:
             raise StoreUnavailable("the store connection was lost") from ex

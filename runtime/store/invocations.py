@@ -12,6 +12,7 @@ that other sweepers may be picking too, uses `FOR UPDATE SKIP LOCKED`.
 from __future__ import annotations
 
 import base64
+import builtins
 import dataclasses
 import json
 from datetime import datetime, timedelta
@@ -138,9 +139,7 @@ class Invocations:
         """Delete an invocation that was never handed to a broker (the send failed)."""
         with self.db.session() as s:
             s.execute(
-                sa.delete(I).where(
-                    I.id == invocation_id, I.attempts == 0, I.status.in_(CLAIMABLE)
-                )
+                sa.delete(I).where(I.id == invocation_id, I.attempts == 0, I.status.in_(CLAIMABLE))
             )
 
     # --- reading ------------------------------------------------------------------------------
@@ -180,7 +179,9 @@ class Invocations:
         if cursor:
             created_at, last_id = _decode_cursor(cursor)
             query = query.where(
-                sa.or_(I.created_at < created_at, sa.and_(I.created_at == created_at, I.id < last_id))
+                sa.or_(
+                    I.created_at < created_at, sa.and_(I.created_at == created_at, I.id < last_id)
+                )
             )
         with self.db.session(tenant_id) as s:
             rows = list(s.scalars(query))
@@ -200,7 +201,9 @@ class Invocations:
             )
         if done.rowcount == 0:  # type: ignore[attr-defined]
             current = self.get(invocation_id, tenant_id)
-            raise InvalidState(f"invocation is {current.status}; only one not yet running can be cancelled")
+            raise InvalidState(
+                f"invocation is {current.status}; only one not yet running can be cancelled"
+            )
         return self.get(invocation_id, tenant_id)
 
     def requeue(self, invocation_id: str, tenant_id: str | None) -> InvocationView:
@@ -222,7 +225,9 @@ class Invocations:
             )
         if done.rowcount == 0:  # type: ignore[attr-defined]
             current = self.get(invocation_id, tenant_id)
-            raise InvalidState(f"invocation is {current.status}; only a failed or cancelled one can be retried")
+            raise InvalidState(
+                f"invocation is {current.status}; only a failed or cancelled one can be retried"
+            )
         return self.get(invocation_id, tenant_id)
 
     # --- the worker's side --------------------------------------------------------------------
@@ -281,7 +286,12 @@ class Invocations:
         )
 
     def _close_attempt(
-        self, s: Session, claimed: Claimed, outcome: str, error: dict[str, Any] | None, tb: str | None
+        self,
+        s: Session,
+        claimed: Claimed,
+        outcome: str,
+        error: dict[str, Any] | None,
+        tb: str | None,
     ) -> None:
         s.execute(
             sa.update(models.Attempt)
@@ -347,14 +357,14 @@ class Invocations:
 
     # --- the dispatcher's sweep ---------------------------------------------------------------
 
-    def reclaim_lost(self, *, limit: int = 500) -> list[str]:
+    def reclaim_lost(self, *, limit: int = 500) -> builtins.list[str]:
         """Running invocations whose lease expired: their worker died. Returns their ids.
 
         The lost attempt counts against the retry budget, so a function that kills its
         worker every time ends `failed` instead of looping.
         """
         now = self.db.clock()
-        lost: list[str] = []
+        lost: builtins.list[str] = []
         with self.db.session() as s:
             rows = s.scalars(
                 _lock(
@@ -387,7 +397,9 @@ class Invocations:
                     lost.append(row.id)
         return lost
 
-    def take_dispatchable(self, *, redispatch_after_s: float, limit: int = 500) -> list[Dispatch]:
+    def take_dispatchable(
+        self, *, redispatch_after_s: float, limit: int = 500
+    ) -> builtins.list[Dispatch]:
         """Mark and return what should go to the broker now.
 
         Due scheduled and retrying invocations not sent since they came due, and queued
@@ -443,4 +455,3 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         return datetime.fromisoformat(created_at), str(last_id)
     except (ValueError, TypeError) as ex:
         raise BadRequest("cursor is not one this API returned") from ex
-

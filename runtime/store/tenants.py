@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import hashlib
 import hmac
@@ -46,9 +47,7 @@ def parse_scopes(text: str) -> frozenset[str]:
     scopes = frozenset(s.strip() for s in text.split(",") if s.strip())
     unknown = scopes - SCOPES
     if not scopes or unknown:
-        raise RequestRejected(
-            f"scopes must be some of {', '.join(sorted(SCOPES))}; got {text!r}"
-        )
+        raise RequestRejected(f"scopes must be some of {', '.join(sorted(SCOPES))}; got {text!r}")
     return scopes
 
 
@@ -60,9 +59,7 @@ class Tenants:
 
     def create(self, tenant_id: str, name: str | None = None) -> TenantView:
         if not TENANT_ID.fullmatch(tenant_id):
-            raise RequestRejected(
-                f"tenant id {tenant_id!r} must match [a-z0-9][a-z0-9-]{{0,62}}"
-            )
+            raise RequestRejected(f"tenant id {tenant_id!r} must match [a-z0-9][a-z0-9-]{{0,62}}")
         try:
             with self.db.session() as s:
                 row = models.Tenant(
@@ -84,7 +81,7 @@ class Tenants:
                 raise TenantNotFound(f"no tenant {tenant_id!r}")
             return TenantView.from_row(row)
 
-    def list(self, *, status: str | None = None) -> list[TenantView]:
+    def list(self, *, status: str | None = None) -> builtins.list[TenantView]:
         with self.db.session() as s:
             query = sa.select(models.Tenant).order_by(models.Tenant.id)
             if status is not None:
@@ -132,7 +129,7 @@ class Tenants:
             s.flush()
             return ApiKeyView.from_row(row), f"fy_{key_id}_{secret}"
 
-    def list_keys(self, tenant_id: str | None = None) -> list[ApiKeyView]:
+    def list_keys(self, tenant_id: str | None = None) -> builtins.list[ApiKeyView]:
         with self.db.session() as s:
             query = sa.select(models.ApiKey).order_by(models.ApiKey.created_at)
             if tenant_id is not None:

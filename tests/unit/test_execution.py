@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import pytest
 
-from runtime.app import Runtime, WorkerHandle
+from runtime.app import Runtime
 from runtime.errors import IdempotencyConflict, InputInvalid, TenantSuspended
 from runtime.store.invocations import Dispatch
 from runtime.store.models import TenantStatus
@@ -26,8 +27,9 @@ def test_a_function_runs_once_and_its_result_is_stored(runtime, worker, make_ten
     # Given a tenant
     tenant = make_tenant()
     # When an invocation is accepted
-    inv, created = runtime.dispatcher.accept(tenant_id=tenant, function="echo",
-                                             payload={"message": "hello"})
+    inv, created = runtime.dispatcher.accept(
+        tenant_id=tenant, function="echo", payload={"message": "hello"}
+    )
     # Then it succeeds with the handler's output, run once in its tenant's context
     assert created and inv.status == "queued"
     done = wait_for(finished(runtime, inv.id), what="echo to finish")
@@ -41,21 +43,23 @@ def test_a_function_runs_once_and_its_result_is_stored(runtime, worker, make_ten
 
 def test_retries_back_off_and_then_succeed(runtime, worker, make_tenant):
     tenant = make_tenant()
-    inv, _ = runtime.dispatcher.accept(tenant_id=tenant, function="flaky",
-                                       payload={"fail_times": 2})
+    inv, _ = runtime.dispatcher.accept(
+        tenant_id=tenant, function="flaky", payload={"fail_times": 2}
+    )
     done = wait_for(finished(runtime, inv.id), what="flaky to finish")
     assert done.status == "succeeded"
     attempts = runtime.store.invocations.attempts(inv.id)
     assert [a.outcome for a in attempts] == ["retrying", "retrying", "succeeded"]
     # Each retry waited at least half its computed backoff (min_backoff 0.05 s, doubling).
-    gaps = [(b.started_at - a.finished_at).total_seconds() for a, b in zip(attempts, attempts[1:])]
+    gaps = [(b.started_at - a.finished_at).total_seconds() for a, b in itertools.pairwise(attempts)]
     assert gaps[0] >= 0.025 and gaps[1] >= 0.05
 
 
 def test_retries_run_out_and_the_invocation_fails_with_its_error(runtime, worker, make_tenant):
     tenant = make_tenant()
-    inv, _ = runtime.dispatcher.accept(tenant_id=tenant, function="flaky",
-                                       payload={"fail_times": 10})
+    inv, _ = runtime.dispatcher.accept(
+        tenant_id=tenant, function="flaky", payload={"fail_times": 10}
+    )
     done = wait_for(finished(runtime, inv.id), what="flaky to fail")
     assert done.status == "failed"
     assert done.attempts == 4  # one run and max_retries=3 retries
@@ -65,8 +69,9 @@ def test_retries_run_out_and_the_invocation_fails_with_its_error(runtime, worker
 
 def test_a_permanent_error_is_not_retried(runtime, worker, make_tenant):
     tenant = make_tenant()
-    inv, _ = runtime.dispatcher.accept(tenant_id=tenant, function="flaky",
-                                       payload={"permanent": True})
+    inv, _ = runtime.dispatcher.accept(
+        tenant_id=tenant, function="flaky", payload={"permanent": True}
+    )
     done = wait_for(finished(runtime, inv.id))
     assert done.status == "failed" and done.attempts == 1
     assert done.error["type"] == "Permanent"
@@ -93,8 +98,9 @@ def test_timeout_stops_the_attempt_with_time_limit_exceeded(runtime, worker, mak
 
 def test_a_duplicate_delivery_does_nothing(runtime, worker, make_tenant):
     tenant = make_tenant()
-    inv, _ = runtime.dispatcher.accept(tenant_id=tenant, function="echo",
-                                       payload={"message": "once"})
+    inv, _ = runtime.dispatcher.accept(
+        tenant_id=tenant, function="echo", payload={"message": "once"}
+    )
     wait_for(finished(runtime, inv.id))
     # When the broker delivers the same invocation twice more
     item = Dispatch(inv.id, tenant, "echo", "default")
@@ -108,8 +114,9 @@ def test_a_duplicate_delivery_does_nothing(runtime, worker, make_tenant):
 
 def test_a_duplicate_delivery_while_running_does_nothing(runtime, worker, make_tenant):
     tenant = make_tenant()
-    inv, _ = runtime.dispatcher.accept(tenant_id=tenant, function="echo",
-                                       payload={"message": "slowly", "sleep_s": 0.5})
+    inv, _ = runtime.dispatcher.accept(
+        tenant_id=tenant, function="echo", payload={"message": "slowly", "sleep_s": 0.5}
+    )
     wait_for(lambda: runtime.store.invocations.get(inv.id).status == "running")
     runtime.dispatcher.send(Dispatch(inv.id, tenant, "echo", "default"))
     done = wait_for(finished(runtime, inv.id))
@@ -119,19 +126,22 @@ def test_a_duplicate_delivery_while_running_does_nothing(runtime, worker, make_t
 
 def test_idempotent_accept_returns_the_first_invocation(runtime, make_tenant):
     tenant = make_tenant()
-    first, created = runtime.dispatcher.accept(tenant_id=tenant, function="echo",
-                                               payload={"message": "a"}, idempotency_key="k1")
-    again, created_again = runtime.dispatcher.accept(tenant_id=tenant, function="echo",
-                                                     payload={"message": "a"}, idempotency_key="k1")
+    first, created = runtime.dispatcher.accept(
+        tenant_id=tenant, function="echo", payload={"message": "a"}, idempotency_key="k1"
+    )
+    again, created_again = runtime.dispatcher.accept(
+        tenant_id=tenant, function="echo", payload={"message": "a"}, idempotency_key="k1"
+    )
     assert created and not created_again and again.id == first.id
     with pytest.raises(IdempotencyConflict):
-        runtime.dispatcher.accept(tenant_id=tenant, function="echo",
-                                  payload={"message": "b"}, idempotency_key="k1")
+        runtime.dispatcher.accept(
+            tenant_id=tenant, function="echo", payload={"message": "b"}, idempotency_key="k1"
+        )
     # Keys are per tenant and per function.
     other = make_tenant()
-    theirs, created_other = runtime.dispatcher.accept(tenant_id=other, function="echo",
-                                                      payload={"message": "a"},
-                                                      idempotency_key="k1")
+    theirs, created_other = runtime.dispatcher.accept(
+        tenant_id=other, function="echo", payload={"message": "a"}, idempotency_key="k1"
+    )
     assert created_other and theirs.id != first.id
 
 
@@ -154,8 +164,9 @@ def test_children_get_keys_derived_from_the_parent_and_are_not_duplicated_by_ret
     runtime, worker, make_tenant
 ):
     tenant = make_tenant()
-    inv, _ = runtime.dispatcher.accept(tenant_id=tenant, function="parent",
-                                       payload={"children": 2}, idempotency_key="p-1")
+    inv, _ = runtime.dispatcher.accept(
+        tenant_id=tenant, function="parent", payload={"children": 2}, idempotency_key="p-1"
+    )
     done = wait_for(finished(runtime, inv.id))
     # The parent failed once after starting its children, then succeeded.
     assert done.status == "succeeded" and done.attempts == 2
@@ -172,8 +183,9 @@ def test_a_delayed_invocation_waits_until_due(runtime, worker, make_tenant):
 
     tenant = make_tenant()
     due = runtime.store.db.clock() + timedelta(seconds=1)
-    inv, _ = runtime.dispatcher.accept(tenant_id=tenant, function="echo",
-                                       payload={"message": "later"}, scheduled_for=due)
+    inv, _ = runtime.dispatcher.accept(
+        tenant_id=tenant, function="echo", payload={"message": "later"}, scheduled_for=due
+    )
     assert inv.status == "scheduled"
     done = wait_for(finished(runtime, inv.id))
     assert done.status == "succeeded"

@@ -1,0 +1,101 @@
+"""Recovery through the store: lost leases, lost messages, concurrent duplicates."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from runtime.store.invocations import Claimed
+from tests.conftest import executions
+from tests.waiting import wait_for
+
+
+def test_an_attempt_whose_worker_died_runs_again_once_its_lease_expires(runtime, make_tenant):
+    tenant = make_tenant()
+    inv, _ = runtime.dispatcher.accept(tenant_id=tenant, function="echo",
+                                       payload={"message": "survive"})
+    # Given a worker that claimed the invocation and died (its message died with it)
+    claim = runtime.store.invocations.claim(inv.id, "dead-worker", lease_s=0.3)
+    assert isinstance(claim, Claimed)
+    runtime.broker.flush_all()
+    # When a live worker runs the sweep
+    handle = runtime.start_worker()
+    try:
+        done = wait_for(lambda: (v := runtime.store.invocations.get(inv.id)).finished and v)
+    finally:
+        handle.stop(grace_s=5)
+    # Then the invocation ran again and succeeded; the lost attempt is on record
+    assert done.status == "succeeded" and done.attempts == 2
+    outcomes = [(a.number, a.outcome, a.worker_id) for a in runtime.store.invocations.attempts(inv.id)]
+    assert outcomes[0] == (1, "lost", "dead-worker")
+    assert outcomes[1][1] == "succeeded" and outcomes[1][2] != "dead-worker"
+    assert executions(runtime, inv.id) == 1
+
+
+def test_lost_attempts_count_against_the_retry_budget(runtime, make_tenant):
+    tenant = make_tenant()
+    # `slow` allows no retries: one lost attempt and it has failed for good.
+    inv, _ = runtime.dispatcher.accept(tenant_id=tenant, function="slow", payload={"seconds": 0})
+    assert isinstance(runtime.store.invocations.claim(inv.id, "dead-worker", lease_s=0), Claimed)
+    assert runtime.store.invocations.reclaim_lost() == []
+    failed = runtime.store.invocations.get(inv.id)
+    assert failed.status == "failed" and failed.error["type"] == "WorkerLost"
+
+
+def test_a_result_from_a_worker_that_lost_its_lease_is_discarded(runtime, make_tenant):
+    tenant = make_tenant()
+    inv, _ = runtime.dispatcher.accept(tenant_id=tenant, function="echo", payload={"message": "x"})
+    first = runtime.store.invocations.claim(inv.id, "slow-worker", lease_s=0)
+    assert isinstance(first, Claimed)
+    # The lease expires and another worker takes over and finishes.
+    runtime.store.invocations.reclaim_lost()
+    second = runtime.store.invocations.claim(inv.id, "fast-worker", lease_s=60)
+    assert isinstance(second, Claimed)
+    with runtime.store.db.open_session(tenant) as s:
+        assert runtime.store.invocations.succeed(s, second, {"by": "fast"})
+        s.commit()
+    # When the first worker finally tries to record its result, it is refused.
+    with runtime.store.db.open_session(tenant) as s:
+        assert not runtime.store.invocations.succeed(s, first, {"by": "slow"})
+        s.rollback()
+    assert runtime.store.invocations.get(inv.id).result == {"by": "fast"}
+
+
+def test_queued_invocations_the_broker_lost_are_sent_again(runtime, make_tenant):
+    tenant = make_tenant()
+    accepted = [
+        runtime.dispatcher.accept(tenant_id=tenant, function="echo", payload={"message": str(n)})[0]
+        for n in range(10)
+    ]
+    runtime.broker.flush_all()  # Redis restarted empty / the process holding them died
+    handle = runtime.start_worker()
+    try:
+        for inv in accepted:
+            done = wait_for(lambda i=inv: (v := runtime.store.invocations.get(i.id)).finished and v)
+            assert done.status == "succeeded"
+            assert executions(runtime, inv.id) == 1
+    finally:
+        handle.stop(grace_s=5)
+
+
+def test_fifty_concurrent_identical_requests_make_one_invocation_and_one_execution(
+    runtime, worker, make_tenant
+):
+    tenant = make_tenant()
+
+    def accept(_n: int) -> tuple[str, bool]:
+        inv, created = runtime.dispatcher.accept(
+            tenant_id=tenant, function="echo", payload={"message": "same"},
+            idempotency_key="order-42",
+        )
+        return inv.id, created
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        results = list(pool.map(accept, range(50)))
+    ids = {invocation_id for invocation_id, _ in results}
+    assert len(ids) == 1
+    assert sum(created for _, created in results) == 1
+    [invocation_id] = ids
+    wait_for(lambda: runtime.store.invocations.get(invocation_id).finished)
+    assert executions(runtime, invocation_id) == 1
+    listed, _ = runtime.store.invocations.list(tenant)
+    assert len(listed) == 1

@@ -1,0 +1,148 @@
+"""The store: tenant scoping of sessions, paging, keys, and migrations matching the models."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from runtime.errors import AlreadyExists, BadRequest, InvalidState, InvocationNotFound, RequestRejected
+from runtime.store import models
+from runtime.store.db import TenantViolation
+from runtime.store.tenants import parse_scopes
+
+
+def test_migrations_create_exactly_the_models_schema(runtime):
+    with runtime.store.db.engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": False})
+        diff = [d for d in compare_metadata(context, models.Base.metadata)
+                if "probe_executions" not in str(d)]
+    assert diff == []
+    assert runtime.store.is_current()
+
+
+def test_migrate_twice_is_harmless(runtime):
+    runtime.store.migrate()
+    assert runtime.store.is_current()
+
+
+def test_a_tenant_session_cannot_read_another_tenants_rows(runtime, make_tenant):
+    mine, theirs = make_tenant(), make_tenant()
+    secret, _ = runtime.dispatcher.accept(tenant_id=theirs, function="echo", payload={"message": "s"})
+    own, _ = runtime.dispatcher.accept(tenant_id=mine, function="echo", payload={"message": "o"})
+    with runtime.store.db.session(mine) as s:
+        # By primary key, by query, by join, by aggregate: only my rows exist.
+        assert s.get(models.Invocation, secret.id) is None
+        assert [r.id for r in s.scalars(sa.select(models.Invocation))] == [own.id]
+        assert s.scalar(sa.select(sa.func.count()).select_from(models.Invocation)) == 1
+        joined = s.scalars(
+            sa.select(models.Invocation).join(models.Tenant,
+                                              models.Tenant.id == models.Invocation.tenant_id)
+        ).all()
+        assert [r.id for r in joined] == [own.id]
+
+
+def test_a_tenant_session_cannot_write_another_tenants_rows(runtime, make_tenant):
+    mine, theirs = make_tenant(), make_tenant()
+    _, their_key = runtime.store.tenants.create_key(theirs, parse_scopes("read"))
+    their_key_id = their_key.split("_")[1]
+    # Inserting a row for another tenant fails and nothing is written.
+    with pytest.raises(TenantViolation), runtime.store.db.session(mine) as s:
+        s.add(models.ApiKey(id="x" * 12, tenant_id=theirs, name="", secret_hash="0" * 64,
+                            scopes="admin", created_at=runtime.store.db.clock(),
+                            expires_at=None, revoked_at=None))
+    assert runtime.store.tenants.authenticate(their_key) is not None
+    # Bulk updates and deletes through the tenant session do not reach other tenants.
+    with runtime.store.db.session(mine) as s:
+        s.execute(sa.update(models.ApiKey).values(revoked_at=runtime.store.db.clock()))
+        s.execute(sa.delete(models.ApiKey))
+    assert [k.id for k in runtime.store.tenants.list_keys(theirs)] == [their_key_id]
+    assert runtime.store.tenants.authenticate(their_key) is not None
+    # A row's tenant cannot be changed to move it between tenants.
+    own_view, _ = runtime.store.tenants.create_key(mine, parse_scopes("read"))
+    with pytest.raises(TenantViolation), runtime.store.db.session(mine) as s:
+        row = s.get(models.ApiKey, own_view.id)
+        row.tenant_id = theirs
+
+
+def test_a_new_row_in_a_tenant_session_gets_the_tenant(runtime, make_tenant):
+    mine = make_tenant()
+    with runtime.store.db.session(mine) as s:
+        row = models.ApiKey(id="y" * 12, name="", secret_hash="0" * 64, scopes="read",
+                            created_at=runtime.store.db.clock(), expires_at=None, revoked_at=None)
+        s.add(row)
+    assert row.tenant_id == mine
+
+
+def test_listing_pages_newest_first_with_a_cursor(runtime, make_tenant):
+    tenant = make_tenant()
+    ids = [runtime.dispatcher.accept(tenant_id=tenant, function="echo",
+                                     payload={"message": str(n)})[0].id for n in range(7)]
+    seen, cursor = [], None
+    while True:
+        page, cursor = runtime.store.invocations.list(tenant, limit=3, cursor=cursor)
+        seen += [v.id for v in page]
+        if cursor is None:
+            break
+    assert seen == list(reversed(ids))
+    with pytest.raises(BadRequest):
+        runtime.store.invocations.list(tenant, cursor="not-a-cursor")
+
+
+def test_another_tenants_invocation_is_not_found(runtime, make_tenant):
+    mine, theirs = make_tenant(), make_tenant()
+    inv, _ = runtime.dispatcher.accept(tenant_id=theirs, function="echo", payload={"message": "s"})
+    for action in (runtime.store.invocations.get, runtime.store.invocations.cancel,
+                   runtime.store.invocations.requeue):
+        with pytest.raises(InvocationNotFound):
+            action(inv.id, mine)
+    assert runtime.store.invocations.get(inv.id, theirs).status == "queued"
+
+
+def test_cancel_only_before_running_and_retry_only_after_failing(runtime, make_tenant):
+    tenant = make_tenant()
+    later = runtime.store.db.clock() + timedelta(hours=1)
+    inv, _ = runtime.dispatcher.accept(tenant_id=tenant, function="echo", payload={"message": "x"},
+                                       scheduled_for=later)
+    with pytest.raises(InvalidState):
+        runtime.store.invocations.requeue(inv.id, tenant)
+    assert runtime.store.invocations.cancel(inv.id, tenant).status == "cancelled"
+    with pytest.raises(InvalidState):
+        runtime.store.invocations.cancel(inv.id, tenant)
+    requeued = runtime.store.invocations.requeue(inv.id, tenant)
+    assert requeued.status == "queued" and requeued.scheduled_for is None
+
+
+def test_keys_are_stored_hashed_and_revocable(runtime, make_tenant):
+    tenant = make_tenant()
+    view, plaintext = runtime.store.tenants.create_key(tenant, parse_scopes("invoke,read"))
+    with runtime.store.db.engine.connect() as conn:
+        stored = conn.execute(sa.text("SELECT * FROM api_keys")).mappings().one()
+    assert plaintext.split("_")[2] not in str(dict(stored))
+    principal = runtime.store.tenants.authenticate(plaintext)
+    assert principal is not None and principal.tenant_id == tenant
+    assert principal.has("read") and not principal.has("manage")
+    assert runtime.store.tenants.authenticate(plaintext[:-1] + "A") is None
+    assert runtime.store.tenants.authenticate("nonsense") is None
+    runtime.store.tenants.revoke_key(view.id)
+    assert runtime.store.tenants.authenticate(plaintext) is None
+
+
+def test_expired_keys_do_not_authenticate(runtime, make_tenant):
+    tenant = make_tenant()
+    past = runtime.store.db.clock() - timedelta(seconds=1)
+    _, plaintext = runtime.store.tenants.create_key(tenant, parse_scopes("read"), expires_at=past)
+    assert runtime.store.tenants.authenticate(plaintext) is None
+
+
+def test_tenant_ids_and_scopes_are_validated(runtime):
+    with pytest.raises(RequestRejected):
+        runtime.store.tenants.create("Not_Valid")
+    runtime.store.tenants.create("ok-1")
+    with pytest.raises(AlreadyExists):
+        runtime.store.tenants.create("ok-1")
+    with pytest.raises(RequestRejected):
+        parse_scopes("read,root")
