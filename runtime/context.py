@@ -6,6 +6,7 @@ import contextvars
 import dataclasses
 import hashlib
 import hmac
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -49,6 +50,8 @@ class Context:
     request_id: str | None
     attempt: int
     function: str
+    #: When the invocation was accepted; stable across retries (a report's "now").
+    accepted_at: datetime
     log: Any
     _store: Store = dataclasses.field(repr=False)
     _dispatcher: Dispatcher = dataclasses.field(repr=False)
@@ -75,6 +78,7 @@ class Context:
             request_id=inv.request_id,
             attempt=claimed.attempt,
             function=inv.function,
+            accepted_at=inv.created_at,
             log=log,
             _store=store,
             _dispatcher=dispatcher,

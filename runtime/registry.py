@@ -118,6 +118,25 @@ def validation_errors(ex: pydantic.ValidationError) -> list[dict[str, Any]]:
     return [{"loc": list(e["loc"]), "msg": e["msg"]} for e in ex.errors()]
 
 
+@typing.overload
+def function(handler: Handler) -> FunctionSpec: ...
+
+
+@typing.overload
+def function(
+    handler: None = None,
+    *,
+    name: str | None = None,
+    queue: str = "default",
+    max_retries: int | None = None,
+    min_backoff: float | None = None,
+    max_backoff: float | None = None,
+    timeout: float | None = None,
+    retry_on: tuple[type[BaseException], ...] = (),
+    permanent_on: tuple[type[BaseException], ...] = (),
+) -> Callable[[Handler], FunctionSpec]: ...
+
+
 def function(
     handler: Handler | None = None,
     *,
@@ -129,7 +148,7 @@ def function(
     timeout: float | None = None,
     retry_on: tuple[type[BaseException], ...] = (),
     permanent_on: tuple[type[BaseException], ...] = (),
-) -> Any:
+) -> FunctionSpec | Callable[[Handler], FunctionSpec]:
     """Declare a Ferry function: `handler(ctx, payload: Input) -> Output`."""
 
     def declare(fn: Handler) -> FunctionSpec:

@@ -9,7 +9,13 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from runtime.errors import AlreadyExists, BadRequest, InvalidState, InvocationNotFound, RequestRejected
+from runtime.errors import (
+    AlreadyExists,
+    BadRequest,
+    InvalidState,
+    InvocationNotFound,
+    RequestRejected,
+)
 from runtime.store import models
 from runtime.store.db import TenantViolation
 from runtime.store.tenants import parse_scopes
