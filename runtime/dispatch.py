@@ -129,6 +129,9 @@ class Dispatcher:
 
     def requeue(self, invocation_id: str, tenant_id: str | None) -> InvocationView:
         """Queue a failed or cancelled invocation again (an operator's retry)."""
+        owner = self.store.invocations.get(invocation_id, tenant_id).tenant_id
+        if not self.store.tenants.get(owner).active:
+            raise TenantSuspended(f"tenant {owner!r} is suspended")
         invocation = self.store.invocations.requeue(invocation_id, tenant_id)
         # If the send fails the invocation stays queued and the sweep sends it later.
         try:

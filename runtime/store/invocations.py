@@ -60,7 +60,7 @@ class Claimed:
 class NotClaimed:
     """Why a delivery did not become an attempt."""
 
-    #: `missing`, `finished`, `running`, `not_due`
+    #: `missing`, `finished`, `running`, `not_due`, `tenant_suspended`
     reason: str
     due_at: datetime | None = None
 
@@ -242,6 +242,8 @@ class Invocations:
                     I.id == invocation_id,
                     I.status.in_(CLAIMABLE),
                     sa.or_(I.scheduled_for.is_(None), I.scheduled_for <= now),
+                    # A suspended tenant's work waits; the sweep sends it again on resume.
+                    I.tenant_id.in_(_active_tenants()),
                 )
                 .values(
                     status=Status.RUNNING,
@@ -274,7 +276,9 @@ class Invocations:
             return NotClaimed("finished")
         if row.status == Status.RUNNING:
             return NotClaimed("running")
-        return NotClaimed("not_due", due_at=row.scheduled_for)
+        if row.scheduled_for is not None and row.scheduled_for > now:
+            return NotClaimed("not_due", due_at=row.scheduled_for)
+        return NotClaimed("tenant_suspended")
 
     def _ours(self, claimed: Claimed) -> Any:
         inv = claimed.invocation
@@ -418,6 +422,7 @@ class Invocations:
                         I.status.in_(CLAIMABLE),
                         due,
                         sa.or_(never_sent_since_due, I.dispatched_at < stale),
+                        I.tenant_id.in_(_active_tenants()),
                     )
                     .order_by(I.scheduled_for.nulls_first(), I.created_at)
                     .limit(limit),
@@ -435,6 +440,10 @@ class Invocations:
         with self.db.session(tenant_id) as s:
             rows = s.execute(sa.select(I.status, sa.func.count()).group_by(I.status)).all()
             return {status: count for status, count in rows}
+
+
+def _active_tenants() -> Any:
+    return sa.select(models.Tenant.id).where(models.Tenant.status == models.TenantStatus.ACTIVE)
 
 
 def _lock(s: Session, query: Any) -> Any:

@@ -217,3 +217,22 @@ def test_queued_invocations_left_by_a_stopped_process_run_after_restart(backend,
     finally:
         handle.stop(grace_s=5)
         second.close()
+
+
+def test_a_suspended_tenants_queued_work_waits_until_it_is_resumed(runtime, make_tenant):
+    tenant = make_tenant()
+    inv, _ = runtime.dispatcher.accept(tenant_id=tenant, function="echo", payload={"message": "x"})
+    runtime.store.tenants.set_status(tenant, TenantStatus.SUSPENDED)
+    handle = runtime.start_worker()
+    try:
+        # The delivery already in the broker is skipped, and the sweep does not resend it.
+        runtime.broker.join("default", timeout=10_000)
+        runtime.dispatcher.sweep()
+        assert runtime.store.invocations.get(inv.id).status == "queued"
+        assert executions(runtime, inv.id) == 0
+        # Once resumed, the sweep sends it again and it runs.
+        runtime.store.tenants.set_status(tenant, TenantStatus.ACTIVE)
+        done = wait_for(finished(runtime, inv.id), timeout=30)
+        assert done.status == "succeeded"
+    finally:
+        handle.stop(grace_s=5)

@@ -1,0 +1,51 @@
+"""The app factory: everything the gateway uses comes in through the `Runtime`."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Protocol, cast
+
+import falcon
+
+from gateway import errors, openapi
+from gateway.middleware import AccessLogMiddleware, AuthMiddleware, RequestIdMiddleware
+from gateway.types import WsgiApp
+from runtime.app import Runtime
+from runtime.errors import ConfigurationError
+
+#: Modules under `gateway/resources/` the app mounts, each with its part of the OpenAPI
+#: document; adding a resource module is adding its name here.
+RESOURCE_MODULES = ("health", "functions", "invocations")
+
+
+class ResourceModule(Protocol):
+    def add_routes(self, app: WsgiApp, runtime: Runtime) -> None: ...
+
+    def describe_api(self, runtime: Runtime) -> openapi.ApiPart: ...
+
+
+def _resource_module(name: str) -> ResourceModule:
+    module = importlib.import_module(f"gateway.resources.{name}")
+    if not (hasattr(module, "add_routes") and hasattr(module, "describe_api")):
+        raise ConfigurationError(f"gateway.resources.{name} lacks add_routes or describe_api")
+    return cast(ResourceModule, module)
+
+
+def create_app(runtime: Runtime) -> WsgiApp:
+    """Build the WSGI app over a runtime (its store, registry, dispatcher and settings)."""
+    app: WsgiApp = falcon.App(
+        middleware=[
+            # First in, last out: the request id is on every response and in every log line.
+            RequestIdMiddleware(),
+            AccessLogMiddleware(),
+            AuthMiddleware(runtime.store.tenants),
+        ]
+    )
+    errors.install(app)
+    modules = [_resource_module(name) for name in RESOURCE_MODULES]
+    for module in modules:
+        module.add_routes(app, runtime)
+    parts = [module.describe_api(runtime) for module in modules]
+    parts.append(openapi.ApiPart(paths=openapi.OPENAPI_PATH))
+    app.add_route("/openapi.json", openapi.OpenApiDocument(openapi.build_document(parts)))
+    return app

@@ -1,0 +1,169 @@
+"""API keys, scopes, admin keys acting for a tenant, suspended tenants, tenant isolation."""
+
+from __future__ import annotations
+
+import pytest
+
+from runtime.store.models import TenantStatus
+from tests.unit.conftest import assert_problem, invoke
+
+#: Every route that needs a key: (method, path, the scope it needs).
+SCOPED_ROUTES = [
+    ("GET", "/v1/functions", "read"),
+    ("GET", "/v1/functions/echo", "read"),
+    ("POST", "/v1/functions/echo/invocations", "invoke"),
+    ("GET", "/v1/invocations", "read"),
+    ("GET", "/v1/invocations/{id}", "read"),
+    ("POST", "/v1/invocations/{id}/cancel", "manage"),
+    ("POST", "/v1/invocations/{id}/retry", "manage"),
+]
+
+
+def call(client, method, path, headers, invocation_id="missing"):
+    kwargs = {"headers": headers}
+    if method == "POST" and path.endswith("/invocations"):
+        kwargs["json"] = {"message": "hi"}
+    return client.simulate_request(method, path.replace("{id}", invocation_id), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        None,
+        "",
+        "Bearer",
+        "Basic dXNlcjpwYXNz",
+        "Bearer not-a-key",
+        "Bearer fy_000000000000_" + "A" * 43,
+    ],
+    ids=["missing", "empty", "no-token", "basic", "malformed", "unknown"],
+)
+def test_a_missing_or_unknown_key_is_401_on_every_scoped_route(client, authorization):
+    headers = {} if authorization is None else {"Authorization": authorization}
+    for method, path, _scope in SCOPED_ROUTES:
+        result = call(client, method, path, headers)
+        assert_problem(result, 401, "unauthenticated")
+        assert result.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_a_revoked_key_is_401(client, runtime, make_key, tenant):
+    key = make_key(tenant, "read")
+    runtime.store.tenants.revoke_key(key.split("_")[1])
+    result = client.simulate_get("/v1/functions", headers={"Authorization": f"Bearer {key}"})
+    assert_problem(result, 401, "unauthenticated")
+
+
+def test_a_key_without_the_scope_is_403_and_with_it_passes(client, headers_for, tenant):
+    invocation_id = invoke(client, headers_for(tenant, "invoke"), "echo", {"message": "x"}).json[
+        "id"
+    ]
+    for method, path, scope in SCOPED_ROUTES:
+        others = ",".join(s for s in ("invoke", "read", "manage") if s != scope)
+        refused = call(client, method, path, headers_for(tenant, others), invocation_id)
+        assert_problem(refused, 403, "scope-missing")
+        allowed = call(client, method, path, headers_for(tenant, scope), invocation_id)
+        # With the scope the request gets past auth (a 409 is the route's own answer).
+        assert allowed.status_code in (200, 202, 409), (method, path, allowed.text)
+
+
+def test_health_readiness_and_openapi_need_no_key(client):
+    for path in ("/healthz", "/readyz", "/openapi.json"):
+        assert client.simulate_get(path).status_code == 200
+
+
+def test_the_tenant_comes_from_the_key_never_from_the_body(client, headers, tenant, make_tenant):
+    other = make_tenant()
+    result = invoke(client, headers, "echo", {"message": "x", "tenant_id": other})
+    assert result.status_code == 202
+    assert result.json["tenant_id"] == tenant
+
+
+def test_a_non_admin_key_naming_another_tenant_is_403(client, headers_for, tenant, make_tenant):
+    other = make_tenant()
+    headers = headers_for(tenant, "invoke,read", **{"X-Tenant-ID": other})
+    assert_problem(client.simulate_get("/v1/invocations", headers=headers), 403, "tenant-forbidden")
+    assert_problem(invoke(client, headers, "echo", {"message": "x"}), 403, "tenant-forbidden")
+    # Naming its own tenant is fine
+    own = headers_for(tenant, "invoke,read", **{"X-Tenant-ID": tenant})
+    assert client.simulate_get("/v1/invocations", headers=own).status_code == 200
+
+
+def test_an_admin_key_naming_an_unknown_tenant_is_404(client, headers_for, tenant):
+    headers = headers_for(tenant, "admin", **{"X-Tenant-ID": "no-such-tenant"})
+    assert_problem(client.simulate_get("/v1/invocations", headers=headers), 404, "tenant-not-found")
+
+
+def test_an_admin_key_has_every_scope_and_acts_for_the_tenant_it_names(
+    client, headers_for, make_tenant
+):
+    operator, customer = make_tenant(), make_tenant()
+    admin = headers_for(operator, "admin")
+    # Writes without X-Tenant-ID act for the key's own tenant
+    own = invoke(client, admin, "echo", {"message": "own"})
+    assert own.status_code == 202 and own.json["tenant_id"] == operator
+    # With X-Tenant-ID they act for that tenant
+    theirs = invoke(client, {**admin, "X-Tenant-ID": customer}, "echo", {"message": "theirs"})
+    assert theirs.status_code == 202 and theirs.json["tenant_id"] == customer
+    # Reads without X-Tenant-ID see every tenant; with it, that tenant only
+    listed = client.simulate_get("/v1/invocations", headers=admin).json["invocations"]
+    assert {i["id"] for i in listed} == {own.json["id"], theirs.json["id"]}
+    scoped = client.simulate_get("/v1/invocations", headers={**admin, "X-Tenant-ID": customer})
+    assert [i["id"] for i in scoped.json["invocations"]] == [theirs.json["id"]]
+    read = client.simulate_get(f"/v1/invocations/{theirs.json['id']}", headers=admin)
+    assert read.status_code == 200 and read.json["tenant_id"] == customer
+    # Cancel is a write: for another tenant's invocation it needs X-Tenant-ID
+    cancel_path = f"/v1/invocations/{theirs.json['id']}/cancel"
+    assert_problem(client.simulate_post(cancel_path, headers=admin), 404)
+    cancelled = client.simulate_post(cancel_path, headers={**admin, "X-Tenant-ID": customer})
+    assert cancelled.status_code == 200 and cancelled.json["status"] == "cancelled"
+
+
+def test_a_suspended_tenant_cannot_invoke_or_retry_but_still_reads(
+    client, runtime, headers, tenant
+):
+    # Given an invocation of a tenant that is then suspended
+    first = invoke(client, headers, "echo", {"message": "before"}).json
+    assert (
+        client.simulate_post(f"/v1/invocations/{first['id']}/cancel", headers=headers).status_code
+        == 200
+    )
+    runtime.store.tenants.set_status(tenant, TenantStatus.SUSPENDED)
+    # Then invoking and retrying answer 403, and nothing new was stored
+    assert_problem(invoke(client, headers, "echo", {"message": "after"}), 403, "tenant-suspended")
+    retry = client.simulate_post(f"/v1/invocations/{first['id']}/retry", headers=headers)
+    assert_problem(retry, 403, "tenant-suspended")
+    # And reading its own data still works
+    listed = client.simulate_get("/v1/invocations", headers=headers)
+    assert [i["id"] for i in listed.json["invocations"]] == [first["id"]]
+    one = client.simulate_get(f"/v1/invocations/{first['id']}", headers=headers)
+    assert one.status_code == 200 and one.json["status"] == "cancelled"
+
+
+def test_another_tenants_invocation_is_404_exactly_like_a_missing_one(
+    client, headers_for, make_tenant
+):
+    # Given tenant A's invocation, and a key of tenant B with every non-admin scope
+    tenant_a, tenant_b = make_tenant(), make_tenant()
+    a_headers, b_headers = headers_for(tenant_a), headers_for(tenant_b)
+    mine = invoke(client, a_headers, "echo", {"message": "a's"}).json["id"]
+    missing = "00000000-0000-0000-0000-000000000000"
+    for method, suffix in (("GET", ""), ("POST", "/cancel"), ("POST", "/retry")):
+        # When B reads, cancels or retries it
+        theirs = client.simulate_request(
+            method, f"/v1/invocations/{mine}{suffix}", headers=b_headers
+        )
+        absent = client.simulate_request(
+            method, f"/v1/invocations/{missing}{suffix}", headers=b_headers
+        )
+        # Then B gets the 404 a missing invocation gets
+        got, expected = assert_problem(theirs, 404), assert_problem(absent, 404)
+        assert got["type"] == expected["type"] == "urn:ferry:problem:invocation-not-found"
+        assert got["title"] == expected["title"]
+        assert got["detail"] == expected["detail"].replace(missing, mine)
+    # B never sees it in a list, with any filter
+    for query in ("", "?function=echo", "?status=queued"):
+        listed = client.simulate_get(f"/v1/invocations{query}", headers=b_headers).json
+        assert listed["invocations"] == []
+    # And A's invocation was not touched
+    still = client.simulate_get(f"/v1/invocations/{mine}", headers=a_headers).json
+    assert still["status"] == "queued"
