@@ -15,7 +15,7 @@ from runtime.settings import Settings
 REDACTED = "[redacted]"
 #: Keys whose values are never written to a log, at any depth.
 SECRET_KEY = re.compile(
-    r"pass(word|wd)?|secret|token|authori[sz]ation|api[_-]?key|cookie|credential|private[_-]?key"
+    r"(?<![a-z])pass(word|wd|phrase)?(?![a-z])|secret|token|authori[sz]ation|api[_-]?key|cookie|credential|private[_-]?key"
     r"|signature|session",
     re.IGNORECASE,
 )

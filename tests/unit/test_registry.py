@@ -122,10 +122,12 @@ def test_logs_are_json_with_secrets_redacted():
     structlog.get_logger("t").info(
         "something_happened", password="hunter2", api_key="k", headers={"Authorization": "Bearer x"},
         note=f"called with {key}", nested=[{"token": "t"}], tenant_id="acme",
+        db_password="p", passed_over=3,
     )
     line = json.loads(stream.getvalue().strip().splitlines()[-1])
     assert line["event"] == "something_happened" and line["tenant_id"] == "acme"
-    assert line["password"] == line["api_key"] == "[redacted]"
+    assert line["password"] == line["api_key"] == line["db_password"] == "[redacted]"
+    assert line["passed_over"] == 3  # a word that merely starts with "pass" is not a secret
     assert line["headers"] == {"Authorization": "[redacted]"}
     assert line["nested"] == [{"token": "[redacted]"}]
     assert key not in line["note"] and "[redacted]" in line["note"]
