@@ -77,3 +77,5 @@ def configure_logging(settings: Settings, stream: Any = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(level, logging.INFO))
+    # Alembic announces its plugins at INFO in every process that migrates or checks.
+    logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -10,6 +10,7 @@ import structlog
 from dramatiq.middleware import SkipMessage
 
 from runtime.context import current_claim
+from runtime.errors import StoreUnavailable
 from runtime.store.invocations import Claimed, Invocations
 
 log = structlog.get_logger("ferry.claim")
@@ -33,9 +34,15 @@ class ClaimMiddleware(dramatiq.Middleware):
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         invocation_id = message.options.get("invocation_id") or message.args[0]
-        outcome = self.invocations.claim(
-            invocation_id, self.worker_id, self.lease_s(message.actor_name)
-        )
+        try:
+            outcome = self.invocations.claim(
+                invocation_id, self.worker_id, self.lease_s(message.actor_name)
+            )
+        except StoreUnavailable as ex:
+            # Dramatiq would log and swallow this and run the actor anyway. Without the
+            # store nothing may run: the row stays claimable and the sweep resends it.
+            log.warning("claim_store_unavailable", invocation_id=invocation_id, error=str(ex))
+            raise SkipMessage("store unavailable") from ex
         if not isinstance(outcome, Claimed):
             # Not due yet: the dispatcher's sweep sends it again when it is.
             log.info("delivery_skipped", invocation_id=invocation_id, reason=outcome.reason)

@@ -60,7 +60,15 @@ def engine_from_settings(settings: Settings) -> Engine:
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout_s,
         pool_pre_ping=True,
-        connect_args={"connect_timeout": settings.db_connect_timeout_s, "options": options},
+        connect_args={
+            "connect_timeout": settings.db_connect_timeout_s,
+            "options": options,
+            # A host that drops packets (rather than refusing) must not hang a request for
+            # the kernel's TCP timeout.
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "tcp_user_timeout": 5000,
+        },
     )
 
 

@@ -1,0 +1,135 @@
+"""Nothing accepted is lost: a worker killed mid-run, Redis restarted empty."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import redis
+
+from tests.integration.clients import Client, make_key
+from tests.integration.conftest import FAST_RECOVERY, Deployment, Ledger, worker_pid
+from tests.procs import PrivateRedis, Processes, free_port
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_worker_killed_mid_run_loses_nothing_and_runs_nothing_twice(
+    deployment: Deployment, procs: Processes, ledger_for: Callable[[str], Ledger]
+) -> None:
+    # Given 3 workers running 20 slow invocations
+    ledger = ledger_for(deployment.database_url)
+    env = deployment.env()
+    workers = [procs.worker(env, name=f"worker-{n}", threads=3) for n in range(3)]
+    runtime = deployment.runtime()
+    try:
+        runtime.store.tenants.create("t-kill")
+        ids = [
+            runtime.dispatcher.accept(
+                tenant_id="t-kill", function="echo", payload={"message": f"m{n}", "sleep_s": 4}
+            )[0].id
+            for n in range(20)
+        ]
+    finally:
+        runtime.close()
+    victim = workers[0]
+
+    def victim_running() -> dict[str, str]:
+        return {i: w for i, w in ledger.running_on(ids).items() if worker_pid(w) == victim.pid}
+
+    held = wait_for(victim_running, what="the victim worker to run invocations")
+    victim_id = next(iter(held.values()))
+
+    # When that worker is killed with SIGKILL in the middle of its attempts
+    victim.send(signal.SIGKILL)
+    victim.wait(timeout=10)
+
+    # Then every invocation succeeds on the others (after the victim's leases expire:
+    # echo's 20 s timeout + 1 s grace), each with exactly one successful attempt
+    wait_for(
+        lambda: ledger.count_status(ids, "succeeded") == 20,
+        timeout=120,
+        what="all 20 invocations to succeed",
+    )
+    assert {i: n for i, n in ledger.succeeded_attempts().items() if i in ids} == dict.fromkeys(
+        ids, 1
+    )
+    executions = ledger.executions()
+    lost = []
+    for invocation_id in ids:
+        attempts = ledger.attempts(invocation_id)
+        # Every run of the function is one claimed attempt: nothing ran unrecorded.
+        assert executions[invocation_id] == len(attempts)
+        assert attempts[-1].outcome == "succeeded"
+        assert attempts[-1].worker_id != victim_id
+        for attempt in attempts[:-1]:
+            assert attempt.outcome == "lost"
+            assert attempt.worker_id == victim_id
+            lost.append(invocation_id)
+    # The attempts the victim held when it died are the ones recorded as lost.
+    assert set(lost) == set(held)
+    assert all(w.alive() for w in workers[1:])
+
+
+def test_redis_restarted_empty_loses_no_accepted_invocation(
+    pg_database: str,
+    redis_namespace: str,
+    private_redis: PrivateRedis,
+    procs: Processes,
+    ledger_for: Callable[[str], Ledger],
+) -> None:
+    # Given 500 invocations accepted over HTTP, 100 of them delayed, and no worker yet
+    deployment = Deployment(pg_database, private_redis.url, redis_namespace, dict(FAST_RECOVERY))
+    ledger = ledger_for(pg_database)
+    port = free_port()
+    client = Client(f"http://127.0.0.1:{port}", make_key(pg_database, "t-flush"))
+    procs.gunicorn(deployment.env(), port=port, workers=2, threads=4)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        responses = list(
+            pool.map(
+                lambda n: client.invoke(
+                    "echo", {"message": f"m{n}"}, params={"delay": "2"} if n % 5 == 0 else None
+                ),
+                range(500),
+            )
+        )
+    assert [r.status_code for r in responses] == [202] * 500
+    ids = [r.json()["id"] for r in responses]
+    assert sorted(ledger.statuses(ids).values()) == ["queued"] * 400 + ["scheduled"] * 100
+    broker = redis.Redis.from_url(private_redis.url)
+    assert broker.llen(f"{redis_namespace}:default") == 400
+    broker.close()
+
+    # When Redis dies: the gateway refuses new work with 503 and stores none of it
+    private_redis.kill()
+    refused = client.invoke("echo", {"message": "while redis is down"})
+    assert refused.status_code == 503
+    assert refused.headers["Retry-After"]
+    assert client.readyz().status_code == 503
+    assert ledger.total() == 500
+
+    # And comes back empty
+    private_redis.start()
+    broker = redis.Redis.from_url(private_redis.url)
+    assert broker.dbsize() == 0
+    broker.close()
+    wait_for(lambda: client.readyz().status_code == 200, what="/readyz 200 again")
+
+    # And workers start
+    env = deployment.env()
+    procs.worker(env, name="worker-a", threads=8)
+    procs.worker(env, name="worker-b", threads=8)
+
+    # Then all 500 run, each exactly once
+    wait_for(
+        lambda: ledger.count_status(ids, "succeeded") == 500,
+        timeout=180,
+        interval=0.5,
+        what="all 500 invocations to succeed",
+    )
+    executions = ledger.executions()
+    assert {i: executions.get(i) for i in ids} == dict.fromkeys(ids, 1)
+    assert ledger.succeeded_attempts() == dict.fromkeys(ids, 1)
