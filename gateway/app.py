@@ -15,7 +15,7 @@ from runtime.errors import ConfigurationError
 
 #: Modules under `gateway/resources/` the app mounts, each with its part of the OpenAPI
 #: document; adding a resource module is adding its name here.
-RESOURCE_MODULES = ("health", "functions", "invocations")
+RESOURCE_MODULES = ("health", "functions", "invocations", "schedules")
 
 
 class ResourceModule(Protocol):

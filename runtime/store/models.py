@@ -175,3 +175,54 @@ class Attempt(TenantScoped, Base):
     outcome: Mapped[str | None] = mapped_column(String(16))
     error: Mapped[dict[str, Any] | None]
     traceback: Mapped[str | None] = mapped_column(Text)
+
+
+# --- schedules (runtime.scheduling) ---------------------------------------------------------
+
+
+class ScheduleState(Base):
+    """What the store knows of one schedule defined in code: operator state and progress.
+
+    The definition itself (cron, time zone, input) lives in `schedules/`; this row keeps
+    what must survive restarts and be shared by every scheduler process.
+    """
+
+    __tablename__ = "schedules"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    paused_at: Mapped[datetime | None]
+    deleted_at: Mapped[datetime | None]
+    #: Every tick up to this instant is done: fired, or passed over (paused, missed).
+    last_tick_at: Mapped[datetime | None]
+    #: When the schedule last made invocations (a tick or a manual trigger).
+    last_run_at: Mapped[datetime | None]
+    last_invocation_id: Mapped[str | None] = mapped_column(String(36))
+    #: Set when a scheduler started without this schedule in its code; cleared on return.
+    removed_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class ScheduleRun(TenantScoped, Base):
+    """One invocation a schedule made: its history, readable per tenant."""
+
+    __tablename__ = "schedule_runs"
+    __table_args__ = (
+        # A schedule's history, newest first, for admins and for one tenant.
+        Index("ix_schedule_runs_schedule_id_tick_at", "schedule_id", "tick_at"),
+        Index(
+            "ix_schedule_runs_tenant_id_schedule_id_tick_at", "tenant_id", "schedule_id", "tick_at"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    schedule_id: Mapped[str] = mapped_column(ForeignKey("schedules.id"))
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    #: The tick it was made for; for a manual trigger, when it was triggered.
+    tick_at: Mapped[datetime]
+    #: `tick` or `manual`.
+    kind: Mapped[str] = mapped_column(String(16))
+    invocation_id: Mapped[str] = mapped_column(
+        ForeignKey("invocations.id", ondelete="CASCADE"), unique=True
+    )
+    created_at: Mapped[datetime]
