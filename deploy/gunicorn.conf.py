@@ -87,3 +87,10 @@ def on_starting(server: Any) -> None:
             threads,
             pool,
         )
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    # The exited web process's live gauges leave the shared PROMETHEUS_MULTIPROC_DIR.
+    from runtime.metrics import mark_process_dead
+
+    mark_process_dead(worker.pid)

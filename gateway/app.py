@@ -8,6 +8,8 @@ from typing import Protocol, cast
 import falcon
 
 from gateway import errors, openapi
+from gateway.dashboard import add_dashboard_routes
+from gateway.metrics import HttpMetricsMiddleware, add_metrics_route
 from gateway.middleware import AccessLogMiddleware, AuthMiddleware, RequestIdMiddleware
 from gateway.types import WsgiApp
 from runtime.app import Runtime
@@ -35,6 +37,8 @@ def create_app(runtime: Runtime) -> WsgiApp:
     """Build the WSGI app over a runtime (its store, registry, dispatcher and settings)."""
     app: WsgiApp = falcon.App(
         middleware=[
+            # First: it times everything the others do, and counts every answer.
+            HttpMetricsMiddleware(runtime.metrics),
             # First in, last out: the request id is on every response and in every log line.
             RequestIdMiddleware(),
             AccessLogMiddleware(),
@@ -48,4 +52,6 @@ def create_app(runtime: Runtime) -> WsgiApp:
     parts = [module.describe_api(runtime) for module in modules]
     parts.append(openapi.ApiPart(paths=openapi.OPENAPI_PATH))
     app.add_route("/openapi.json", openapi.OpenApiDocument(openapi.build_document(parts)))
+    add_metrics_route(app, runtime)
+    add_dashboard_routes(app, runtime)
     return app

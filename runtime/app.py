@@ -12,11 +12,14 @@ from typing import Any
 
 import dramatiq
 import structlog
+from dramatiq.common import q_name
 
 from runtime.broker import build_broker, declare_actors, install_worker_middleware
 from runtime.dispatch import Dispatcher
 from runtime.errors import BrokerUnavailable
 from runtime.execution import Executor
+from runtime.heartbeat import Heartbeat, HeartbeatOptions, Workers
+from runtime.metrics import process_metrics
 from runtime.registry import Registry
 from runtime.settings import Settings
 from runtime.store import Clock, Store, utcnow
@@ -56,13 +59,18 @@ class WorkerHandle:
 
     worker: dramatiq.Worker
     sweeper: Sweeper | None
+    heartbeat: Heartbeat | None = None
 
     def stop(self, grace_s: float) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.stopping()
         if self.sweeper is not None:
             self.sweeper.stop()
         # Dramatiq stops consuming, lets running messages finish within the timeout and
         # requeues what it had prefetched.
         self.worker.stop(timeout=int(grace_s * 1000))
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
 
 
 def worker_id() -> str:
@@ -85,8 +93,9 @@ class Runtime:
         self.registry = Registry.load(settings.functions_module, settings)
         self.broker = broker if broker is not None else build_broker(settings)
         self.worker_id = worker_id()
+        self.metrics = process_metrics(settings)
         install_worker_middleware(
-            self.broker, self.store.invocations, self.worker_id, self._lease_s
+            self.broker, self.store.invocations, self.worker_id, self._lease_s, self.metrics
         )
         self.dispatcher = Dispatcher(
             self.store,
@@ -129,7 +138,16 @@ class Runtime:
         sweeper = Sweeper(self.dispatcher, self.settings.sweep_interval_s) if sweep else None
         if sweeper is not None:
             sweeper.start()
-        return WorkerHandle(worker, sweeper)
+        heartbeat = Heartbeat(
+            Workers(self.store.db),
+            self.worker_id,
+            queues=sorted(queues or {q_name(q) for q in self.broker.get_declared_queues()}),
+            threads=threads or self.settings.worker_threads,
+            options=HeartbeatOptions.from_settings(self.settings),
+            metrics=self.metrics,
+        )
+        heartbeat.start()
+        return WorkerHandle(worker, sweeper, heartbeat)
 
     def readiness(self) -> dict[str, str]:
         """`ok` or what failed, for the store and the broker."""

@@ -10,8 +10,10 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage, ShutdownNotifications, TimeLimit
 
+from runtime.metrics import Metrics
 from runtime.middleware.claim import ClaimMiddleware
 from runtime.middleware.logging import LogContextMiddleware
+from runtime.middleware.metrics import MetricsMiddleware
 from runtime.registry import Registry
 from runtime.settings import Settings
 from runtime.store.invocations import Invocations
@@ -45,13 +47,16 @@ def install_worker_middleware(
     invocations: Invocations,
     worker_id: str,
     lease_s: Callable[[str], float],
+    metrics: Metrics,
 ) -> None:
-    """Ferry's middleware, in the one order that works: claim, then log binding.
+    """Ferry's middleware, in the one order that works: claim, log binding, metrics.
 
     The claim must run first: every later hook relies on the invocation it won.
     """
     broker.add_middleware(ClaimMiddleware(invocations, worker_id, lease_s))
     broker.add_middleware(LogContextMiddleware())
+    # After the claim: it measures the attempts the claim won.
+    broker.add_middleware(MetricsMiddleware(metrics, invocations.db))
 
 
 def declare_actors(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runtime.errors import SettingsInvalid
@@ -59,6 +59,19 @@ class Settings(BaseSettings):
     #: Server-side secret for signing (webhook keys, dashboard sessions). Set it in production.
     secret_key: str = Field(default="ferry-dev-secret-change-me", min_length=16)
 
+    #: Label invocation metrics with the tenant (watch the cardinality).
+    metrics_tenant_label: bool = False
+    #: How often a worker records its heartbeat (seconds).
+    worker_heartbeat_s: float = Field(default=5.0, gt=0)
+    #: A worker not seen for this long counts as gone (at least twice the heartbeat).
+    worker_stale_after_s: float = Field(default=30.0, gt=0)
+    #: How long stopped or lost workers stay listed (seconds).
+    worker_retention_s: float = Field(default=86_400.0, gt=0)
+    #: Lifetime of a dashboard login (seconds).
+    dashboard_session_max_age_s: int = Field(default=28_800, ge=60)
+    #: Believe X-Forwarded-Proto (behind a TLS-terminating proxy) for the cookie's Secure flag.
+    trust_forwarded_proto: bool = False
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     #: `json` for machines, `console` for a terminal.
     log_format: Literal["json", "console"] = "json"
@@ -76,6 +89,14 @@ class Settings(BaseSettings):
         if not value.startswith(("memory://", "redis://", "rediss://")):
             raise ValueError("must be memory:// or a redis:// URL")
         return value
+
+    @model_validator(mode="after")
+    def _heartbeat_fits(self) -> Settings:
+        if self.worker_stale_after_s < 2 * self.worker_heartbeat_s:
+            raise ValueError(
+                "worker_stale_after_s must be at least twice worker_heartbeat_s"
+            )
+        return self
 
     @property
     def embedded_broker(self) -> bool:

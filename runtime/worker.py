@@ -32,6 +32,7 @@ import structlog
 from runtime.app import Runtime, WorkerHandle
 from runtime.errors import ConfigurationError
 from runtime.logs import configure_logging
+from runtime.metrics import mark_process_dead
 from runtime.settings import Settings
 
 log = structlog.get_logger("ferry.worker")
@@ -127,6 +128,8 @@ def run_worker(
         return 0
     finally:
         runtime.close()
+        # Its live gauges leave the shared metrics directory; its counts stay.
+        mark_process_dead(os.getpid())
 
 
 def _drain(handle: WorkerHandle, grace_s: float, poll_ms: int) -> int:

@@ -226,3 +226,38 @@ class ScheduleRun(TenantScoped, Base):
         ForeignKey("invocations.id", ondelete="CASCADE"), unique=True
     )
     created_at: Mapped[datetime]
+
+
+class WorkerState(enum.StrEnum):
+    """What a worker process last said about itself (see `runtime.heartbeat`)."""
+
+    #: Consuming; `last_seen_at` is its latest heartbeat.
+    RUNNING = "running"
+    #: Draining after SIGTERM: it takes no new work and finishes what it holds.
+    STOPPING = "stopping"
+    #: Exited cleanly. Final.
+    STOPPED = "stopped"
+    #: Stopped beating without saying goodbye (killed, crashed, hung); marked by another worker.
+    LOST = "lost"
+
+
+class Worker(Base):
+    """A worker process and its latest heartbeat; rows are pruned some time after it ends."""
+
+    __tablename__ = "workers"
+    __table_args__ = (
+        # Stale and prunable workers, and the live ones the dashboard lists.
+        Index("ix_workers_state_last_seen_at", "state", "last_seen_at"),
+    )
+
+    #: The runtime's worker id (`host:pid:random`), also written on the attempts it runs.
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    #: Comma-separated queues it consumes.
+    queues: Mapped[str] = mapped_column(String(200))
+    threads: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    stopped_at: Mapped[datetime | None]
+    state: Mapped[str] = mapped_column(String(16))

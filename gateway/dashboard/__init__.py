@@ -1,0 +1,53 @@
+"""The web dashboard at `/dashboard`: server-rendered pages over a narrow read model.
+
+Pages read through `readmodel.DashboardReadModel` (dataclasses, never queries in
+templates), render Jinja2 templates with autoescaping on, and need no JavaScript.
+Sign-in, sessions and CSRF are in `sessions` and `auth`.
+"""
+
+from __future__ import annotations
+
+from gateway.dashboard import resources
+from gateway.dashboard.auth import Gate
+from gateway.dashboard.readmodel import DashboardReadModel
+from gateway.dashboard.rendering import Renderer
+from gateway.dashboard.sessions import SessionOptions, SessionSigner
+from gateway.types import WsgiApp
+from runtime.app import Runtime
+from runtime.heartbeat import HeartbeatOptions
+from runtime.scheduling.control import ScheduleControl
+
+
+def add_dashboard_routes(app: WsgiApp, runtime: Runtime) -> None:
+    """Mount the dashboard's pages, actions and stylesheet on `app`."""
+    settings = runtime.settings
+    read = DashboardReadModel(
+        runtime.store,
+        runtime.registry,
+        runtime.broker,
+        HeartbeatOptions.from_settings(settings),
+        ScheduleControl.from_runtime(runtime),
+    )
+    signer = SessionSigner(settings.secret_key, SessionOptions.from_settings(settings))
+    gate = Gate(read, signer, Renderer())
+    item = resources.InvocationItem(gate, runtime)
+    failed = resources.Failed(gate, runtime)
+    app.add_route("/dashboard", resources.Overview(gate, runtime))
+    app.add_route("/dashboard/login", resources.Login(gate, runtime))
+    app.add_route("/dashboard/logout", resources.Logout(gate, runtime))
+    app.add_route("/dashboard/functions", resources.Functions(gate, runtime))
+    app.add_route("/dashboard/invocations", resources.Invocations(gate, runtime))
+    app.add_route("/dashboard/invocations/{invocation_id}", item)
+    app.add_route("/dashboard/invocations/{invocation_id}/retry", item, suffix="retry")
+    app.add_route("/dashboard/invocations/{invocation_id}/cancel", item, suffix="cancel")
+    app.add_route("/dashboard/failed", failed)
+    app.add_route("/dashboard/failed/retry", failed, suffix="retry")
+    schedule = resources.ScheduleItem(gate, runtime)
+    app.add_route("/dashboard/schedules", resources.Schedules(gate, runtime))
+    app.add_route("/dashboard/schedules/{schedule_id}", schedule)
+    for action in ("pause", "resume", "trigger"):
+        app.add_route(f"/dashboard/schedules/{{schedule_id}}/{action}", schedule, suffix=action)
+    app.add_route("/dashboard/static/dashboard.css", resources.Stylesheet())
+
+
+__all__ = ["add_dashboard_routes"]

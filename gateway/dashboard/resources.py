@@ -1,0 +1,453 @@
+"""The dashboard's pages and actions: thin resources over the read model and the runtime.
+
+Actions answer with a redirect (POST, then redirect, then GET), so a reload never
+repeats one; the outcome shows as a notice chosen from a fixed list, never text taken
+from the request.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import urllib.parse
+from datetime import UTC, datetime
+from typing import Any
+
+import falcon
+import structlog
+
+from gateway import params
+from gateway.dashboard.auth import Gate, Viewer, action, first, page, redirect, safe_next
+from gateway.dashboard.readmodel import InvocationFilter
+from gateway.dashboard.rendering import STATIC, page_headers
+from gateway.dashboard.sessions import LOGIN_COOKIE, LOGIN_FORM_MAX_AGE_S, SESSION_COOKIE
+from runtime.app import Runtime
+from runtime.errors import BadRequest, InvalidState, NotFound, TenantSuspended
+from runtime.store.views import InvocationView
+
+log = structlog.get_logger("ferry.dashboard")
+
+NOTICES = {
+    "retried": "Queued again.",
+    "cancelled": "Cancelled.",
+    "paused": "Paused: it makes no invocations until resumed.",
+    "resumed": "Resumed.",
+    "triggered": "Triggered: its invocations are listed below.",
+    "signed-out": "Signed out.",
+    "nothing-selected": "Select at least one invocation.",
+}
+#: Invocations one bulk retry may name.
+MAX_BULK = 200
+_DATETIME_LOCAL = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2})?")
+
+
+def notice_of(req: falcon.Request) -> str | None:
+    code = req.get_param("notice")
+    if code == "bulk":
+        retried = req.get_param_as_int("retried", min_value=0) or 0
+        skipped = req.get_param_as_int("skipped", min_value=0) or 0
+        return f"{retried} queued again; {skipped} skipped (no longer failed, or not yours)."
+    return NOTICES.get(code or "")
+
+
+def invocation_path(invocation_id: str) -> str:
+    return f"/dashboard/invocations/{urllib.parse.quote(invocation_id, safe='')}"
+
+
+def _time_param(req: falcon.Request, name: str) -> datetime | None:
+    text = (req.get_param(name) or "").strip()
+    if not text:
+        return None
+    if not _DATETIME_LOCAL.fullmatch(text):
+        raise BadRequest(f"{name} must be a date and time like 2030-01-31T09:00 (UTC)")
+    try:
+        return datetime.fromisoformat(text).replace(tzinfo=UTC)
+    except ValueError as ex:
+        raise BadRequest(f"{name} is not a valid date and time") from ex
+
+
+def _filter(req: falcon.Request, viewer: Viewer) -> InvocationFilter:
+    function = req.get_param("function") or None
+    if function is not None and len(function) > 200:
+        raise BadRequest("function names are at most 200 characters")
+    return InvocationFilter(
+        function=function,
+        # A filter form sends its empty choices as empty values.
+        status=params.status(req) if req.get_param("status") else None,
+        tenant=viewer.tenant_filter,
+        created_from=_time_param(req, "from"),
+        created_to=_time_param(req, "to"),
+    )
+
+
+class Base:
+    public = True  # the dashboard checks its own session; the API's bearer auth is not asked
+
+    def __init__(self, gate: Gate, runtime: Runtime) -> None:
+        self.gate = gate
+        self.read = gate.read
+        self.runtime = runtime
+
+    def render(
+        self, resp: falcon.Response, template: str, viewer: Viewer | None, **context: Any
+    ) -> None:
+        self.gate.renderer.render(resp, template, viewer=viewer, **context)
+
+
+class Login(Base):
+    """GET /dashboard/login: the form; POST: sign in with an API key."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if self.gate.viewer(req, resp) is not None:
+            redirect(resp, safe_next(req.get_param("next")))
+            return
+        self._form(req, resp, status=200, error=None)
+
+    def _form(
+        self, req: falcon.Request, resp: falcon.Response, *, status: int, error: str | None
+    ) -> None:
+        cookie, token = self.gate.signer.login_nonce()
+        self.gate.signer.set_cookie(req, resp, LOGIN_COOKIE, cookie, LOGIN_FORM_MAX_AGE_S)
+        self.gate.renderer.render(
+            resp,
+            "login.html",
+            status=status,
+            viewer=None,
+            nav="",
+            csrf_token=token,
+            next=safe_next(req.get_param("next")),
+            error=error,
+            notice=notice_of(req),
+        )
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        from gateway.dashboard.auth import read_form
+
+        try:
+            form = read_form(req)
+        except BadRequest as ex:
+            self.gate.error_page(resp, 400, ex.message, None)
+            return
+        signer = self.gate.signer
+        if not signer.login_valid(req.cookies.get(LOGIN_COOKIE), first(form, "csrf_token")):
+            log.warning("dashboard_csrf_refused", path=req.path)
+            self.gate.error_page(
+                resp, 403, "This login form has expired; reload it and try again.", None
+            )
+            return
+        principal = self.runtime.store.tenants.authenticate((first(form, "api_key") or "").strip())
+        if principal is None:
+            log.info("dashboard_login_refused", reason="unknown_key")
+            resp.set_header("WWW-Authenticate", 'Bearer realm="ferry"')
+            self._form(req, resp, status=401, error="That API key is unknown, revoked or expired.")
+            return
+        if not principal.has("read"):
+            log.info("dashboard_login_refused", reason="scope", key_id=principal.key_id)
+            self._form(
+                req,
+                resp,
+                status=403,
+                error="That API key lacks the 'read' scope the dashboard needs.",
+            )
+            return
+        cookie, _session = signer.issue(principal.key_id)
+        signer.set_cookie(req, resp, SESSION_COOKIE, cookie, signer.options.max_age_s)
+        signer.clear_cookie(req, resp, LOGIN_COOKIE)
+        log.info("dashboard_login", key_id=principal.key_id, tenant_id=principal.tenant_id)
+        redirect(resp, safe_next(first(form, "next")))
+
+
+class Logout(Base):
+    """POST /dashboard/logout."""
+
+    @action("read")
+    def on_post(
+        self, req: falcon.Request, resp: falcon.Response, viewer: Viewer, form: dict[str, list[str]]
+    ) -> None:
+        self.gate.signer.clear_cookie(req, resp, SESSION_COOKIE)
+        log.info("dashboard_logout", key_id=viewer.principal.key_id)
+        redirect(resp, "/dashboard/login?notice=signed-out")
+
+
+class Overview(Base):
+    """GET /dashboard."""
+
+    @page
+    def on_get(self, req: falcon.Request, resp: falcon.Response, viewer: Viewer) -> None:
+        overview = self.read.overview(viewer.read_tenant, infrastructure=viewer.is_admin)
+        tenants = self.read.tenant_ids() if viewer.is_admin else []
+        self.render(
+            resp, "overview.html", viewer, nav="overview", overview=overview, tenants=tenants
+        )
+
+
+class Functions(Base):
+    """GET /dashboard/functions."""
+
+    @page
+    def on_get(self, req: falcon.Request, resp: falcon.Response, viewer: Viewer) -> None:
+        functions = self.read.functions(viewer.read_tenant)
+        tenants = self.read.tenant_ids() if viewer.is_admin else []
+        self.render(
+            resp, "functions.html", viewer, nav="functions", functions=functions, tenants=tenants
+        )
+
+
+class Invocations(Base):
+    """GET /dashboard/invocations?function=&status=&tenant=&from=&to=&cursor=."""
+
+    @page
+    def on_get(self, req: falcon.Request, resp: falcon.Response, viewer: Viewer) -> None:
+        where = _filter(req, viewer)
+        listing = self.read.invocations(
+            viewer.read_tenant, where, cursor=req.get_param("cursor"), limit=params.limit(req)
+        )
+        self.render(
+            resp,
+            "invocations.html",
+            viewer,
+            nav="invocations",
+            page=listing,
+            where=where,
+            raw_from=req.get_param("from") or "",
+            raw_to=req.get_param("to") or "",
+            functions=[f.name for f in self.runtime.registry],
+            statuses=params.STATUSES,
+            tenants=self.read.tenant_ids() if viewer.is_admin else [],
+        )
+
+
+class Failed(Base):
+    """GET /dashboard/failed; POST /dashboard/failed/retry retries the selected ones."""
+
+    @page
+    def on_get(self, req: falcon.Request, resp: falcon.Response, viewer: Viewer) -> None:
+        function = req.get_param("function") or None
+        where = InvocationFilter(function=function, status="failed", tenant=viewer.tenant_filter)
+        listing = self.read.invocations(
+            viewer.read_tenant, where, cursor=req.get_param("cursor"), limit=params.limit(req)
+        )
+        self.render(
+            resp,
+            "failed.html",
+            viewer,
+            nav="failed",
+            page=listing,
+            where=where,
+            notice=notice_of(req),
+            functions=[f.name for f in self.runtime.registry],
+            tenants=self.read.tenant_ids() if viewer.is_admin else [],
+        )
+
+    @action("manage")
+    def on_post_retry(
+        self, req: falcon.Request, resp: falcon.Response, viewer: Viewer, form: dict[str, list[str]]
+    ) -> None:
+        ids = list(dict.fromkeys(form.get("id", [])))[:MAX_BULK]
+        if not ids:
+            redirect(resp, "/dashboard/failed" + viewer.query(notice="nothing-selected"))
+            return
+        retried = skipped = 0
+        for invocation_id in ids:
+            try:
+                retry(self.runtime, viewer, invocation_id)
+                retried += 1
+            except (NotFound, InvalidState, TenantSuspended):
+                skipped += 1
+        log.info(
+            "dashboard_bulk_retry", key_id=viewer.principal.key_id, retried=retried, skipped=skipped
+        )
+        redirect(
+            resp,
+            "/dashboard/failed" + viewer.query(notice="bulk", retried=retried, skipped=skipped),
+        )
+
+
+def acting_tenant(
+    runtime: Runtime, viewer: Viewer, invocation_id: str
+) -> tuple[InvocationView, str]:
+    """The invocation and the tenant an action on it acts for.
+
+    A tenant key acts for its own tenant (another tenant's invocation is not found); an
+    admin key acts for the invocation's tenant, as the API does with `X-Tenant-ID`.
+    """
+    read_tenant = None if viewer.is_admin else viewer.principal.tenant_id
+    view = runtime.store.invocations.get(invocation_id, read_tenant)
+    return view, view.tenant_id
+
+
+def retry(runtime: Runtime, viewer: Viewer, invocation_id: str) -> InvocationView:
+    """Queue a failed or cancelled invocation again, with the API's rules."""
+    _view, tenant_id = acting_tenant(runtime, viewer, invocation_id)
+    if not runtime.store.tenants.get(tenant_id).active:
+        raise TenantSuspended(f"tenant {tenant_id!r} is suspended")
+    done = runtime.dispatcher.requeue(invocation_id, tenant_id)
+    log.info(
+        "dashboard_action",
+        action="retry",
+        invocation_id=invocation_id,
+        tenant_id=tenant_id,
+        key_id=viewer.principal.key_id,
+    )
+    return done
+
+
+class InvocationItem(Base):
+    """GET /dashboard/invocations/{id}; POST .../retry and .../cancel."""
+
+    @page
+    def on_get(
+        self, req: falcon.Request, resp: falcon.Response, viewer: Viewer, invocation_id: str
+    ) -> None:
+        detail = self.read.invocation(
+            None if viewer.is_admin else viewer.principal.tenant_id,
+            invocation_id,
+            with_payload=viewer.sees_payloads,
+        )
+        self.render(
+            resp, "invocation.html", viewer, nav="invocations", detail=detail, notice=notice_of(req)
+        )
+
+    @action("manage")
+    def on_post_retry(
+        self,
+        req: falcon.Request,
+        resp: falcon.Response,
+        viewer: Viewer,
+        form: dict[str, list[str]],
+        invocation_id: str,
+    ) -> None:
+        retry(self.runtime, viewer, invocation_id)
+        redirect(resp, invocation_path(invocation_id) + "?notice=retried")
+
+    @action("manage")
+    def on_post_cancel(
+        self,
+        req: falcon.Request,
+        resp: falcon.Response,
+        viewer: Viewer,
+        form: dict[str, list[str]],
+        invocation_id: str,
+    ) -> None:
+        _view, tenant_id = acting_tenant(self.runtime, viewer, invocation_id)
+        self.runtime.store.invocations.cancel(invocation_id, tenant_id)
+        log.info(
+            "dashboard_action",
+            action="cancel",
+            invocation_id=invocation_id,
+            tenant_id=tenant_id,
+            key_id=viewer.principal.key_id,
+        )
+        redirect(resp, invocation_path(invocation_id) + "?notice=cancelled")
+
+
+def schedule_path(schedule_id: str) -> str:
+    return f"/dashboard/schedules/{urllib.parse.quote(schedule_id, safe='')}"
+
+
+_TRIGGER_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")
+
+
+class Schedules(Base):
+    """GET /dashboard/schedules."""
+
+    @page
+    def on_get(self, req: falcon.Request, resp: falcon.Response, viewer: Viewer) -> None:
+        schedules = self.read.schedules(viewer.read_tenant)
+        tenants = self.read.tenant_ids() if viewer.is_admin else []
+        self.render(
+            resp, "schedules.html", viewer, nav="schedules", schedules=schedules, tenants=tenants
+        )
+
+
+class ScheduleItem(Base):
+    """GET /dashboard/schedules/{id}; POST .../pause, .../resume and .../trigger (admin).
+
+    An admin acts as in the API: across tenants, or for the tenant it filters by (a
+    trigger then runs the schedule in that tenant alone).
+    """
+
+    @page
+    def on_get(
+        self, req: falcon.Request, resp: falcon.Response, viewer: Viewer, schedule_id: str
+    ) -> None:
+        schedule = self.read.schedule(viewer.read_tenant, schedule_id)
+        self.render(
+            resp,
+            "schedule.html",
+            viewer,
+            nav="schedules",
+            schedule=schedule,
+            notice=notice_of(req),
+            # A trigger form carries a token: submitting it twice runs the schedule once.
+            trigger_token=secrets.token_urlsafe(16),
+        )
+
+    def _done(self, resp: falcon.Response, viewer: Viewer, schedule_id: str, notice: str) -> None:
+        log.info(
+            "dashboard_action",
+            action=notice,
+            schedule_id=schedule_id,
+            key_id=viewer.principal.key_id,
+            tenant_id=viewer.read_tenant,
+        )
+        redirect(resp, schedule_path(schedule_id) + viewer.query(notice=notice))
+
+    @action("admin")
+    def on_post_pause(
+        self,
+        req: falcon.Request,
+        resp: falcon.Response,
+        viewer: Viewer,
+        form: dict[str, list[str]],
+        schedule_id: str,
+    ) -> None:
+        self.read.schedule_control.pause(schedule_id, viewer.read_tenant)
+        self._done(resp, viewer, schedule_id, "paused")
+
+    @action("admin")
+    def on_post_resume(
+        self,
+        req: falcon.Request,
+        resp: falcon.Response,
+        viewer: Viewer,
+        form: dict[str, list[str]],
+        schedule_id: str,
+    ) -> None:
+        self.read.schedule_control.resume(schedule_id, viewer.read_tenant)
+        self._done(resp, viewer, schedule_id, "resumed")
+
+    @action("admin")
+    def on_post_trigger(
+        self,
+        req: falcon.Request,
+        resp: falcon.Response,
+        viewer: Viewer,
+        form: dict[str, list[str]],
+        schedule_id: str,
+    ) -> None:
+        token = first(form, "token") or ""
+        if not _TRIGGER_TOKEN.fullmatch(token):
+            raise BadRequest("the trigger form lacks its token; reload the page")
+        self.read.schedule_control.trigger(
+            schedule_id,
+            viewer.read_tenant,
+            token=f"dashboard:{token}",
+            request_id=str(req.context.get("request_id") or "") or None,
+        )
+        self._done(resp, viewer, schedule_id, "triggered")
+
+
+class Stylesheet:
+    """GET /dashboard/static/dashboard.css (no session needed: it is only styles)."""
+
+    public = True
+
+    def __init__(self) -> None:
+        self.css = (STATIC / "dashboard.css").read_bytes()
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.content_type = "text/css; charset=utf-8"
+        resp.data = self.css
+        page_headers(resp)
+        resp.cache_control = ["public", "max-age=3600"]

@@ -1,0 +1,381 @@
+"""Prometheus metrics of every Ferry process, whole across gunicorn and worker processes.
+
+Two kinds of figures:
+
+- **Counted where they happen** (`Metrics`): attempts, invocations finished, retries and
+  run time in worker processes (`runtime.middleware.metrics`), HTTP requests and latency
+  in gateway processes (`gateway.metrics`), worker starts and losses (`runtime.heartbeat`).
+- **Read at scrape time** (`StateCollector`): queue lengths and the age of each queue's
+  oldest message from the broker, workers by state from the store. Both are shared by
+  all processes, so any gateway process answers with the whole picture; with several
+  gateway replicas, aggregate these with `max`, not `sum`.
+
+Multi-process mode. Gunicorn runs several web processes and `ferry worker` runs apart
+from them, so each process's counters must be summed. prometheus-client does that when
+`PROMETHEUS_MULTIPROC_DIR` names a directory shared by all of them, *set in the
+environment before the process starts* (prometheus-client picks its storage when the
+first metric is built; it is the library's own variable, not a `FERRY_*` setting):
+
+- Every process of one host that should be counted (gunicorn, `ferry worker`, `ferry
+  dev`) gets the same directory, e.g. `PROMETHEUS_MULTIPROC_DIR=/run/ferry/metrics`
+  (a tmpfs: systemd `RuntimeDirectory=`, or a Kubernetes `emptyDir` shared by the
+  containers of a pod). Each process writes its own `*_<pid>.db` files there.
+- Wipe the directory when the whole group starts (`ExecStartPre=` of the first unit,
+  the container entrypoint), never while some of its processes run: counters of
+  exited processes must stay until then, or the sums would drop.
+- When a process exits, `mark_process_dead(pid)` removes its live gauges (gunicorn's
+  `child_exit` hook for web processes; the worker at exit).
+- `/metrics` of any web process of the host then reports the host's sum. Workers on a
+  host without a web process serve theirs with `start_metrics_server(port)`.
+
+Without the variable each process counts for itself (fine for `ferry dev` and tests).
+The tenant is a label only when `FERRY_METRICS_TENANT_LABEL` is on: one series per
+tenant and function can be a lot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+import dramatiq
+import structlog
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.common import q_name
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import multiprocess as prometheus_multiprocess
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder, start_http_server
+from prometheus_client.registry import Collector
+
+from runtime.errors import ConfigurationError
+from runtime.heartbeat import DISPLAY_STATES, HeartbeatOptions, Workers, WorkerView
+from runtime.settings import Settings
+
+log = structlog.get_logger("ferry.metrics")
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: Attempt run times: from a fast webhook to a `heavy` job near its timeout.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+#: Gateway answers: mostly milliseconds; `?wait=` holds a request up to 30 s.
+HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+def multiprocess_dir() -> str | None:
+    """The shared metrics directory, if this process runs in multi-process mode."""
+    # prometheus-client reads the variable itself when the first metric is built; reading
+    # it here too keeps the scrape side in step with how the counters were stored.
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+def tenant_label_enabled(settings: Settings) -> bool:
+    """`FERRY_METRICS_TENANT_LABEL`: label invocation metrics with the tenant."""
+    return settings.metrics_tenant_label
+
+
+class Metrics:
+    """The metric objects a process records into; one instance per process (`process_metrics`)."""
+
+    def __init__(self, *, tenant_label: bool = False, registry: CollectorRegistry = REGISTRY):
+        self.tenant_label = tenant_label
+        by_function = ["function", "tenant"] if tenant_label else ["function"]
+        self.invocations = Counter(
+            "ferry_invocations",
+            "Invocations finished by a worker, by function and final status.",
+            [*by_function, "status"],
+            registry=registry,
+        )
+        self.attempts = Counter(
+            "ferry_attempts",
+            "Attempts run, by function and outcome (succeeded, retrying, failed, timed_out).",
+            [*by_function, "outcome"],
+            registry=registry,
+        )
+        self.retries = Counter(
+            "ferry_retries",
+            "Attempts that failed and left their invocation to be retried.",
+            by_function,
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "ferry_invocation_duration_seconds",
+            "Run time of one attempt, from claim to recorded outcome.",
+            by_function,
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.in_progress = Gauge(
+            "ferry_attempts_in_progress",
+            "Attempts running now.",
+            ["function"],
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.http_requests = Counter(
+            "ferry_http_requests",
+            "HTTP requests answered by the gateway, by route template and status code.",
+            ["method", "route", "status"],
+            registry=registry,
+        )
+        self.http_duration = Histogram(
+            "ferry_http_request_duration_seconds",
+            "Gateway latency, from the request reaching Ferry to the answer.",
+            ["method", "route"],
+            buckets=HTTP_BUCKETS,
+            registry=registry,
+        )
+        self.worker_starts = Counter(
+            "ferry_worker_starts", "Worker processes started.", registry=registry
+        )
+        self.workers_lost = Counter(
+            "ferry_workers_lost",
+            "Workers that stopped beating without a clean exit (killed, crashed, hung).",
+            registry=registry,
+        )
+        self.record_errors = Counter(
+            "ferry_metrics_record_errors",
+            "Times recording a metric failed (the figures above are then short).",
+            ["where"],
+            registry=registry,
+        )
+
+    def _labels(self, function: str, tenant_id: str) -> dict[str, str]:
+        if self.tenant_label:
+            return {"function": function, "tenant": tenant_id}
+        return {"function": function}
+
+    def observe_run(self, *, function: str, tenant_id: str, duration_s: float) -> None:
+        """Record how long one attempt ran."""
+        self.duration.labels(**self._labels(function, tenant_id)).observe(duration_s)
+
+    def count_outcome(
+        self, *, function: str, tenant_id: str, outcome: str | None, status: str | None
+    ) -> None:
+        """Count one finished attempt; `status` is its invocation's status afterwards."""
+        labels = self._labels(function, tenant_id)
+        if outcome:
+            self.attempts.labels(**labels, outcome=outcome).inc()
+        if status == "retrying":
+            self.retries.labels(**labels).inc()
+        elif status in ("succeeded", "failed"):
+            self.invocations.labels(**labels, status=status).inc()
+
+
+_process_metrics: Metrics | None = None
+_process_lock = threading.Lock()
+
+
+def process_metrics(settings: Any) -> Metrics:
+    """This process's metrics, built on first use; every caller shares them."""
+    global _process_metrics
+    tenant_label = tenant_label_enabled(settings)
+    with _process_lock:
+        if _process_metrics is None:
+            _process_metrics = Metrics(tenant_label=tenant_label)
+        elif _process_metrics.tenant_label != tenant_label:
+            raise ConfigurationError(
+                "FERRY_METRICS_TENANT_LABEL differs between runtimes of one process"
+            )
+        return _process_metrics
+
+
+# --- read at scrape time ----------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueDepth:
+    """A broker queue: messages waiting, and when the oldest of them was enqueued."""
+
+    queue: str
+    length: int
+    #: Epoch seconds; None for an empty queue.
+    oldest_enqueued_at: float | None
+
+    def oldest_age_s(self, now: float) -> float:
+        return 0.0 if self.oldest_enqueued_at is None else max(0.0, now - self.oldest_enqueued_at)
+
+
+def _enqueued_at(data: bytes | None) -> float | None:
+    if not data:
+        return None
+    timestamp = json.loads(data).get("message_timestamp")
+    return None if timestamp is None else float(timestamp) / 1000
+
+
+def queue_depths(broker: dramatiq.Broker) -> list[QueueDepth]:
+    """Each declared queue's waiting messages, read from the broker itself.
+
+    Redis (Dramatiq's layout): `<namespace>:<queue>` is a list of message ids, oldest
+    first, and `<namespace>:<queue>.msgs` a hash of id -> message. The in-process
+    broker keeps a `queue.Queue` per queue. Messages a worker has fetched but not yet
+    finished are not waiting, so they are not counted.
+    """
+    queues = sorted({q_name(q) for q in broker.get_declared_queues()})
+    if isinstance(broker, StubBroker):
+        return [_stub_depth(broker, q) for q in queues]
+    client: Any = getattr(broker, "client")  # noqa: B009 - RedisBroker is not typed
+    namespace: str = getattr(broker, "namespace")  # noqa: B009
+    pipe = client.pipeline(transaction=False)
+    for queue in queues:
+        pipe.llen(f"{namespace}:{queue}")
+        pipe.lindex(f"{namespace}:{queue}", 0)
+    answers = pipe.execute()
+    pipe = client.pipeline(transaction=False)
+    heads = list(zip(queues, answers[::2], answers[1::2], strict=True))
+    for queue, _length, head in heads:
+        pipe.hget(f"{namespace}:{queue}.msgs", head or b"")
+    messages = pipe.execute()
+    return [
+        QueueDepth(queue, int(length), _enqueued_at(data) if head else None)
+        for (queue, length, head), data in zip(heads, messages, strict=True)
+    ]
+
+
+def _stub_depth(broker: StubBroker, queue: str) -> QueueDepth:
+    waiting = broker.queues[queue]
+    with waiting.mutex:
+        length = len(waiting.queue)
+        head = waiting.queue[0] if length else None
+    return QueueDepth(queue, length, _enqueued_at(head))
+
+
+class StateCollector(Collector):
+    """Figures read from the broker and the store when Prometheus scrapes.
+
+    A source that does not answer is reported by `ferry_scrape_source_up{source}` = 0 and
+    its figures are left out, rather than failing the whole scrape.
+    """
+
+    def __init__(
+        self,
+        broker: dramatiq.Broker,
+        workers: Workers,
+        options: HeartbeatOptions,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.broker = broker
+        self.workers = workers
+        self.options = options
+        self.clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        depths: list[QueueDepth] | None = None
+        workers: list[WorkerView] | None = None
+        try:
+            depths = queue_depths(self.broker)
+        except Exception as ex:
+            log.warning("metrics_source_failed", source="broker", error_type=type(ex).__name__)
+        try:
+            workers = self.workers.list()
+        except Exception as ex:
+            log.warning("metrics_source_failed", source="store", error_type=type(ex).__name__)
+        if depths is not None:
+            yield from self._queue_families(depths)
+        if workers is not None:
+            queues = [d.queue for d in depths or []]
+            yield from self._worker_families(workers, self.workers.db.clock(), queues)
+        up = GaugeMetricFamily(
+            "ferry_scrape_source_up",
+            "1 if the source answered this scrape, else 0.",
+            labels=["source"],
+        )
+        up.add_metric(["broker"], 0.0 if depths is None else 1.0)
+        up.add_metric(["store"], 0.0 if workers is None else 1.0)
+        yield up
+
+    def _queue_families(self, depths: list[QueueDepth]) -> Iterator[Metric]:
+        now = self.clock()
+        length = GaugeMetricFamily(
+            "ferry_queue_length", "Messages waiting in the broker, by queue.", labels=["queue"]
+        )
+        age = GaugeMetricFamily(
+            "ferry_queue_oldest_message_age_seconds",
+            "Age of the oldest message waiting in the broker, by queue (0 when empty).",
+            labels=["queue"],
+        )
+        for depth in depths:
+            length.add_metric([depth.queue], float(depth.length))
+            age.add_metric([depth.queue], depth.oldest_age_s(now))
+        yield length
+        yield age
+
+    def _worker_families(
+        self, views: list[WorkerView], now: datetime, queues: list[str]
+    ) -> Iterator[Metric]:
+        by_state = GaugeMetricFamily(
+            "ferry_workers",
+            "Worker processes by state: live, stopping, stale (silent, not yet marked), "
+            "lost, stopped (ended ones are kept a while).",
+            labels=["state"],
+        )
+        counts = dict.fromkeys(DISPLAY_STATES, 0)
+        per_queue = dict.fromkeys(queues, 0)
+        for view in views:
+            state = view.display_state(now, self.options.stale_after_s)
+            counts[state] += 1
+            if state == "live":
+                for queue in view.queues:
+                    per_queue[queue] = per_queue.get(queue, 0) + 1
+        for state, count in counts.items():
+            by_state.add_metric([state], float(count))
+        yield by_state
+        consumers = GaugeMetricFamily(
+            "ferry_queue_workers", "Live workers consuming each queue.", labels=["queue"]
+        )
+        for queue, count in sorted(per_queue.items()):
+            consumers.add_metric([queue], float(count))
+        yield consumers
+
+
+class _Registered(Collector):
+    """Everything registered in one registry, as a collector of another."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterable[Metric]:
+        return self.registry.collect()
+
+
+def scrape_registry(
+    extra: Sequence[Collector] = (),
+    *,
+    base: CollectorRegistry = REGISTRY,
+    multiprocess_path: str | None = None,
+) -> CollectorRegistry:
+    """A registry for one scrape: every process's counters (or this one's), plus `extra`."""
+    registry = CollectorRegistry(auto_describe=False)
+    if multiprocess_path:
+        prometheus_multiprocess.MultiProcessCollector(registry, path=multiprocess_path)  # type: ignore[no-untyped-call]
+    else:
+        registry.register(_Registered(base))
+    for collector in extra:
+        registry.register(collector)
+    return registry
+
+
+def exposition(registry: CollectorRegistry, accept: str | None) -> tuple[bytes, str]:
+    """The registry in the format the scraper asked for; the body and its content type."""
+    encode, content_type = choose_encoder(accept or "")
+    return encode(registry), content_type
+
+
+def mark_process_dead(pid: int) -> None:
+    """Drop an exited process's live gauges (a no-op outside multi-process mode)."""
+    path = multiprocess_dir()
+    if path:
+        prometheus_multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
+
+
+def start_metrics_server(port: int, addr: str = "0.0.0.0") -> None:
+    """Serve this host's counters on `port` (for worker hosts without a web process)."""
+    start_http_server(
+        port, addr=addr, registry=scrape_registry(multiprocess_path=multiprocess_dir())
+    )

@@ -1,0 +1,120 @@
+"""Count attempts, their run time, retries and finished invocations in worker processes.
+
+The outcome of an attempt is recorded in the store by the unit of work
+(`runtime.execution`), which returns normally whether the handler succeeded or not; so
+this middleware reads the attempt's outcome and the invocation's new status back from
+the store after the message was processed. That runs in an "after" hook, where Dramatiq
+logs and swallows exceptions: metrics are best effort. A failure to record is logged
+as `metrics_record_failed` (error level) and counted in
+`ferry_metrics_record_errors_total`, never lost silently and never failing the attempt.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+import dramatiq
+import sqlalchemy as sa
+import structlog
+
+from runtime.context import current_claim
+from runtime.metrics import Metrics
+from runtime.store import models
+from runtime.store.db import Database
+
+log = structlog.get_logger("ferry.metrics")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Running:
+    invocation_id: str
+    tenant_id: str
+    function: str
+    attempt: int
+    started: float
+
+
+_running: contextvars.ContextVar[_Running | None] = contextvars.ContextVar(
+    "ferry_metrics_running", default=None
+)
+
+
+def attempt_outcome(
+    db: Database, invocation_id: str, attempt: int
+) -> tuple[str | None, str | None]:
+    """The attempt's recorded outcome and its invocation's status now (None if unknown)."""
+    with db.session() as s:
+        row = s.execute(
+            sa.select(models.Attempt.outcome, models.Invocation.status)
+            .join(models.Invocation, models.Invocation.id == models.Attempt.invocation_id)
+            .where(models.Attempt.invocation_id == invocation_id, models.Attempt.number == attempt)
+        ).one_or_none()
+    if row is None:
+        return None, None
+    return row[0], row[1]
+
+
+class MetricsMiddleware(dramatiq.Middleware):
+    """Install after the claim middleware: it measures the attempts the claim won."""
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        db: Database,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not isinstance(metrics, Metrics):
+            raise TypeError("MetricsMiddleware needs a runtime.metrics.Metrics")
+        self.metrics = metrics
+        self.db = db
+        self.monotonic = monotonic
+
+    def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        claimed = current_claim.get()
+        if claimed is None:
+            return
+        inv = claimed.invocation
+        _running.set(
+            _Running(inv.id, inv.tenant_id, inv.function, claimed.attempt, self.monotonic())
+        )
+        self.metrics.in_progress.labels(function=inv.function).inc()
+
+    def after_process_message(
+        self, broker: dramatiq.Broker, message: Any, *, result: Any = None, exception: Any = None
+    ) -> None:
+        running = _running.get()
+        if running is None:
+            return
+        _running.set(None)
+        try:
+            self.metrics.in_progress.labels(function=running.function).dec()
+            self.metrics.observe_run(
+                function=running.function,
+                tenant_id=running.tenant_id,
+                duration_s=self.monotonic() - running.started,
+            )
+            outcome, status = attempt_outcome(self.db, running.invocation_id, running.attempt)
+            self.metrics.count_outcome(
+                function=running.function,
+                tenant_id=running.tenant_id,
+                outcome=outcome,
+                status=status,
+            )
+        except Exception as ex:
+            self.metrics.record_errors.labels(where="worker").inc()
+            log.error(
+                "metrics_record_failed",
+                invocation_id=running.invocation_id,
+                function=running.function,
+                attempt=running.attempt,
+                error_type=type(ex).__name__,
+                error=str(ex),
+            )
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        _running.set(None)
