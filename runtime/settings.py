@@ -93,9 +93,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _heartbeat_fits(self) -> Settings:
         if self.worker_stale_after_s < 2 * self.worker_heartbeat_s:
-            raise ValueError(
-                "worker_stale_after_s must be at least twice worker_heartbeat_s"
-            )
+            raise ValueError("worker_stale_after_s must be at least twice worker_heartbeat_s")
         return self
 
     @property

@@ -34,10 +34,23 @@ TENANTS = ("t-north", "t-south", "t-east")
 #: Long enough that no tick counts as missed, however slow the machine.
 GRACE_S = 6 * 3600
 
-each_tenant = schedule("each-tenant", cron="* * * * *", function="echo", input=ECHO,
-                       tenant=ALL_ACTIVE, misfire_grace_s=GRACE_S)
-prague_even = schedule("prague-even", cron="*/2 * * * *", timezone="Europe/Prague",
-                       function="echo", input=ECHO, tenant="t-north", misfire_grace_s=GRACE_S)
+each_tenant = schedule(
+    "each-tenant",
+    cron="* * * * *",
+    function="echo",
+    input=ECHO,
+    tenant=ALL_ACTIVE,
+    misfire_grace_s=GRACE_S,
+)
+prague_even = schedule(
+    "prague-even",
+    cron="*/2 * * * *",
+    timezone="Europe/Prague",
+    function="echo",
+    input=ECHO,
+    tenant="t-north",
+    misfire_grace_s=GRACE_S,
+)
 
 
 def fake_start() -> datetime:
@@ -62,7 +75,9 @@ class Fleet:
     def start(self) -> int:
         runtime = Runtime(self.deployment.settings(), clock=self.clock)
         thread = SchedulerThread(
-            self.scheduler(runtime), clock=self.clock, check_interval_s=0.02,
+            self.scheduler(runtime),
+            clock=self.clock,
+            check_interval_s=0.02,
             name=f"scheduler-{self.started}",
         ).start()
         self.started += 1
@@ -95,10 +110,15 @@ def setup(deployment: Deployment) -> Iterator[tuple[Deployment, FastClock, Fleet
 
 
 def expected_keys(start: datetime, end: datetime) -> list[tuple[str, str]]:
-    keys = [(t, f"schedule:each-tenant:{rfc(tick)}")
-            for tick in each_tenant.times.between(start, end) for t in TENANTS]
-    keys += [("t-north", f"schedule:prague-even:{rfc(tick)}")
-             for tick in prague_even.times.between(start, end)]
+    keys = [
+        (t, f"schedule:each-tenant:{rfc(tick)}")
+        for tick in each_tenant.times.between(start, end)
+        for t in TENANTS
+    ]
+    keys += [
+        ("t-north", f"schedule:prague-even:{rfc(tick)}")
+        for tick in prague_even.times.between(start, end)
+    ]
     return sorted(keys)
 
 
@@ -108,9 +128,9 @@ def rfc(moment: datetime) -> str:
 
 def fired_keys(runtime: Runtime) -> list[tuple[str, str]]:
     with runtime.store.db.engine.connect() as conn:
-        rows = conn.execute(sa.text(
-            "SELECT tenant_id, idempotency_key FROM invocations WHERE trigger = 'schedule'"
-        ))
+        rows = conn.execute(
+            sa.text("SELECT tenant_id, idempotency_key FROM invocations WHERE trigger = 'schedule'")
+        )
         return sorted((row.tenant_id, row.idempotency_key) for row in rows)
 
 
@@ -145,8 +165,11 @@ def test_two_schedulers_at_once_fire_each_tick_once_and_each_runs_once(
     assert run_count(admin) == len(fired)
 
     # And the worker ran each of them exactly once
-    wait_for(lambda: len(ledger.succeeded_attempts()) == len(fired), timeout=60,
-             what="every scheduled invocation to succeed")
+    wait_for(
+        lambda: len(ledger.succeeded_attempts()) == len(fired),
+        timeout=60,
+        what="every scheduled invocation to succeed",
+    )
     executions = ledger.executions()
     assert len(executions) == len(fired) and set(executions.values()) == {1}
 
@@ -165,8 +188,12 @@ def test_four_schedulers_started_and_stopped_at_random_for_ten_minutes_of_ticks(
             fleet.stop(chance.choice(list(fleet.running)))
         changes += 1
         deadline = clock() + timedelta(seconds=chance.uniform(5, 40))
-        wait_for(lambda d=deadline: clock() >= d, timeout=30, interval=0.01,
-                 what="the fake clock to move on")
+        wait_for(
+            lambda d=deadline: clock() >= d,
+            timeout=30,
+            interval=0.01,
+            what="the fake clock to move on",
+        )
 
     # When the clock stops and one more scheduler has had a look
     end = clock.freeze()

@@ -29,8 +29,9 @@ pytestmark = pytest.mark.integration
 PERIODIQ = str(Path(sys.executable).parent / "periodiq")
 ENTRY = "runtime.scheduling.periodiq_entry:boot"
 
-clock_minute = schedule("clock-minute", cron="* * * * *", function="echo", input=ECHO,
-                        tenant="t-clock")
+clock_minute = schedule(
+    "clock-minute", cron="* * * * *", function="echo", input=ECHO, tenant="t-clock"
+)
 
 
 def scheduler(procs: Processes, env: dict[str, str], name: str) -> Proc:
@@ -56,12 +57,18 @@ def test_two_periodiq_schedulers_fire_each_minute_once_through_a_kill(
 
     # When a minute has fired, one scheduler is killed and started again, and one more
     # minute passes
-    wait_for(lambda: len(tick_keys(runtime, "clock-minute")) >= 1, timeout=100,
-             what="the first minute tick")
+    wait_for(
+        lambda: len(tick_keys(runtime, "clock-minute")) >= 1,
+        timeout=100,
+        what="the first minute tick",
+    )
     first.kill_group()
     restarted = scheduler(procs, env, "scheduler-1-again")
-    wait_for(lambda: len(tick_keys(runtime, "clock-minute")) >= 2, timeout=100,
-             what="the second minute tick")
+    wait_for(
+        lambda: len(tick_keys(runtime, "clock-minute")) >= 2,
+        timeout=100,
+        what="the second minute tick",
+    )
     second.kill_group()
     restarted.kill_group()
 
@@ -84,7 +91,10 @@ def test_two_periodiq_schedulers_fire_each_minute_once_through_a_kill(
     # at its start
     assert second.output().count('"scheduler_tick"') >= 2
     # And each invocation ran once
-    wait_for(lambda: len(ledger.succeeded_attempts()) == len(expected), timeout=60,
-             what="the minute invocations to succeed")
+    wait_for(
+        lambda: len(ledger.succeeded_attempts()) == len(expected),
+        timeout=60,
+        what="the minute invocations to succeed",
+    )
     assert set(ledger.executions().values()) == {1}
     runtime.close()

@@ -11,8 +11,9 @@ from tests.waiting import wait_for
 
 def test_an_attempt_whose_worker_died_runs_again_once_its_lease_expires(runtime, make_tenant):
     tenant = make_tenant()
-    inv, _ = runtime.dispatcher.accept(tenant_id=tenant, function="echo",
-                                       payload={"message": "survive"})
+    inv, _ = runtime.dispatcher.accept(
+        tenant_id=tenant, function="echo", payload={"message": "survive"}
+    )
     # Given a worker that claimed the invocation and died (its message died with it)
     claim = runtime.store.invocations.claim(inv.id, "dead-worker", lease_s=0.3)
     assert isinstance(claim, Claimed)
@@ -25,7 +26,9 @@ def test_an_attempt_whose_worker_died_runs_again_once_its_lease_expires(runtime,
         handle.stop(grace_s=5)
     # Then the invocation ran again and succeeded; the lost attempt is on record
     assert done.status == "succeeded" and done.attempts == 2
-    outcomes = [(a.number, a.outcome, a.worker_id) for a in runtime.store.invocations.attempts(inv.id)]
+    outcomes = [
+        (a.number, a.outcome, a.worker_id) for a in runtime.store.invocations.attempts(inv.id)
+    ]
     assert outcomes[0] == (1, "lost", "dead-worker")
     assert outcomes[1][1] == "succeeded" and outcomes[1][2] != "dead-worker"
     assert executions(runtime, inv.id) == 1
@@ -84,7 +87,9 @@ def test_fifty_concurrent_identical_requests_make_one_invocation_and_one_executi
 
     def accept(_n: int) -> tuple[str, bool]:
         inv, created = runtime.dispatcher.accept(
-            tenant_id=tenant, function="echo", payload={"message": "same"},
+            tenant_id=tenant,
+            function="echo",
+            payload={"message": "same"},
             idempotency_key="order-42",
         )
         return inv.id, created

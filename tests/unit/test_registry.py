@@ -30,7 +30,12 @@ def test_function_reads_models_from_type_hints_and_keeps_options():
         return Out(doubled=payload.n * 2)
 
     assert isinstance(double, FunctionSpec)
-    assert (double.name, double.queue, double.max_retries, double.timeout) == ("double", "heavy", 5, 12)
+    assert (double.name, double.queue, double.max_retries, double.timeout) == (
+        "double",
+        "heavy",
+        5,
+        12,
+    )
     assert double.input_model is In and double.output_model is Out
     assert double.permanent_on == (KeyError,)
     # Still callable as the plain handler, for unit tests of a function.
@@ -102,7 +107,7 @@ def test_every_module_registers_under_the_broker_it_is_given():
     settings = Settings.from_env()
     registry = Registry.load("functions,tests.fixtures.functions", settings)
     broker = StubBroker()
-    actors = declare_actors(broker, registry, lambda fn: (lambda invocation_id: None))
+    actors = declare_actors(broker, registry, lambda fn: lambda invocation_id: None)
     assert set(actors) == {f.name for f in registry} == set(broker.get_declared_actors())
 
 
@@ -120,9 +125,15 @@ def test_logs_are_json_with_secrets_redacted():
     configure_logging(Settings.from_env(log_level="info"), stream=stream)
     key = "fy_0123456789ab_" + "A" * 43
     structlog.get_logger("t").info(
-        "something_happened", password="hunter2", api_key="k", headers={"Authorization": "Bearer x"},
-        note=f"called with {key}", nested=[{"token": "t"}], tenant_id="acme",
-        db_password="p", passed_over=3,
+        "something_happened",
+        password="hunter2",
+        api_key="k",
+        headers={"Authorization": "Bearer x"},
+        note=f"called with {key}",
+        nested=[{"token": "t"}],
+        tenant_id="acme",
+        db_password="p",
+        passed_over=3,
     )
     line = json.loads(stream.getvalue().strip().splitlines()[-1])
     assert line["event"] == "something_happened" and line["tenant_id"] == "acme"
@@ -135,4 +146,6 @@ def test_logs_are_json_with_secrets_redacted():
 
 def test_permanent_and_retryable_are_ferry_errors():
     assert issubclass(Permanent, Exception)
-    assert Permanent().message == "The attempt failed for a reason that will not pass; do not retry."
+    assert (
+        Permanent().message == "The attempt failed for a reason that will not pass; do not retry."
+    )

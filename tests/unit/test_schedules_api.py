@@ -19,12 +19,21 @@ from tests.unit.conftest import assert_problem
 
 ECHO = {"message": "scheduled"}
 
-alpha_report = schedule("alpha-report", cron="0 6 * * *", function="echo", input=ECHO,
-                        tenant="t-alpha")
-beta_report = schedule("beta-report", cron="0 6 * * *", function="echo", input=ECHO,
-                       tenant="t-beta")
-everyone = schedule("everyone", cron="*/5 * * * *", timezone="Europe/Prague", function="echo",
-                    input=ECHO, tenant=ALL_ACTIVE, misfire="run_once")
+alpha_report = schedule(
+    "alpha-report", cron="0 6 * * *", function="echo", input=ECHO, tenant="t-alpha"
+)
+beta_report = schedule(
+    "beta-report", cron="0 6 * * *", function="echo", input=ECHO, tenant="t-beta"
+)
+everyone = schedule(
+    "everyone",
+    cron="*/5 * * * *",
+    timezone="Europe/Prague",
+    function="echo",
+    input=ECHO,
+    tenant=ALL_ACTIVE,
+    misfire="run_once",
+)
 
 
 class Api:
@@ -72,11 +81,31 @@ def test_the_list_and_one_schedule_in_the_contracts_shape(api, admin):
     item = api.get("/v1/schedules/everyone", admin)
     assert item.status_code == 200
     body = item.json
-    assert {k: body[k] for k in ("id", "function", "tenant", "each_active_tenant", "cron",
-                                 "timezone", "misfire", "paused", "last_run_at", "history")} == {
-        "id": "everyone", "function": "echo", "tenant": "*", "each_active_tenant": True,
-        "cron": "*/5 * * * *", "timezone": "Europe/Prague", "misfire": "run_once",
-        "paused": False, "last_run_at": None, "history": [],
+    assert {
+        k: body[k]
+        for k in (
+            "id",
+            "function",
+            "tenant",
+            "each_active_tenant",
+            "cron",
+            "timezone",
+            "misfire",
+            "paused",
+            "last_run_at",
+            "history",
+        )
+    } == {
+        "id": "everyone",
+        "function": "echo",
+        "tenant": "*",
+        "each_active_tenant": True,
+        "cron": "*/5 * * * *",
+        "timezone": "Europe/Prague",
+        "misfire": "run_once",
+        "paused": False,
+        "last_run_at": None,
+        "history": [],
     }
     assert body["input"] == ECHO
     assert len(body["next_run_times"]) == 5 and body["next_run_at"] == body["next_run_times"][0]
@@ -89,10 +118,14 @@ def test_without_a_key_401_and_without_the_scope_403(api):
     assert_problem(api.get("/v1/schedules", invoker), 403, "scope-missing")
     manager = api.key("t-alpha", "invoke,read,manage")
     for action in ("pause", "resume", "trigger"):
-        assert_problem(api.post(f"/v1/schedules/alpha-report/{action}", manager), 403,
-                       "scope-missing")
-    assert_problem(api.client.simulate_delete("/v1/schedules/alpha-report", headers=manager),
-                   403, "scope-missing")
+        assert_problem(
+            api.post(f"/v1/schedules/alpha-report/{action}", manager), 403, "scope-missing"
+        )
+    assert_problem(
+        api.client.simulate_delete("/v1/schedules/alpha-report", headers=manager),
+        403,
+        "scope-missing",
+    )
     assert_problem(api.post("/v1/schedules/restore", manager), 403, "scope-missing")
 
 
@@ -184,8 +217,11 @@ def test_the_openapi_part_describes_every_route(api):
     document = build_document([describe_api(api.runtime)])
     paths = document["paths"]
     assert set(paths) == {
-        "/v1/schedules", "/v1/schedules/restore", "/v1/schedules/{schedule_id}",
-        "/v1/schedules/{schedule_id}/trigger", "/v1/schedules/{schedule_id}/pause",
+        "/v1/schedules",
+        "/v1/schedules/restore",
+        "/v1/schedules/{schedule_id}",
+        "/v1/schedules/{schedule_id}/trigger",
+        "/v1/schedules/{schedule_id}/pause",
         "/v1/schedules/{schedule_id}/resume",
     }
     assert set(paths["/v1/schedules/{schedule_id}"]) == {"get", "delete"}

@@ -22,7 +22,7 @@ SHIPPED = ["cleanup-expired-keys", "usage-report-weekly"]
 def printed_json(capsys) -> dict:
     """The JSON a command printed (log lines of the unconfigured test logger come before)."""
     out = capsys.readouterr().out
-    return json.loads(out[out.index("{\n"):])
+    return json.loads(out[out.index("{\n") :])
 
 
 def ferry(settings: Settings, *argv: str) -> int:
@@ -74,11 +74,33 @@ def test_trigger_runs_it_now_in_each_targeted_tenant(runtime, make_tenant, capsy
     triggered = printed_json(capsys)
     assert sorted(i["tenant_id"] for i in triggered["invocations"]) == sorted([one, two])
     assert {i["trigger"] for i in triggered["invocations"]} == {"schedule"}
-    assert ferry(runtime.settings, "schedules", "trigger", "cleanup-expired-keys",
-                 "--tenant", one, "--key", "once") == 0
+    assert (
+        ferry(
+            runtime.settings,
+            "schedules",
+            "trigger",
+            "cleanup-expired-keys",
+            "--tenant",
+            one,
+            "--key",
+            "once",
+        )
+        == 0
+    )
     first = printed_json(capsys)["invocations"]
-    assert ferry(runtime.settings, "schedules", "trigger", "cleanup-expired-keys",
-                 "--tenant", one, "--key", "once") == 0
+    assert (
+        ferry(
+            runtime.settings,
+            "schedules",
+            "trigger",
+            "cleanup-expired-keys",
+            "--tenant",
+            one,
+            "--key",
+            "once",
+        )
+        == 0
+    )
     again = printed_json(capsys)["invocations"]
     assert [i["id"] for i in first] == [i["id"] for i in again] and first[0]["tenant_id"] == one
 
@@ -88,8 +110,9 @@ def test_unknown_schedules_and_an_old_schema_are_errors(runtime, tmp_path):
         ferry(runtime.settings, "schedules", "pause", "nope")
     with pytest.raises(ScheduleNotFound):
         ferry(runtime.settings, "schedules", "show", "nope")
-    fresh = Settings.from_env(database_url=f"sqlite:///{tmp_path / 'never-migrated.db'}",
-                              functions_module=TEST_FUNCTIONS)
+    fresh = Settings.from_env(
+        database_url=f"sqlite:///{tmp_path / 'never-migrated.db'}", functions_module=TEST_FUNCTIONS
+    )
     with pytest.raises(ConfigurationError, match="ferry migrate"):
         ferry(fresh, "schedules", "list")
 

@@ -92,7 +92,8 @@ def test_pause_survives_a_restart_and_resume_fires_from_the_next_tick(build, rt,
     assert tick(clock, scheduler, 2, 45) == 0
     assert tick(clock, scheduler, 3) == 1
     assert [k for _, k in tick_keys(restarted, "every-minute")] == [
-        "schedule:every-minute:2026-06-01T12:03:00.000Z"]
+        "schedule:every-minute:2026-06-01T12:03:00.000Z"
+    ]
 
 
 def test_pausing_or_resuming_twice_changes_nothing(rt, clock):

@@ -47,17 +47,28 @@ GOOD = """
 
 def test_a_declaration_keeps_what_it_was_given():
     declared = schedule(
-        "reports.weekly", cron="0 7 * * mon", timezone="Europe/Prague", function=echo,
-        input=EchoIn(message="hi"), tenant="acme", misfire="run_once", jitter_s=30,
+        "reports.weekly",
+        cron="0 7 * * mon",
+        timezone="Europe/Prague",
+        function=echo,
+        input=EchoIn(message="hi"),
+        tenant="acme",
+        misfire="run_once",
+        jitter_s=30,
         description="Weekly.",
     )
     assert (declared.id, declared.function, declared.tenant) == ("reports.weekly", "echo", "acme")
     assert dict(declared.input) == {"message": "hi", "sleep_s": 0.0}
-    assert (declared.misfire, declared.jitter_s, declared.description) == ("run_once", 30.0, "Weekly.")
+    assert (declared.misfire, declared.jitter_s, declared.description) == (
+        "run_once",
+        30.0,
+        "Weekly.",
+    )
     assert declared.module == __name__
     assert declared.targets("acme") and not declared.targets("other")
-    everyone = schedule("all", cron="@daily", function="echo", input={"message": "x"},
-                        tenant=ALL_ACTIVE)
+    everyone = schedule(
+        "all", cron="@daily", function="echo", input={"message": "x"}, tenant=ALL_ACTIVE
+    )
     assert everyone.each_active_tenant and everyone.targets("anyone")
     # The description defaults to the declaring module's docstring.
     assert everyone.description.startswith("Declaring and loading schedules")
@@ -79,8 +90,13 @@ def test_a_declaration_keeps_what_it_was_given():
     ],
 )
 def test_a_bad_declaration_is_refused_naming_the_schedule_and_its_module(overrides, problem):
-    values = {"cron": "* * * * *", "function": "echo", "tenant": "acme",
-              "input": {"message": "x"}, **overrides}
+    values = {
+        "cron": "* * * * *",
+        "function": "echo",
+        "tenant": "acme",
+        "input": {"message": "x"},
+        **overrides,
+    }
     with pytest.raises(ScheduleDefinitionError, match=problem) as caught:
         schedule("broken-one", **values)
     assert "schedule 'broken-one'" in str(caught.value)
@@ -103,8 +119,13 @@ def test_an_unknown_function_is_refused_at_load_naming_the_schedule(registry):
 
 
 def test_an_input_the_function_refuses_is_refused_at_load_with_each_problem(registry):
-    declared = schedule("bad-input", cron="* * * * *", function="echo",
-                        input={"message": "", "sleep_s": "soon"}, tenant="acme")
+    declared = schedule(
+        "bad-input",
+        cron="* * * * *",
+        function="echo",
+        input={"message": "", "sleep_s": "soon"},
+        tenant="acme",
+    )
     with pytest.raises(ScheduleDefinitionError) as caught:
         ScheduleBook.of([declared], registry)
     text = str(caught.value)
@@ -143,8 +164,11 @@ def test_the_shipped_schedules_load_against_the_shipped_functions():
     assert {d.function for d in book} == {"cleanup_expired_keys", "usage_report"}
     assert all(d.each_active_tenant for d in book)
     cleanup = book.get("cleanup-expired-keys")
-    assert (cleanup.cron, cleanup.timezone, cleanup.misfire) == ("30 2 * * *", "Europe/Prague",
-                                                                 "run_once")
+    assert (cleanup.cron, cleanup.timezone, cleanup.misfire) == (
+        "30 2 * * *",
+        "Europe/Prague",
+        "run_once",
+    )
 
 
 # --- start-up stops on a bad schedule --------------------------------------------------------
@@ -200,6 +224,11 @@ def test_the_periodiq_process_exits_2_naming_the_bad_schedule(
 
 
 def test_an_input_model_instance_is_stored_as_json():
-    declared = schedule("as-model", cron="@hourly", function=echo,
-                        input=EchoIn(message="m", sleep_s=1), tenant="acme")
+    declared = schedule(
+        "as-model",
+        cron="@hourly",
+        function=echo,
+        input=EchoIn(message="m", sleep_s=1),
+        tenant="acme",
+    )
     assert dict(declared.input) == {"message": "m", "sleep_s": 1.0}

@@ -97,7 +97,10 @@ def test_each_tick_becomes_one_invocation_keyed_by_schedule_and_tick(rt, clock):
     assert again.fired == []
     invocation = rt.store.invocations.get(fired.invocation_id)
     assert (invocation.trigger, invocation.function, invocation.tenant_id) == (
-        "schedule", "echo", "t-one")
+        "schedule",
+        "echo",
+        "t-one",
+    )
     assert invocation.idempotency_key == KEY_1000
     assert invocation.scheduled_for == utc(2026, 5, 4, 10, 0)
     assert invocation.payload == {**ECHO, "sleep_s": 0.0}
@@ -111,7 +114,9 @@ def test_each_tick_becomes_one_invocation_keyed_by_schedule_and_tick(rt, clock):
     at(clock, 10, 1)
     assert len(scheduler.fire_due().created) == 1
     assert [k for _, k in tick_keys(rt, "every-minute")] == [
-        KEY_1000, "schedule:every-minute:2026-05-04T10:01:00.000Z"]
+        KEY_1000,
+        "schedule:every-minute:2026-05-04T10:01:00.000Z",
+    ]
 
 
 def test_a_scheduler_restarted_in_a_minute_it_fired_does_not_fire_it_again(build, rt, clock):
@@ -185,15 +190,20 @@ def test_each_active_tenant_gets_its_own_invocation_per_tick_run_as_that_tenant(
     active = ["t-a", "t-b", "t-c", "t-one"]
     keys = tick_keys(rt, "everyone")
     assert sorted(keys) == sorted(
-        (tenant, f"schedule:everyone:2026-05-04T10:0{m}:00.000Z") for tenant in active for m in (0, 1)
+        (tenant, f"schedule:everyone:2026-05-04T10:0{m}:00.000Z")
+        for tenant in active
+        for m in (0, 1)
     )
 
     # And each runs in its own tenant's context
     worker = rt.start_worker()
     try:
         invocations = wait_for(
-            lambda: (found := invocations_of(rt, "everyone"))
-            and all(i.status == "succeeded" for i in found) and found,
+            lambda: (
+                (found := invocations_of(rt, "everyone"))
+                and all(i.status == "succeeded" for i in found)
+                and found
+            ),
             what="the tenants' invocations to succeed",
         )
     finally:
@@ -206,8 +216,14 @@ def test_each_active_tenant_gets_its_own_invocation_per_tick_run_as_that_tenant(
 
 
 def test_a_daily_0230_prague_schedule_fires_once_on_both_change_days(rt, clock):
-    definition = schedule("prague-night", cron="30 2 * * *", timezone="Europe/Prague",
-                          function="echo", input=ECHO, tenant="t-one")
+    definition = schedule(
+        "prague-night",
+        cron="30 2 * * *",
+        timezone="Europe/Prague",
+        function="echo",
+        input=ECHO,
+        tenant="t-one",
+    )
     scheduler = scheduler_for(rt, definition)
     for first_day in (utc(2026, 3, 28), utc(2026, 10, 24)):
         # Given the schedule registered the day before a change

@@ -149,7 +149,10 @@ def test_bad_expressions_and_zones_are_refused(expression, zone, problem):
 def test_a_tick_noticed_on_time_fires():
     definition = every_minute()
     plan = plan_ticks(
-        definition, cursor=utc(2026, 5, 1, 9, 59), paused=False, deleted=False,
+        definition,
+        cursor=utc(2026, 5, 1, 9, 59),
+        paused=False,
+        deleted=False,
         now=utc(2026, 5, 1, 10, 0, 0) + timedelta(milliseconds=3),
     )
     assert plan.fire == (utc(2026, 5, 1, 10, 0),)
@@ -159,7 +162,10 @@ def test_a_tick_noticed_on_time_fires():
 
 def test_nothing_is_due_in_the_minute_already_done():
     plan = plan_ticks(
-        every_minute(), cursor=utc(2026, 5, 1, 10, 0), paused=False, deleted=False,
+        every_minute(),
+        cursor=utc(2026, 5, 1, 10, 0),
+        paused=False,
+        deleted=False,
         now=utc(2026, 5, 1, 10, 0, 30),
     )
     assert plan.fire == () and plan.advance_to is None
@@ -174,7 +180,10 @@ def test_after_three_missed_ticks_skip_fires_none_and_run_once_fires_the_last(po
     definition = every_minute(misfire=policy, misfire_grace_s=30)
     # When a scheduler looks at 10:03:40 (the 10:03 tick is 40 s late: missed)
     plan = plan_ticks(
-        definition, cursor=utc(2026, 5, 1, 10, 0), paused=False, deleted=False,
+        definition,
+        cursor=utc(2026, 5, 1, 10, 0),
+        paused=False,
+        deleted=False,
         now=utc(2026, 5, 1, 10, 3, 40),
     )
     # Then
@@ -187,7 +196,10 @@ def test_after_three_missed_ticks_skip_fires_none_and_run_once_fires_the_last(po
 def test_run_once_also_fires_the_on_time_tick_after_the_missed_ones():
     definition = every_minute(misfire="run_once", misfire_grace_s=30)
     plan = plan_ticks(
-        definition, cursor=utc(2026, 5, 1, 10, 0), paused=False, deleted=False,
+        definition,
+        cursor=utc(2026, 5, 1, 10, 0),
+        paused=False,
+        deleted=False,
         now=utc(2026, 5, 1, 10, 4, 10),
     )
     assert plan.fire == (utc(2026, 5, 1, 10, 3), utc(2026, 5, 1, 10, 4))
@@ -196,7 +208,10 @@ def test_run_once_also_fires_the_on_time_tick_after_the_missed_ones():
 def test_a_tick_late_within_the_grace_still_fires():
     definition = every_minute(misfire="skip", misfire_grace_s=60)
     plan = plan_ticks(
-        definition, cursor=utc(2026, 5, 1, 9, 59), paused=False, deleted=False,
+        definition,
+        cursor=utc(2026, 5, 1, 9, 59),
+        paused=False,
+        deleted=False,
         now=utc(2026, 5, 1, 10, 0, 59),
     )
     assert plan.fire == (utc(2026, 5, 1, 10, 0),)
@@ -205,8 +220,11 @@ def test_a_tick_late_within_the_grace_still_fires():
 @pytest.mark.parametrize("stopped", ["paused", "deleted"])
 def test_a_stopped_schedule_fires_nothing_and_passes_over_what_is_due(stopped):
     plan = plan_ticks(
-        every_minute(misfire="run_once"), cursor=utc(2026, 5, 1, 10, 0),
-        paused=stopped == "paused", deleted=stopped == "deleted", now=utc(2026, 5, 1, 10, 5, 1),
+        every_minute(misfire="run_once"),
+        cursor=utc(2026, 5, 1, 10, 0),
+        paused=stopped == "paused",
+        deleted=stopped == "deleted",
+        now=utc(2026, 5, 1, 10, 5, 1),
     )
     assert plan.fire == ()
     assert plan.passed_over == stopped
@@ -217,7 +235,10 @@ def test_a_long_downtime_is_planned_without_walking_every_missed_tick():
     # A month of minutes is 43,200 ticks; run_once needs only the last one.
     definition = every_minute(misfire="run_once")
     plan = plan_ticks(
-        definition, cursor=utc(2026, 4, 1), paused=False, deleted=False,
+        definition,
+        cursor=utc(2026, 4, 1),
+        paused=False,
+        deleted=False,
         now=utc(2026, 5, 1, 0, 0, 5),
     )
     assert plan.fire == (utc(2026, 4, 30, 23, 59), utc(2026, 5, 1))

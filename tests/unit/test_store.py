@@ -24,8 +24,11 @@ from runtime.store.tenants import parse_scopes
 def test_migrations_create_exactly_the_models_schema(runtime):
     with runtime.store.db.engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": False})
-        diff = [d for d in compare_metadata(context, models.Base.metadata)
-                if "probe_executions" not in str(d)]
+        diff = [
+            d
+            for d in compare_metadata(context, models.Base.metadata)
+            if "probe_executions" not in str(d)
+        ]
     assert diff == []
     assert runtime.store.is_current()
 
@@ -37,7 +40,9 @@ def test_migrate_twice_is_harmless(runtime):
 
 def test_a_tenant_session_cannot_read_another_tenants_rows(runtime, make_tenant):
     mine, theirs = make_tenant(), make_tenant()
-    secret, _ = runtime.dispatcher.accept(tenant_id=theirs, function="echo", payload={"message": "s"})
+    secret, _ = runtime.dispatcher.accept(
+        tenant_id=theirs, function="echo", payload={"message": "s"}
+    )
     own, _ = runtime.dispatcher.accept(tenant_id=mine, function="echo", payload={"message": "o"})
     with runtime.store.db.session(mine) as s:
         # By primary key, by query, by join, by aggregate: only my rows exist.
@@ -45,8 +50,9 @@ def test_a_tenant_session_cannot_read_another_tenants_rows(runtime, make_tenant)
         assert [r.id for r in s.scalars(sa.select(models.Invocation))] == [own.id]
         assert s.scalar(sa.select(sa.func.count()).select_from(models.Invocation)) == 1
         joined = s.scalars(
-            sa.select(models.Invocation).join(models.Tenant,
-                                              models.Tenant.id == models.Invocation.tenant_id)
+            sa.select(models.Invocation).join(
+                models.Tenant, models.Tenant.id == models.Invocation.tenant_id
+            )
         ).all()
         assert [r.id for r in joined] == [own.id]
 
@@ -57,9 +63,18 @@ def test_a_tenant_session_cannot_write_another_tenants_rows(runtime, make_tenant
     their_key_id = their_key.split("_")[1]
     # Inserting a row for another tenant fails and nothing is written.
     with pytest.raises(TenantViolation), runtime.store.db.session(mine) as s:
-        s.add(models.ApiKey(id="x" * 12, tenant_id=theirs, name="", secret_hash="0" * 64,
-                            scopes="admin", created_at=runtime.store.db.clock(),
-                            expires_at=None, revoked_at=None))
+        s.add(
+            models.ApiKey(
+                id="x" * 12,
+                tenant_id=theirs,
+                name="",
+                secret_hash="0" * 64,
+                scopes="admin",
+                created_at=runtime.store.db.clock(),
+                expires_at=None,
+                revoked_at=None,
+            )
+        )
     assert runtime.store.tenants.authenticate(their_key) is not None
     # Bulk updates and deletes through the tenant session do not reach other tenants.
     with runtime.store.db.session(mine) as s:
@@ -77,16 +92,27 @@ def test_a_tenant_session_cannot_write_another_tenants_rows(runtime, make_tenant
 def test_a_new_row_in_a_tenant_session_gets_the_tenant(runtime, make_tenant):
     mine = make_tenant()
     with runtime.store.db.session(mine) as s:
-        row = models.ApiKey(id="y" * 12, name="", secret_hash="0" * 64, scopes="read",
-                            created_at=runtime.store.db.clock(), expires_at=None, revoked_at=None)
+        row = models.ApiKey(
+            id="y" * 12,
+            name="",
+            secret_hash="0" * 64,
+            scopes="read",
+            created_at=runtime.store.db.clock(),
+            expires_at=None,
+            revoked_at=None,
+        )
         s.add(row)
     assert row.tenant_id == mine
 
 
 def test_listing_pages_newest_first_with_a_cursor(runtime, make_tenant):
     tenant = make_tenant()
-    ids = [runtime.dispatcher.accept(tenant_id=tenant, function="echo",
-                                     payload={"message": str(n)})[0].id for n in range(7)]
+    ids = [
+        runtime.dispatcher.accept(tenant_id=tenant, function="echo", payload={"message": str(n)})[
+            0
+        ].id
+        for n in range(7)
+    ]
     seen, cursor = [], None
     while True:
         page, cursor = runtime.store.invocations.list(tenant, limit=3, cursor=cursor)
@@ -101,8 +127,11 @@ def test_listing_pages_newest_first_with_a_cursor(runtime, make_tenant):
 def test_another_tenants_invocation_is_not_found(runtime, make_tenant):
     mine, theirs = make_tenant(), make_tenant()
     inv, _ = runtime.dispatcher.accept(tenant_id=theirs, function="echo", payload={"message": "s"})
-    for action in (runtime.store.invocations.get, runtime.store.invocations.cancel,
-                   runtime.store.invocations.requeue):
+    for action in (
+        runtime.store.invocations.get,
+        runtime.store.invocations.cancel,
+        runtime.store.invocations.requeue,
+    ):
         with pytest.raises(InvocationNotFound):
             action(inv.id, mine)
     assert runtime.store.invocations.get(inv.id, theirs).status == "queued"
@@ -111,8 +140,9 @@ def test_another_tenants_invocation_is_not_found(runtime, make_tenant):
 def test_cancel_only_before_running_and_retry_only_after_failing(runtime, make_tenant):
     tenant = make_tenant()
     later = runtime.store.db.clock() + timedelta(hours=1)
-    inv, _ = runtime.dispatcher.accept(tenant_id=tenant, function="echo", payload={"message": "x"},
-                                       scheduled_for=later)
+    inv, _ = runtime.dispatcher.accept(
+        tenant_id=tenant, function="echo", payload={"message": "x"}, scheduled_for=later
+    )
     with pytest.raises(InvalidState):
         runtime.store.invocations.requeue(inv.id, tenant)
     assert runtime.store.invocations.cancel(inv.id, tenant).status == "cancelled"
