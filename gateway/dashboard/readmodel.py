@@ -7,7 +7,6 @@ reading across tenants. Templates get these dataclasses, never a query or a row.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
 import math
@@ -25,6 +24,7 @@ from runtime.metrics import queue_depths
 from runtime.registry import Registry
 from runtime.scheduling.control import ScheduleControl, ScheduleView
 from runtime.store import Store, models
+from runtime.store import invocations as invocation_store
 from runtime.store.models import FINISHED, Status
 from runtime.store.tenants import Principal
 from runtime.store.views import AttemptView, InvocationView
@@ -243,17 +243,10 @@ def _percentile(sorted_values: list[float], fraction: float) -> float | None:
     return sorted_values[rank - 1]
 
 
-def encode_cursor(row: InvocationRow) -> str:
-    raw = json.dumps([row.created_at.isoformat(), row.id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        created_at, last_id = json.loads(base64.urlsafe_b64decode(padded))
-        return datetime.fromisoformat(created_at), str(last_id)
-    except (ValueError, TypeError) as ex:
+        return invocation_store.decode_cursor(cursor)
+    except BadRequest as ex:
         raise BadRequest("the page link is damaged; start from the first page") from ex
 
 
@@ -470,7 +463,11 @@ class DashboardReadModel:
         with self.store.db.session(read_tenant) as s:
             views = [InvocationView.from_row(r) for r in s.scalars(query)]
         rows = [InvocationRow.from_view(v) for v in views[:limit]]
-        next_cursor = encode_cursor(rows[-1]) if len(views) > limit else None
+        next_cursor = (
+            invocation_store.encode_cursor(rows[-1].created_at, rows[-1].id)
+            if len(views) > limit
+            else None
+        )
         return InvocationPage(rows, next_cursor)
 
     def invocation(

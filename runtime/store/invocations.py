@@ -177,7 +177,7 @@ class Invocations:
         if status:
             query = query.where(I.status == status)
         if cursor:
-            created_at, last_id = _decode_cursor(cursor)
+            created_at, last_id = decode_cursor(cursor)
             query = query.where(
                 sa.or_(
                     I.created_at < created_at, sa.and_(I.created_at == created_at, I.id < last_id)
@@ -186,7 +186,9 @@ class Invocations:
         with self.db.session(tenant_id) as s:
             rows = list(s.scalars(query))
         views = [InvocationView.from_row(r) for r in rows[:limit]]
-        next_cursor = _encode_cursor(views[-1]) if len(rows) > limit else None
+        next_cursor = (
+            encode_cursor(views[-1].created_at, views[-1].id) if len(rows) > limit else None
+        )
         return views, next_cursor
 
     # --- operator actions ---------------------------------------------------------------------
@@ -452,12 +454,13 @@ def _lock(s: Session, query: Any) -> Any:
     return query
 
 
-def _encode_cursor(view: InvocationView) -> str:
-    raw = json.dumps([view.created_at.isoformat(), view.id]).encode()
+def encode_cursor(created_at: datetime, row_id: str) -> str:
+    """An opaque page cursor: the position after the row (newest-first listings)."""
+    raw = json.dumps([created_at.isoformat(), row_id]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         created_at, last_id = json.loads(base64.urlsafe_b64decode(padded))
