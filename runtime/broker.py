@@ -14,6 +14,7 @@ from runtime.metrics import Metrics
 from runtime.middleware.claim import ClaimMiddleware
 from runtime.middleware.logging import LogContextMiddleware
 from runtime.middleware.metrics import MetricsMiddleware
+from runtime.redis_broker import WakingRedisBroker
 from runtime.registry import Registry
 from runtime.settings import Settings
 from runtime.store.invocations import Invocations
@@ -32,7 +33,8 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     ]
     if settings.embedded_broker:
         return StubBroker(middleware=base)
-    return RedisBroker(  # type: ignore[no-untyped-call]
+    broker_class = WakingRedisBroker if settings.redis_consumer_wakeup else RedisBroker
+    return broker_class(
         url=settings.broker_url,
         namespace=settings.redis_namespace,
         middleware=base,

@@ -21,6 +21,9 @@ class Settings(BaseSettings):
     broker_url: str = "memory://"
     #: Prefix of every Redis key this deployment writes, so deployments can share a server.
     redis_namespace: str = "ferry"
+    #: Idle Redis consumers block on a wake-up list instead of polling (runtime/redis_broker.py).
+    #: Off until it has run through the whole production suite; `python -m bench` measures it.
+    redis_consumer_wakeup: bool = False
     #: Python package whose modules define the functions.
     functions_module: str = "functions"
     #: Python package whose modules define the schedules.

@@ -1,0 +1,287 @@
+"""Ferry's workloads: gunicorn with the production config, N `runtime.worker` processes.
+
+1. accept: closed-loop POSTs through gunicorn (every 202 is a committed row), then a
+   steady 200 requests/s for the accept latency;
+2. drain: `invocations` no-ops accepted in bulk through the runtime's `Dispatcher` while
+   no worker runs, then the worker processes start; the rate is the count over the
+   store's own window, first `started_at` to last `finished_at`;
+3. idle: one invocation at a time over HTTP, with a pause, on idle workers; latencies
+   from the store's `created_at`, `started_at` and `finished_at`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import random
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from bench import loadgen, profiles
+from bench.infra import (
+    PYTHON,
+    BenchError,
+    CpuMeter,
+    Processes,
+    child_env,
+    free_port,
+    processes,
+    wait_for,
+)
+from bench.plan import Plan
+from bench.report import percentile
+from runtime.app import Runtime
+from runtime.logs import configure_logging
+from runtime.settings import Settings
+from runtime.store.tenants import parse_scopes
+
+FUNCTION = "bench_noop"
+FUNCTIONS_MODULE = "functions,bench.functions"
+TENANT = "bench"
+REDISPATCH_AFTER_S = 3600
+
+
+class FerryDeployment:
+    """One database and one Redis namespace, and the settings every Ferry process gets."""
+
+    def __init__(self, database_url: str, redis_url: str, namespace: str, log_dir: Path):
+        self.values: dict[str, Any] = {
+            "database_url": database_url,
+            "broker_url": redis_url,
+            "redis_namespace": namespace,
+            "functions_module": FUNCTIONS_MODULE,
+            # The drain's backlog is older than the default 60 s before the workers start
+            # (it is accepted first): the sweep would send all of it again, and the drain
+            # would measure duplicates skipped by the claim instead of work.
+            "redispatch_after_s": REDISPATCH_AFTER_S,
+        }
+        self.log_dir = log_dir
+
+    def env(self, **more: Any) -> dict[str, str]:
+        ferry = {f"FERRY_{k.upper()}": v for k, v in {**self.values, **more}.items()}
+        return child_env(**ferry)
+
+    def runtime(self) -> Runtime:
+        settings = Settings.from_env(**self.values, log_level="warning")
+        configure_logging(settings)  # the benchmark's own process logs warnings only
+        return Runtime(settings)
+
+
+def _gunicorn(procs: Processes, deployment: FerryDeployment, port: int) -> None:
+    argv = [PYTHON, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "gateway.wsgi:app"]
+    proc = procs.start("gunicorn", argv, deployment.env() | {"PORT": str(port)})
+
+    def healthy() -> bool:
+        if not proc.alive():
+            raise BenchError(f"gunicorn exited:\n{proc.output()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    wait_for(healthy, timeout=60, what="gunicorn /healthz")
+
+
+def _workers(procs: Processes, deployment: FerryDeployment, plan: Plan) -> list[Any]:
+    started = []
+    for n in range(plan.processes):
+        argv = [
+            PYTHON,
+            "-m",
+            "runtime.worker",
+            "--queues",
+            "default,scheduled",
+            "--threads",
+            str(plan.threads),
+        ]
+        started.append(procs.start(f"ferry-worker-{n + 1}", argv, deployment.env()))
+    for proc in started:
+        proc.wait_for_output('"worker_started"')
+    return started
+
+
+def _clear(runtime: Runtime) -> None:
+    """Forget the accept phase's invocations: from the store and from the Redis queues."""
+    with runtime.store.db.engine.begin() as conn:
+        conn.execute(sa.text("TRUNCATE invocations, attempts CASCADE"))
+    runtime.broker.flush_all()
+
+
+def _bulk_accept(runtime: Runtime, count: int, threads: int = 8) -> float:
+    """Accept `count` no-ops through the Dispatcher from `threads` threads; the rate."""
+    next_index = iter(range(count))
+    lock = threading.Lock()
+
+    def work() -> int:
+        done = 0
+        while True:
+            with lock:
+                n = next(next_index, None)
+            if n is None:
+                return done
+            runtime.dispatcher.accept(
+                tenant_id=TENANT, function=FUNCTION, payload={}, trigger="cli"
+            )
+            done += 1
+
+    started = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        total = sum(pool.map(lambda _: work(), range(threads)))
+    return total / (time.perf_counter() - started)
+
+
+def _status_counts(runtime: Runtime) -> dict[str, int]:
+    return runtime.store.invocations.counts_by_status()
+
+
+def _drain(runtime: Runtime, count: int, timeout_s: float) -> dict[str, Any]:
+    def finished() -> bool:
+        counts = _status_counts(runtime)
+        return sum(counts.get(s, 0) for s in ("succeeded", "failed")) >= count
+
+    wait_for(finished, timeout=timeout_s, interval=0.25, what=f"{count} invocations to finish")
+    with runtime.store.db.engine.connect() as conn:
+        row = conn.execute(
+            sa.text(
+                "SELECT min(started_at) AS first, max(finished_at) AS last, count(*) AS n, "
+                "sum(attempts) AS attempts FROM invocations WHERE status = 'succeeded'"
+            )
+        ).one()
+    window = (row.last - row.first).total_seconds()
+    return {
+        "succeeded": int(row.n),
+        "attempts": int(row.attempts),
+        "statuses": _status_counts(runtime),
+        "window_s": window,
+        "rate": int(row.n) / window,
+    }
+
+
+def _queue_empty(runtime: Runtime, deployment: FerryDeployment, timeout_s: float) -> float:
+    """Wait until Redis holds no message of the default queue; how long that took."""
+    client: Any = getattr(runtime.broker, "client", None)
+    key = f"{deployment.values['redis_namespace']}:default.msgs"
+    started = time.monotonic()
+    if client is not None:
+        wait_for(lambda: client.hlen(key) == 0, timeout=timeout_s, what="an empty queue")
+    return time.monotonic() - started
+
+
+def _idle_latency(base_url: str, key: str, runtime: Runtime, plan: Plan) -> dict[str, Any]:
+    call_url = f"{base_url}/v1/functions/{FUNCTION}/invocations?wait=5"
+    ids = []
+    for _ in range(plan.idle_samples):
+        time.sleep(random.uniform(*plan.idle_pause_s))
+        request = urllib.request.Request(
+            call_url,
+            data=b"{}",
+            method="POST",
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            ids.append(json.loads(response.read())["id"])
+    with runtime.store.db.engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT created_at, started_at, finished_at FROM invocations WHERE id = ANY(:ids)"
+            ),
+            {"ids": ids},
+        ).all()
+    start = [(r.started_at - r.created_at).total_seconds() * 1000 for r in rows if r.started_at]
+    finish = [(r.finished_at - r.created_at).total_seconds() * 1000 for r in rows if r.finished_at]
+    return {"samples": len(ids), "start_ms": start, "finish_ms": finish}
+
+
+def run(
+    deployment: FerryDeployment, plan: Plan, *, profile_dir: Path | None, say: Any
+) -> dict[str, Any]:
+    """Every Ferry workload; the figures and the details behind them."""
+    runtime = deployment.runtime()
+    runtime.store.migrate()
+    runtime.store.tenants.create(TENANT)
+    _view, key = runtime.store.tenants.create_key(TENANT, parse_scopes("invoke,read"))
+    figures: dict[str, Any] = {}
+    details: dict[str, Any] = {}
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    invoke_url = f"{base_url}/v1/functions/{FUNCTION}/invocations"
+    try:
+        with processes(deployment.log_dir) as procs:
+            _gunicorn(procs, deployment, port)
+            say("ferry: gunicorn up; warming up")
+            loadgen.closed_loop_http(
+                invoke_url, key, "{}", connections=plan.connections, duration_s=plan.warmup_s
+            )
+            profiler = None
+            if profile_dir is not None:
+                raw = profile_dir / "gateway-accept.raw"
+                profiler = profiles.record(
+                    procs.started[0].pid, plan.accept_s, raw, subprocesses=True
+                )
+            say(f"ferry: closed-loop accept for {plan.accept_s:.0f}s")
+            with CpuMeter({"gateway": [procs.started[0].pid]}) as cpu:
+                accept = loadgen.closed_loop_http(
+                    invoke_url, key, "{}", connections=plan.connections, duration_s=plan.accept_s
+                )
+            accept["cpu_s"] = cpu.used
+            accept["cpu_ms_per_request"] = cpu.per_item_ms(accept["ok"])
+            if profile_dir is not None:
+                profiles.finish(profiler, profile_dir / "gateway-accept.raw")
+            stored = _status_counts(runtime)
+            accept["stored_rows"] = sum(stored.values())
+            figures["accept_rate"] = accept["rate"]
+            details["accept"] = accept
+            say(f"ferry: {plan.rate}/s open loop for {plan.paced_s:.0f}s")
+            spec: loadgen.CallFactorySpec = (
+                "bench.loadgen:http_post_call",
+                {"url": invoke_url, "key": key, "body": "{}"},
+            )
+            paced = loadgen.paced(spec, rate=plan.rate, duration_s=plan.paced_s)
+            figures["accept_p50_ms"] = percentile(paced["latencies_ms"], 50)
+            figures["accept_p99_ms"] = percentile(paced["latencies_ms"], 99)
+            details["paced"] = {k: v for k, v in paced.items() if k != "latencies_ms"}
+            details["paced"]["max_ms"] = max(paced["latencies_ms"], default=None)
+
+            _clear(runtime)
+            say(f"ferry: accepting {plan.invocations} no-ops through the Dispatcher")
+            details["bulk_accept_rate"] = _bulk_accept(runtime, plan.invocations)
+            say(f"ferry: draining with {plan.processes} x {plan.threads} workers")
+            workers = _workers(procs, deployment, plan)
+            recordings = []
+            if profile_dir is not None:
+                # Long enough for most of a drain at a few hundred per second.
+                seconds = min(30.0, plan.invocations / 400)
+                for n, worker in enumerate(workers):
+                    raw = profile_dir / f"worker-{n + 1}-drain.raw"
+                    recordings.append((profiles.record(worker.pid, seconds, raw), raw))
+            with CpuMeter({"workers": [w.pid for w in workers]}) as cpu:
+                drain = _drain(runtime, plan.invocations, plan.drain_timeout_s)
+            drain["cpu_s"] = cpu.used
+            drain["cpu_ms_per_invocation"] = cpu.per_item_ms(plan.invocations)
+            for recording, raw in recordings:
+                profiles.finish(recording, raw)
+            figures["e2e_rate"] = drain["rate"]
+            details["drain"] = drain
+
+            say(f"ferry: {plan.idle_samples} single invocations on idle workers")
+            details["queue_empty_after_s"] = _queue_empty(runtime, deployment, timeout_s=120)
+            time.sleep(2)
+            idle = _idle_latency(base_url, key, runtime, plan)
+            figures["idle_start_p50_ms"] = percentile(idle["start_ms"], 50)
+            figures["idle_start_p99_ms"] = percentile(idle["start_ms"], 99)
+            figures["idle_finish_p50_ms"] = percentile(idle["finish_ms"], 50)
+            figures["idle_finish_p99_ms"] = percentile(idle["finish_ms"], 99)
+            details["idle"] = {
+                "samples": idle["samples"],
+                "start_max_ms": max(idle["start_ms"], default=None),
+                "finish_max_ms": max(idle["finish_ms"], default=None),
+            }
+    finally:
+        runtime.close()
+    return {"figures": figures, "details": details}

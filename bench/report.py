@@ -1,0 +1,126 @@
+"""Percentiles, the printed table and the JSON file of a benchmark run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+SYSTEMS = ("ferry", "dramatiq", "celery")
+LABELS = {"ferry": "Ferry", "dramatiq": "raw Dramatiq", "celery": "Celery 5"}
+
+
+def percentile(values: Sequence[float], p: float) -> float | None:
+    """The p-th percentile (0-100), linearly interpolated; None without values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * p / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+@dataclasses.dataclass(frozen=True)
+class Figure:
+    key: str
+    label: str
+    unit: str
+    #: True when more is better (a rate); False for latencies.
+    higher_is_better: bool
+    #: The issue's target for Ferry, as (comparison, value), or None.
+    target: tuple[str, float] | None = None
+
+
+FIGURES = (
+    Figure("accept_rate", "accept, closed loop", "/s", True, (">=", 1200)),
+    Figure("accept_p50_ms", "accept p50 at 200/s", "ms", False),
+    Figure("accept_p99_ms", "accept p99 at 200/s", "ms", False, ("<", 20)),
+    Figure("e2e_rate", "end-to-end no-op drain", "/s", True, (">=", 1000)),
+    Figure("idle_start_p50_ms", "idle: accepted -> started p50", "ms", False, ("<", 10)),
+    Figure("idle_start_p99_ms", "idle: accepted -> started p99", "ms", False, ("<", 50)),
+    Figure("idle_finish_p50_ms", "idle: accepted -> finished p50", "ms", False),
+    Figure("idle_finish_p99_ms", "idle: accepted -> finished p99", "ms", False),
+)
+
+
+NOTES = """\
+accept: Ferry = HTTP POST through gunicorn, 202 only after the row is committed in
+  PostgreSQL; raw Dramatiq and Celery = the producer's enqueue call (no store, no HTTP).
+drain: no-ops already queued, timed from the first taken to the last finished.
+idle: one at a time on idle workers; "finished" is the end of the task body for the
+  references (they record nothing), the committed success row for Ferry."""
+
+
+def meets(figure: Figure, value: float | None) -> str:
+    if figure.target is None or value is None:
+        return ""
+    op, bound = figure.target
+    ok = value >= bound if op == ">=" else value < bound
+    return "yes" if ok else "NO"
+
+
+def _fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "/s":
+        return f"{value:,.0f}"
+    return f"{value:,.1f}"
+
+
+def ratio(ferry: float | None, dramatiq: float | None) -> float | None:
+    if ferry is None or not dramatiq:
+        return None
+    return ferry / dramatiq
+
+
+def table(results: dict[str, dict[str, Any]]) -> str:
+    """The figures of every system as a text table, with Ferry / raw Dramatiq and targets."""
+    header = ["figure", "unit", *(LABELS[s] for s in SYSTEMS), "Ferry/Dramatiq", "target", "met"]
+    rows = [header]
+    for figure in FIGURES:
+        values = [results.get(s, {}).get(figure.key) for s in SYSTEMS]
+        r = ratio(values[0], values[1])
+        target = f"{figure.target[0]} {figure.target[1]:g}" if figure.target else ""
+        rows.append(
+            [
+                figure.label,
+                figure.unit,
+                *(_fmt(v, figure.unit) for v in values),
+                "-" if r is None else f"{r:.2f}x",
+                target,
+                meets(figure, values[0]),
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [
+            cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row)
+        ]
+        lines.append("  ".join(cells))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def summary(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The JSON document: figures per system, ratios, targets and whether each was met."""
+    figures = {}
+    for figure in FIGURES:
+        values = {s: results.get(s, {}).get(figure.key) for s in SYSTEMS}
+        figures[figure.key] = {
+            "label": figure.label,
+            "unit": figure.unit,
+            **values,
+            "ferry_over_dramatiq": ratio(values["ferry"], values["dramatiq"]),
+            "target": None if figure.target is None else f"{figure.target[0]} {figure.target[1]:g}",
+            "met": None if figure.target is None else meets(figure, values["ferry"]) == "yes",
+        }
+    return {"figures": figures}
+
+
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    path.write_text(json.dumps(document, indent=2, default=str) + "\n")

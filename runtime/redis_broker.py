@@ -1,0 +1,187 @@
+"""A Redis broker whose idle consumers wake when a message arrives, instead of polling.
+
+Dramatiq's Redis consumer never blocks on Redis: when a fetch comes back empty it
+sleeps `compute_backoff(misses)` (5 ms doubling up to the worker timeout) and fetches
+again, so a message sent to an idle worker waits on average half that cap before it is
+even seen (230 ms p50 with Dramatiq's defaults). It also sleeps the same way when every
+prefetch slot is taken, so worker threads can run dry while the consumer sleeps.
+
+`WakingRedisBroker` keeps Dramatiq's storage format, its script for fetch, ack, nack,
+requeue and maintenance, and its delivery guarantees (fetched messages sit in the
+consumer's ack set until acked), and changes how messages are announced and awaited:
+
+- `do_enqueue` stores the message exactly as Dramatiq's script does (body in the
+  `<q>.msgs` hash, id on the `<q>` list) and, in the same script, pushes a token onto a
+  per-queue wake-up list (`<ns>:__wakeup__.<q>`, trimmed to `wakeup_tokens` entries, so
+  a busy queue does not grow it): one round trip, as before. Unlike Dramatiq's script
+  it does not refresh the sender's heartbeat nor roll for maintenance there; consumers'
+  fetches still do both;
+- a consumer whose fetch came back empty blocks on `BLPOP` of that list for up to its
+  timeout, and fetches again as soon as a token arrives;
+- a consumer whose prefetch slots are all taken waits on a condition that `ack`/`nack`
+  signal, instead of sleeping;
+- a closing consumer requeues what it fetched but never handed out, where Dramatiq's
+  leaves it in its ack set until maintenance finds the process dead.
+
+A token is a hint, never the message: a token with no message behind it costs one empty
+fetch, and a message with no token (sent by a plain `RedisBroker`, or requeued by
+Dramatiq's maintenance) is still fetched when the wait times out, as before.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+from dramatiq.broker import MessageProxy
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.errors import ConnectionClosed
+from dramatiq.message import Message
+
+#: Default longest single blocking wait, in seconds. It must stay below the Redis client's
+#: `socket_timeout` (Ferry uses 5 s), or the client would give up on a healthy BLPOP.
+DEFAULT_MAX_BLOCK_S = 1.0
+#: Default cap on a wake-up list: how many idle consumers one burst can wake at once.
+DEFAULT_WAKEUP_TOKENS = 64
+
+
+#: Dramatiq's "enqueue" (the message body in `<queue>.msgs`, its id on the `<queue>`
+#: list), plus a token on the wake-up list, kept to its cap.
+_ENQUEUE_AND_WAKE = """
+redis.call("hset", KEYS[2], ARGV[1], ARGV[2])
+redis.call("rpush", KEYS[1], ARGV[1])
+redis.call("lpush", KEYS[3], "1")
+redis.call("ltrim", KEYS[3], 0, tonumber(ARGV[3]) - 1)
+"""
+
+
+class WakingRedisBroker(RedisBroker):
+    """Dramatiq's `RedisBroker`, whose idle consumers block until a message is enqueued."""
+
+    def __init__(
+        self,
+        *,
+        wakeup_tokens: int = DEFAULT_WAKEUP_TOKENS,
+        max_block_s: float = DEFAULT_MAX_BLOCK_S,
+        **options: Any,
+    ) -> None:
+        if wakeup_tokens < 1:
+            raise ValueError("wakeup_tokens must be at least 1")
+        if max_block_s <= 0:
+            raise ValueError("max_block_s must be positive")
+        super().__init__(**options)  # type: ignore[no-untyped-call]
+        self.wakeup_tokens = wakeup_tokens
+        self.max_block_s = max_block_s
+        self._enqueue_and_wake = self.client.register_script(_ENQUEUE_AND_WAKE)
+
+    @property
+    def consumer_class(self) -> type[WakingConsumer]:
+        return WakingConsumer
+
+    def wakeup_key(self, queue_name: str) -> str:
+        return f"{self.namespace}:__wakeup__.{queue_name}"
+
+    def do_enqueue(self, queue_name: str, message_id: str, data: bytes) -> Any:
+        """Store the message as Dramatiq does and leave a wake-up token, in one round trip."""
+        keys = [
+            f"{self.namespace}:{queue_name}",
+            f"{self.namespace}:{queue_name}.msgs",
+            self.wakeup_key(queue_name),
+        ]
+        return self._enqueue_and_wake(keys=keys, args=[message_id, data, self.wakeup_tokens])
+
+    def wake(self, queue_name: str, count: int) -> None:
+        """Leave up to `count` tokens for the consumers of `queue_name` (one round trip)."""
+        key = self.wakeup_key(queue_name)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.lpush(key, *(b"1" for _ in range(min(count, self.wakeup_tokens))))
+        pipe.ltrim(key, 0, self.wakeup_tokens - 1)
+        pipe.execute()
+
+    def wait_for_wakeup(self, queue_name: str, timeout_s: float) -> bool:
+        """Block until a token for `queue_name` arrives or `timeout_s` passes; whether one did."""
+        timeout = max(0.001, min(timeout_s, self.max_block_s))
+        return self.client.blpop([self.wakeup_key(queue_name)], timeout=timeout) is not None
+
+
+class WakingConsumer(_RedisConsumer):
+    """Dramatiq's Redis consumer, waiting on wake-up tokens and acks instead of sleeping."""
+
+    broker: WakingRedisBroker
+
+    def __init__(
+        self, broker: WakingRedisBroker, queue_name: str, prefetch: int, timeout: int
+    ) -> None:
+        super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
+        # Signalled by worker threads (they ack through this consumer) when a slot frees.
+        self._slot_freed = threading.Condition()
+
+    def ack(self, message: MessageProxy) -> None:
+        try:
+            super().ack(message)  # type: ignore[no-untyped-call]
+        finally:
+            self._notify_slot()
+
+    def nack(self, message: MessageProxy) -> None:
+        try:
+            super().nack(message)  # type: ignore[no-untyped-call]
+        finally:
+            self._notify_slot()
+
+    def requeue(self, messages: Iterable[MessageProxy]) -> None:
+        requeued = list(messages)
+        super().requeue(requeued)  # type: ignore[no-untyped-call]
+        if requeued:
+            # Another process's idle consumer can take them now rather than at its timeout.
+            self.broker.wake(self.queue_name, len(requeued))
+
+    def close(self) -> None:
+        """Give back what was fetched but never handed to a worker thread.
+
+        A stopping consumer thread leaves the rest of its last fetch here; Dramatiq's own
+        consumer leaves those messages in its ack set, where only the maintenance of a
+        dead broker (60 s without heartbeats) finds them again.
+        """
+        leftovers = [MessageProxy(Message.decode(d)) for d in self.message_cache if d is not None]
+        self.message_cache = []
+        try:
+            self.requeue(leftovers)
+        except (redis.ConnectionError, redis.TimeoutError) as ex:
+            raise ConnectionClosed(ex) from None  # type: ignore[no-untyped-call]
+        super().close()
+
+    def _notify_slot(self) -> None:
+        with self._slot_freed:
+            self._slot_freed.notify()
+
+    def __next__(self) -> MessageProxy | None:
+        """The next message, or None after waiting up to the timeout for one."""
+        try:
+            if not self.message_cache:
+                self._refill()
+            while self.message_cache:
+                data = self.message_cache.pop(0)
+                if data is None:
+                    # The id was in the queue but its body was gone (deleted meanwhile).
+                    continue
+                message = Message.decode(data)
+                self.queued_message_ids.add(message.message_id)
+                return MessageProxy(message)
+            return None
+        except (redis.ConnectionError, redis.TimeoutError) as ex:
+            raise ConnectionClosed(ex) from None  # type: ignore[no-untyped-call]
+
+    def _refill(self) -> None:
+        timeout_s = self.timeout / 1000
+        with self._slot_freed:
+            if self.outstanding_message_count >= self.prefetch:
+                # Every slot is taken: wait for an ack rather than sleeping blind.
+                self._slot_freed.wait(timeout=min(timeout_s, self.broker.max_block_s))
+                if self.outstanding_message_count >= self.prefetch:
+                    return
+        room = self.prefetch - self.outstanding_message_count
+        self.message_cache = self.broker.do_fetch(self.queue_name, room)
+        if not self.message_cache and self.broker.wait_for_wakeup(self.queue_name, timeout_s):
+            self.message_cache = self.broker.do_fetch(self.queue_name, room)

@@ -1,0 +1,324 @@
+"""The waking Redis broker on real Redis: nothing lost, nothing run twice, idle consumers wake.
+
+"Wakes" is shown without timing: the consumer's longest wait is set to a minute, so a
+consumer that did not wake on the token would still be blocked when `wait_for` gives up.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import dramatiq
+import pytest
+import redis
+from dramatiq.brokers.redis import RedisBroker
+
+from runtime.redis_broker import WakingRedisBroker
+from tests.conftest import REDIS_URL
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.integration
+
+QUEUE = "work"
+#: Long enough that only a wake-up (never a timeout) can end a wait within a test.
+LONG_WAIT_S = 60.0
+
+
+@pytest.fixture
+def make_broker(redis_namespace: str) -> Iterator[Callable[..., WakingRedisBroker]]:
+    """Brokers on the test's namespace, each with its own named Redis client."""
+    brokers: list[WakingRedisBroker] = []
+
+    def build(**options: Any) -> WakingRedisBroker:
+        name = f"{redis_namespace}-{uuid.uuid4().hex[:6]}"
+        client = redis.Redis.from_url(REDIS_URL, client_name=name)
+        broker = WakingRedisBroker(
+            client=client, namespace=redis_namespace, middleware=[], **options
+        )
+        broker.declare_queue(QUEUE)
+        brokers.append(broker)
+        return broker
+
+    yield build
+    for broker in brokers:
+        broker.close()
+
+
+class Runs:
+    """Which messages an actor ran, and how often (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.lock = threading.Lock()
+
+    def record(self, key: str) -> None:
+        with self.lock:
+            self.counts[key] += 1
+
+    def total(self) -> int:
+        with self.lock:
+            return sum(self.counts.values())
+
+
+def declare_recorder(broker: dramatiq.Broker, runs: Runs, sleep_s: float = 0.0) -> Any:
+    def record(key: str) -> None:
+        if sleep_s:
+            threading.Event().wait(sleep_s)
+        runs.record(key)
+
+    return dramatiq.Actor(
+        record, broker=broker, actor_name="record", queue_name=QUEUE, priority=0, options={}
+    )
+
+
+def blocked_in_blpop(client: redis.Redis, name: str) -> bool:
+    """Whether the Redis client named `name` is waiting in BLPOP right now."""
+    return any(c.get("name") == name and c.get("cmd") == "blpop" for c in client.client_list())
+
+
+def leftovers(client: redis.Redis, namespace: str) -> dict[str, int]:
+    """Messages still stored, queued or held unacknowledged under the namespace."""
+    acks = [k for k in client.scan_iter(f"{namespace}:__acks__.*")]
+    return {
+        "stored": int(client.hlen(f"{namespace}:{QUEUE}.msgs")),
+        "queued": int(client.llen(f"{namespace}:{QUEUE}")),
+        "unacked": sum(int(client.scard(k)) for k in acks),
+    }
+
+
+def test_two_worker_processes_run_every_message_exactly_once(
+    make_broker: Callable[..., WakingRedisBroker], redis_namespace: str
+) -> None:
+    # Given two brokers (as two worker processes would have) consuming one queue
+    producer = make_broker()
+    sender = declare_recorder(producer, Runs())
+    runs = Runs()
+    workers = []
+    for _ in range(2):
+        broker = make_broker()
+        declare_recorder(broker, runs)
+        worker = dramatiq.Worker(broker, worker_threads=4, worker_timeout=1000)
+        worker.start()
+        workers.append(worker)
+
+    # When 600 messages are sent, in bursts, to idle and to busy consumers
+    keys = [f"m{n}" for n in range(600)]
+    for n, key in enumerate(keys):
+        sender.send(key)
+        if n % 150 == 0:
+            wait_for(lambda n=n: runs.total() > n, what=f"message {n} to run")
+
+    # Then each ran exactly once, and Redis holds none of them any more
+    wait_for(lambda: runs.total() >= len(keys), timeout=60, what="all messages to run")
+    for worker in workers:
+        worker.stop()
+    assert set(runs.counts) == set(keys)
+    assert set(runs.counts.values()) == {1}
+    assert leftovers(producer.client, redis_namespace) == {"stored": 0, "queued": 0, "unacked": 0}
+
+
+def test_an_idle_consumer_wakes_when_a_message_is_enqueued(
+    make_broker: Callable[..., WakingRedisBroker],
+) -> None:
+    # Given a consumer blocked on an empty queue, its longest wait a minute
+    broker = make_broker(max_block_s=LONG_WAIT_S)
+    sender = declare_recorder(make_broker(), Runs())
+    consumer = broker.consume(QUEUE, prefetch=1, timeout=int(LONG_WAIT_S * 1000))
+    got: list[Any] = []
+    waiter = threading.Thread(target=lambda: got.append(next(consumer)), daemon=True)
+    waiter.start()
+    name = broker.client.client_getname()
+    wait_for(lambda: blocked_in_blpop(broker.client, name), what="the consumer to block")
+
+    # When a message is enqueued
+    message = sender.send("hello")
+
+    # Then the consumer returns it well before its wait would have ended
+    wait_for(lambda: not waiter.is_alive(), timeout=20, what="the consumer to wake")
+    assert got[0] is not None
+    assert got[0].message_id == message.message_id
+    consumer.ack(got[0])
+
+
+def test_a_consumer_with_every_slot_taken_takes_the_next_message_on_ack(
+    make_broker: Callable[..., WakingRedisBroker],
+) -> None:
+    # Given a consumer (prefetch 1) holding one unacknowledged message, a second one queued
+    broker = make_broker(max_block_s=LONG_WAIT_S)
+    sender = declare_recorder(make_broker(), Runs())
+    first, second = sender.send("first"), sender.send("second")
+    consumer = broker.consume(QUEUE, prefetch=1, timeout=int(LONG_WAIT_S * 1000))
+    held = next(consumer)
+    assert held.message_id == first.message_id
+    got: list[Any] = []
+    waiter = threading.Thread(target=lambda: got.append(next(consumer)), daemon=True)
+    waiter.start()
+
+    # When the held message is acknowledged
+    consumer.ack(held)
+
+    # Then the waiting consumer takes the second one at once
+    wait_for(lambda: not waiter.is_alive(), timeout=20, what="the consumer to take the next")
+    assert got[0].message_id == second.message_id
+    consumer.ack(got[0])
+
+
+def test_a_message_sent_without_a_token_is_still_delivered(
+    make_broker: Callable[..., WakingRedisBroker], redis_namespace: str
+) -> None:
+    # Given a waking consumer with a short wait, and a plain Dramatiq producer
+    broker = make_broker()
+    plain = RedisBroker(url=REDIS_URL, namespace=redis_namespace, middleware=[])
+    plain.declare_queue(QUEUE)
+    sent = declare_recorder(plain, Runs()).send("no token")
+    consumer = broker.consume(QUEUE, prefetch=1, timeout=50)
+
+    # When the consumer keeps asking
+    got = wait_for(lambda: next(consumer), what="the message without a token")
+
+    # Then it gets the message the producer sent without waking anyone
+    assert got.message_id == sent.message_id
+    assert broker.client.llen(broker.wakeup_key(QUEUE)) == 0
+    consumer.ack(got)
+    plain.close()
+
+
+def test_what_it_enqueues_a_plain_dramatiq_consumer_runs(
+    make_broker: Callable[..., WakingRedisBroker], redis_namespace: str
+) -> None:
+    # Given a message enqueued by the waking broker
+    sent = declare_recorder(make_broker(), Runs()).send("stored as dramatiq stores it")
+
+    # When Dramatiq's own Redis consumer fetches and acknowledges it
+    plain = RedisBroker(url=REDIS_URL, namespace=redis_namespace, middleware=[])
+    plain.declare_queue(QUEUE)
+    consumer = plain.consume(QUEUE, prefetch=1, timeout=50)
+    got = wait_for(lambda: next(consumer), what="the message in Dramatiq's format")
+    consumer.ack(got)
+
+    # Then it is the same message, and nothing of it is left in Redis
+    assert got.message_id == sent.message_id
+    assert got.args == ("stored as dramatiq stores it",)
+    assert leftovers(plain.client, redis_namespace) == {"stored": 0, "queued": 0, "unacked": 0}
+    plain.close()
+
+
+def test_a_token_without_a_message_costs_one_empty_fetch(
+    make_broker: Callable[..., WakingRedisBroker],
+) -> None:
+    # Given a token left on an empty queue
+    broker = make_broker(max_block_s=LONG_WAIT_S)
+    broker.wake(QUEUE, 1)
+    consumer = broker.consume(QUEUE, prefetch=1, timeout=int(LONG_WAIT_S * 1000))
+
+    # When the consumer looks for a message
+    got: list[Any] = []
+    waiter = threading.Thread(target=lambda: got.append(next(consumer)), daemon=True)
+    waiter.start()
+
+    # Then it takes the token, finds nothing and says so instead of blocking
+    wait_for(lambda: not waiter.is_alive(), timeout=20, what="the consumer to give up")
+    assert got == [None]
+    assert broker.client.llen(broker.wakeup_key(QUEUE)) == 0
+
+
+def test_a_busy_queue_keeps_at_most_the_configured_tokens(
+    make_broker: Callable[..., WakingRedisBroker],
+) -> None:
+    # Given a broker keeping at most 5 tokens per queue
+    broker = make_broker(wakeup_tokens=5)
+    sender = declare_recorder(broker, Runs())
+
+    # When 50 messages are sent with nobody consuming
+    for n in range(50):
+        sender.send(f"m{n}")
+
+    # Then the wake-up list stays at 5 while all 50 messages wait in the queue
+    assert broker.client.llen(broker.wakeup_key(QUEUE)) == 5
+    assert broker.client.llen(f"{broker.namespace}:{QUEUE}") == 50
+
+
+def test_a_stopped_worker_hands_over_and_every_message_runs_once(
+    make_broker: Callable[..., WakingRedisBroker], redis_namespace: str
+) -> None:
+    # Given a worker in the middle of 200 slow messages
+    sender = declare_recorder(make_broker(), Runs())
+    keys = [f"m{n}" for n in range(200)]
+    for key in keys:
+        sender.send(key)
+    runs = Runs()
+    first = make_broker()
+    declare_recorder(first, runs, sleep_s=0.05)
+    worker = dramatiq.Worker(first, worker_threads=4, worker_timeout=100)
+    worker.start()
+    wait_for(lambda: runs.total() >= 8, what="the first worker to run some")
+
+    # When it stops gracefully, and another worker takes over
+    worker.stop()
+    assert runs.total() < len(keys)
+    second = make_broker()
+    declare_recorder(second, runs)
+    successor = dramatiq.Worker(second, worker_threads=4, worker_timeout=100)
+    successor.start()
+
+    # Then every message ran exactly once, and none is left in Redis
+    wait_for(lambda: runs.total() >= len(keys), timeout=60, what="the rest to run")
+    successor.stop()
+    assert set(runs.counts) == set(keys)
+    assert set(runs.counts.values()) == {1}
+    assert leftovers(sender.broker.client, redis_namespace) == {
+        "stored": 0,
+        "queued": 0,
+        "unacked": 0,
+    }
+
+
+def test_closing_a_consumer_gives_back_what_it_fetched_but_never_handed_out(
+    make_broker: Callable[..., WakingRedisBroker], redis_namespace: str
+) -> None:
+    # Given a consumer that fetched three messages and handed out one
+    broker = make_broker()
+    sender = declare_recorder(broker, Runs())
+    sent = [sender.send(f"m{n}") for n in range(3)]
+    consumer = broker.consume(QUEUE, prefetch=3, timeout=100)
+    taken = next(consumer)
+    assert taken.message_id == sent[0].message_id
+
+    # When it is closed (a stopping worker closes its consumers)
+    consumer.close()
+
+    # Then the two it never handed out are queued again; only the one taken stays unacked
+    assert leftovers(broker.client, redis_namespace) == {"stored": 3, "queued": 2, "unacked": 1}
+    successor = broker.consume(QUEUE, prefetch=3, timeout=100)
+    again = [wait_for(lambda: next(successor), what="a requeued message") for _ in range(2)]
+    assert {m.message_id for m in again} == {m.message_id for m in sent[1:]}
+
+
+def test_bad_options_are_refused() -> None:
+    with pytest.raises(ValueError, match="wakeup_tokens"):
+        WakingRedisBroker(url=REDIS_URL, wakeup_tokens=0)
+    with pytest.raises(ValueError, match="max_block_s"):
+        WakingRedisBroker(url=REDIS_URL, max_block_s=0)
+
+
+def test_the_setting_selects_the_waking_broker(redis_namespace):
+    from runtime.broker import build_broker
+    from runtime.settings import Settings
+
+    url = "redis://127.0.0.1:6379/0"
+    on = build_broker(
+        Settings.from_env(
+            broker_url=url, redis_namespace=redis_namespace, redis_consumer_wakeup=True
+        )
+    )
+    off = build_broker(Settings.from_env(broker_url=url, redis_namespace=redis_namespace))
+    try:
+        assert isinstance(on, WakingRedisBroker)
+        assert type(off).__name__ == "RedisBroker"
+    finally:
+        on.close()
+        off.close()
