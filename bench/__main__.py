@@ -44,11 +44,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--no-wrk", action="store_true", help="use the Python load generator even if wrk exists"
     )
     parser.add_argument("--logs", type=Path, help="keep the processes' logs in this directory")
+    parser.add_argument(
+        "--ferry",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a Ferry setting for every Ferry process, e.g. redis_consumer_wakeup=true "
+        "(FERRY_ prefix optional; repeatable)",
+    )
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(chosen) - set(report.SYSTEMS)
     if unknown:
         parser.error(f"unknown systems: {', '.join(sorted(unknown))}")
+    overrides = {}
+    for item in args.ferry:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            parser.error(f"--ferry takes NAME=VALUE, not {item!r}")
+        overrides[name.strip().lower().removeprefix("ferry_")] = value
     plan = QUICK if args.quick else FULL
     # SIGTERM unwinds like Ctrl-C: the database, the Redis keys and the children go.
     signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
@@ -74,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 try:
                     with pg_database(args.pg) as database_url:
                         deployment = ferry_run.FerryDeployment(
-                            database_url, args.redis, f"{namespace}-ferry", log_dir
+                            database_url, args.redis, f"{namespace}-ferry", log_dir, overrides
                         )
                         out = ferry_run.run(deployment, plan, profile_dir=args.profile, say=_say)
                     results["ferry"], details["ferry"] = out["figures"], out["details"]
@@ -115,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         **report.summary(results),
         "details": details,
         "plan": plan.__dict__,
+        "ferry_settings": overrides,
         "environment": {
             "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "python": platform.python_version(),

@@ -49,7 +49,14 @@ REDISPATCH_AFTER_S = 3600
 class FerryDeployment:
     """One database and one Redis namespace, and the settings every Ferry process gets."""
 
-    def __init__(self, database_url: str, redis_url: str, namespace: str, log_dir: Path):
+    def __init__(
+        self,
+        database_url: str,
+        redis_url: str,
+        namespace: str,
+        log_dir: Path,
+        overrides: dict[str, str] | None = None,
+    ):
         self.values: dict[str, Any] = {
             "database_url": database_url,
             "broker_url": redis_url,
@@ -59,6 +66,8 @@ class FerryDeployment:
             # (it is accepted first): the sweep would send all of it again, and the drain
             # would measure duplicates skipped by the claim instead of work.
             "redispatch_after_s": REDISPATCH_AFTER_S,
+            # `--ferry NAME=VALUE`: settings under test (e.g. redis_consumer_wakeup=true).
+            **(overrides or {}),
         }
         self.log_dir = log_dir
 
