@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import socket
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from falcon.testing import Result, TestClient
 
 from gateway.app import create_app
@@ -108,3 +112,26 @@ def wait_finished(client: TestClient, headers: dict[str, str], invocation_id: st
         return body if body["status"] in ("succeeded", "failed", "cancelled") else None
 
     return wait_for(check, what=f"invocation {invocation_id} to finish")
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """The CLI and `ferry dev` configure logging for the process; restore it afterwards."""
+    config = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.configure(**config)
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture
+def sqlite_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Clear every FERRY_* setting but the test ones and point the store at a private file."""
+    for name in list(os.environ):
+        if name.startswith("FERRY_") and not name.startswith("FERRY_TEST_"):
+            monkeypatch.delenv(name)
+    url = f"sqlite:///{tmp_path / 'ferry.db'}"
+    monkeypatch.setenv("FERRY_DATABASE_URL", url)
+    return url

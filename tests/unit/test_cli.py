@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 import re
 import shutil
@@ -15,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-import structlog
 
 from runtime.app import Runtime
 from runtime.cli import main
@@ -36,28 +34,14 @@ class Ran:
         return json.loads(self.out)
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """`main` configures logging for the process; give the next test the set-up it had."""
-    config = structlog.get_config()
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    structlog.configure(**config)
-    root.handlers[:] = handlers
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 @pytest.fixture
-def db_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+def db_url(sqlite_env: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """Point every FERRY_* setting the CLI reads at a private store and the test functions."""
-    for name in list(os.environ):
-        if name.startswith("FERRY_") and not name.startswith("FERRY_TEST_"):
-            monkeypatch.delenv(name)
-    url = f"sqlite:///{tmp_path / 'ferry.db'}"
-    monkeypatch.setenv("FERRY_DATABASE_URL", url)
     monkeypatch.setenv("FERRY_FUNCTIONS_MODULE", TEST_FUNCTIONS)
-    return url
+    return sqlite_env
 
 
 @pytest.fixture

@@ -2,42 +2,23 @@
 
 from __future__ import annotations
 
-import logging
-import os
 import shlex
 import socket
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import structlog
 
 from runtime import devserver
 from runtime.cli import dev_settings, main
 from runtime.settings import Settings
 from runtime.store import Store
 
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """`ferry dev` configures logging for the process; give the next test the set-up it had."""
-    config = structlog.get_config()
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    structlog.configure(**config)
-    root.handlers[:] = handlers
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 @pytest.fixture
-def db_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    for name in list(os.environ):
-        if name.startswith("FERRY_") and not name.startswith("FERRY_TEST_"):
-            monkeypatch.delenv(name)
-    url = f"sqlite:///{tmp_path / 'ferry.db'}"
-    monkeypatch.setenv("FERRY_DATABASE_URL", url)
-    return url
+def db_url(sqlite_env: str) -> str:
+    return sqlite_env
 
 
 @pytest.fixture
