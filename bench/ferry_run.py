@@ -43,7 +43,6 @@ from runtime.store.tenants import parse_scopes
 FUNCTION = "bench_noop"
 FUNCTIONS_MODULE = "functions,bench.functions"
 TENANT = "bench"
-REDISPATCH_AFTER_S = 3600
 
 
 class FerryDeployment:
@@ -62,10 +61,6 @@ class FerryDeployment:
             "broker_url": redis_url,
             "redis_namespace": namespace,
             "functions_module": FUNCTIONS_MODULE,
-            # The drain's backlog is older than the default 60 s before the workers start
-            # (it is accepted first): the sweep would send all of it again, and the drain
-            # would measure duplicates skipped by the claim instead of work.
-            "redispatch_after_s": REDISPATCH_AFTER_S,
             # `--ferry NAME=VALUE`: settings under test (e.g. redis_consumer_wakeup=true).
             **(overrides or {}),
         }

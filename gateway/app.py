@@ -14,6 +14,7 @@ from gateway.middleware import AccessLogMiddleware, AuthMiddleware, RequestIdMid
 from gateway.types import WsgiApp
 from runtime.app import Runtime
 from runtime.errors import ConfigurationError
+from runtime.keycache import KeyCache
 
 #: Modules under `gateway/resources/` the app mounts, each with its part of the OpenAPI
 #: document; adding a resource module is adding its name here.
@@ -42,7 +43,10 @@ def create_app(runtime: Runtime) -> WsgiApp:
             # First in, last out: the request id is on every response and in every log line.
             RequestIdMiddleware(),
             AccessLogMiddleware(),
-            AuthMiddleware(runtime.store.tenants),
+            AuthMiddleware(
+                runtime.store.tenants,
+                KeyCache(runtime.store.tenants, ttl_s=runtime.settings.auth_cache_s),
+            ),
         ]
     )
     errors.install(app)

@@ -23,6 +23,11 @@ if TYPE_CHECKING:
 current_claim: contextvars.ContextVar[Claimed | None] = contextvars.ContextVar(
     "ferry_current_claim", default=None
 )
+#: What the unit of work recorded for the current attempt: (attempt outcome, invocation
+#: status), so later hooks (metrics) need not read it back from the store.
+recorded_outcome: contextvars.ContextVar[tuple[str | None, str | None] | None] = (
+    contextvars.ContextVar("ferry_recorded_outcome", default=None)
+)
 #: The context of the invocation the current thread runs.
 current_context: contextvars.ContextVar[Context | None] = contextvars.ContextVar(
     "ferry_current_context", default=None

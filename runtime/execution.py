@@ -20,7 +20,7 @@ import pydantic
 import structlog
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 
-from runtime.context import Context, current_claim, current_context
+from runtime.context import Context, current_claim, current_context, recorded_outcome
 from runtime.errors import Permanent, Retryable
 from runtime.registry import Function
 from runtime.store.db import translate_errors
@@ -105,15 +105,25 @@ class Executor:
     def _record_success(
         self, claimed: Claimed, ctx: Context, result: dict[str, Any] | None
     ) -> None:
-        session = ctx.close_session() or self.store.db.open_session(ctx.tenant_id)
-        with translate_errors(), session:
-            if self.store.invocations.succeed(session, claimed, result):
-                session.commit()
-                ctx.log.info("invocation_succeeded")
-            else:
-                # Another worker took over after our lease expired; its outcome counts.
-                session.rollback()
-                ctx.log.warning("lease_lost_result_discarded")
+        session = ctx.close_session()
+        if session is None:
+            # The function wrote nothing through ctx.session: record on a plain connection,
+            # without an ORM unit of work. A lost lease updates nothing, so commit is safe.
+            with translate_errors(), self.store.db.engine.begin() as connection:
+                recorded = self.store.invocations.succeed(connection, claimed, result)
+        else:
+            with translate_errors(), session:
+                recorded = self.store.invocations.succeed(session, claimed, result)
+                if recorded:
+                    session.commit()
+                else:
+                    session.rollback()
+        if recorded:
+            recorded_outcome.set(("succeeded", "succeeded"))
+            ctx.log.info("invocation_succeeded")
+        else:
+            # Another worker took over after our lease expired; its outcome counts.
+            ctx.log.warning("lease_lost_result_discarded")
 
     def _record_failure(
         self, function: Function, claimed: Claimed, ctx: Context, error: BaseException
@@ -135,6 +145,8 @@ class Executor:
             traceback="".join(traceback.format_exception(error)),
             retry_at=retry_at,
         )
+        if status is not None:
+            recorded_outcome.set((outcome, status))
         event = "attempt_failed_retrying" if retry_at else "invocation_failed"
         ctx.log.warning(
             event,

@@ -21,13 +21,17 @@ class Settings(BaseSettings):
     broker_url: str = "memory://"
     #: Prefix of every Redis key this deployment writes, so deployments can share a server.
     redis_namespace: str = "ferry"
-    #: Idle Redis consumers block on a wake-up list instead of polling (runtime/redis_broker.py).
-    #: Off until it has run through the whole production suite; `python -m bench` measures it.
-    redis_consumer_wakeup: bool = False
+    #: Idle Redis consumers block on a wake-up list instead of polling (runtime/redis_broker.py);
+    #: off falls back to Dramatiq's polling consumer. `python -m bench` measures both.
+    redis_consumer_wakeup: bool = True
     #: Python package whose modules define the functions.
     functions_module: str = "functions"
     #: Python package whose modules define the schedules.
     schedules_module: str = "schedules"
+
+    #: Seconds the gateway remembers an API key that authenticated (runtime/keycache.py):
+    #: a revoked key is refused within this long. 0 reads the key on every request.
+    auth_cache_s: float = Field(default=2.0, ge=0, le=300)
 
     db_pool_size: int = Field(default=5, ge=1, le=200)
     db_max_overflow: int = Field(default=5, ge=0, le=200)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -25,3 +25,13 @@ def wait_for(
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+def finished(runtime: Any, invocation_id: str) -> Callable[[], Any]:
+    """A check for `wait_for`: the invocation's view once it has finished, else None."""
+
+    def check() -> Any:
+        view = runtime.store.invocations.get(invocation_id)
+        return view if view.finished else None
+
+    return check

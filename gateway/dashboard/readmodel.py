@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from runtime.errors import BadRequest
 from runtime.heartbeat import HeartbeatOptions, Workers
 from runtime.logs import REDACTED, SECRET_KEY, SECRET_VALUE
-from runtime.metrics import queue_depths
+from runtime.queues import queue_depths
 from runtime.registry import Registry
 from runtime.scheduling.control import ScheduleControl, ScheduleView
 from runtime.store import Store, models

@@ -21,7 +21,7 @@ import dramatiq
 import sqlalchemy as sa
 import structlog
 
-from runtime.context import current_claim
+from runtime.context import current_claim, recorded_outcome
 from runtime.metrics import Metrics
 from runtime.store import models
 from runtime.store.db import Database
@@ -75,6 +75,7 @@ class MetricsMiddleware(dramatiq.Middleware):
         self.monotonic = monotonic
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        recorded_outcome.set(None)
         claimed = current_claim.get()
         if claimed is None:
             return
@@ -91,6 +92,8 @@ class MetricsMiddleware(dramatiq.Middleware):
         if running is None:
             return
         _running.set(None)
+        recorded = recorded_outcome.get()
+        recorded_outcome.set(None)
         try:
             self.metrics.in_progress.labels(function=running.function).dec()
             self.metrics.observe_run(
@@ -98,7 +101,11 @@ class MetricsMiddleware(dramatiq.Middleware):
                 tenant_id=running.tenant_id,
                 duration_s=self.monotonic() - running.started,
             )
-            outcome, status = attempt_outcome(self.db, running.invocation_id, running.attempt)
+            # The unit of work says what it recorded; only when it recorded nothing (its
+            # lease was lost) is the store asked what the attempt came to.
+            if recorded is None:
+                recorded = attempt_outcome(self.db, running.invocation_id, running.attempt)
+            outcome, status = recorded
             self.metrics.count_outcome(
                 function=running.function,
                 tenant_id=running.tenant_id,

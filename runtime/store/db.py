@@ -9,7 +9,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker, with_loader_criteria
@@ -59,7 +59,11 @@ def engine_from_settings(settings: Settings) -> Engine:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout_s,
-        pool_pre_ping=True,
+        # No ping per checkout: it is a round trip on every unit of work. A connection
+        # the server dropped fails its statement instead (StoreUnavailable, 503 + Retry-After),
+        # and SQLAlchemy then discards every pooled connection opened before the failure.
+        pool_pre_ping=False,
+        pool_recycle=300,
         connect_args={
             "connect_timeout": settings.db_connect_timeout_s,
             "options": options,
@@ -117,8 +121,14 @@ class Database:
         self.engine = engine
         self.clock = clock
         self._sessions = sessionmaker(engine, expire_on_commit=False)
-        event.listen(self._sessions, "do_orm_execute", _scope_to_tenant)
-        event.listen(self._sessions, "before_flush", _check_writes)
+        # Reads and single-statement writes need no transaction: on an autocommit
+        # connection they cost one round trip, not BEGIN + statement + COMMIT.
+        self._autocommit = sessionmaker(
+            engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+        )
+        for factory in (self._sessions, self._autocommit):
+            event.listen(factory, "do_orm_execute", _scope_to_tenant)
+            event.listen(factory, "before_flush", _check_writes)
 
     @property
     def dialect(self) -> str:
@@ -134,6 +144,23 @@ class Database:
         with translate_errors(), self._sessions(info={"tenant_id": tenant_id}) as session:
             with session.begin():
                 yield session
+
+    @contextlib.contextmanager
+    def autocommit(self, tenant_id: str | None = None) -> Iterator[Session]:
+        """A session whose every statement commits by itself: for reads, and for writes
+        that are one statement (atomic on their own). Tenant scoping as in `session`.
+        """
+        with translate_errors(), self._autocommit(info={"tenant_id": tenant_id}) as session:
+            yield session
+
+    @contextlib.contextmanager
+    def statements(self) -> Iterator[Connection]:
+        """A Core connection in autocommit mode, for the hot path's prepared statements.
+
+        No ORM and no tenant scoping: the statements run here name their tenant themselves.
+        """
+        with translate_errors(), self.engine.connect() as connection:
+            yield connection.execution_options(isolation_level="AUTOCOMMIT")
 
     def open_session(self, tenant_id: str | None = None) -> Session:
         """A session the caller manages (a function's `ctx.session`)."""

@@ -14,21 +14,32 @@ from __future__ import annotations
 import base64
 import builtins
 import dataclasses
+import functools
 import json
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from runtime.errors import BadRequest, IdempotencyConflict, InvalidState, InvocationNotFound
+from runtime.errors import (
+    BadRequest,
+    IdempotencyConflict,
+    InvalidState,
+    InvocationNotFound,
+    TenantNotFound,
+    TenantSuspended,
+)
 from runtime.store import models
-from runtime.store.db import Database
+from runtime.store.db import Database, translate_errors
 from runtime.store.models import CLAIMABLE, Status
 from runtime.store.views import AttemptView, InvocationView
 
 I = models.Invocation  # noqa: E741 - the table every statement here is about
+_VIEW_FIELDS = tuple(f.name for f in dataclasses.fields(InvocationView))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +100,7 @@ class Invocations:
         """
         now = self.db.clock()
         due = new.scheduled_for is None or new.scheduled_for <= now
-        row = I(
+        view = InvocationView(
             id=new.id,
             tenant_id=new.tenant_id,
             function=new.function,
@@ -108,15 +119,23 @@ class Invocations:
             budget_start=0,
             created_at=now,
             scheduled_for=new.scheduled_for,
-            # A due invocation is sent by the caller right after this commit.
-            dispatched_at=now if due else None,
+            started_at=None,
+            finished_at=None,
+            lease_expires_at=None,
+            worker_id=None,
         )
-        try:
-            with self.db.session() as s:
-                s.add(row)
-            return InvocationView.from_row(row), True
-        except IntegrityError:
-            pass
+        # A due invocation is sent by the caller right after this commit.
+        values = {name: getattr(view, name) for name in _VIEW_FIELDS}
+        values["dispatched_at"] = now if due else None
+        # One statement, committed by itself: it inserts only for an active tenant, and
+        # a duplicate key inserts nothing instead of failing.
+        with self.db.statements() as connection:
+            inserted = connection.execute(
+                _insert_for_active_tenant(self.db.dialect), values
+            ).first()
+        if inserted is not None:
+            return view, True
+        self._check_tenant(new.tenant_id)
         existing = self.find_by_key(new.tenant_id, new.function, new.idempotency_key)
         if existing is None:  # the winner was deleted (its broker send failed); try again
             return self.insert(new)
@@ -126,8 +145,16 @@ class Invocations:
             )
         return existing, False
 
+    def _check_tenant(self, tenant_id: str) -> None:
+        with self.db.autocommit() as s:
+            status = s.scalar(sa.select(models.Tenant.status).where(models.Tenant.id == tenant_id))
+        if status is None:
+            raise TenantNotFound(f"no tenant {tenant_id!r}")
+        if status != models.TenantStatus.ACTIVE:
+            raise TenantSuspended(f"tenant {tenant_id!r} is suspended")
+
     def find_by_key(self, tenant_id: str, function: str, key: str) -> InvocationView | None:
-        with self.db.session() as s:
+        with self.db.autocommit() as s:
             row = s.scalars(
                 sa.select(I).where(
                     I.tenant_id == tenant_id, I.function == function, I.idempotency_key == key
@@ -237,41 +264,36 @@ class Invocations:
     def claim(self, invocation_id: str, worker_id: str, lease_s: float) -> Claimed | NotClaimed:
         """Take the invocation for one attempt, or say why not (see the module docstring)."""
         now = self.db.clock()
-        with self.db.session() as s:
-            done = s.execute(
-                sa.update(I)
-                .where(
-                    I.id == invocation_id,
-                    I.status.in_(CLAIMABLE),
-                    sa.or_(I.scheduled_for.is_(None), I.scheduled_for <= now),
-                    # A suspended tenant's work waits; the sweep sends it again on resume.
-                    I.tenant_id.in_(_active_tenants()),
+        params = {
+            "_id": invocation_id,
+            "_now": now,
+            "_lease": now + timedelta(seconds=lease_s),
+            "_worker": worker_id,
+        }
+        with translate_errors(), self.db.engine.begin() as connection:
+            row = connection.execute(_CLAIM, params).first()
+            if row is not None:
+                connection.execute(
+                    _ADD_ATTEMPT,
+                    {
+                        "invocation_id": row.id,
+                        "tenant_id": row.tenant_id,
+                        "number": row.attempts,
+                        "worker_id": worker_id,
+                        "started_at": now,
+                        "finished_at": None,
+                        "outcome": None,
+                        "error": None,
+                        "traceback": None,
+                    },
                 )
-                .values(
-                    status=Status.RUNNING,
-                    attempts=I.attempts + 1,
-                    started_at=now,
-                    finished_at=None,
-                    lease_expires_at=now + timedelta(seconds=lease_s),
-                    worker_id=worker_id,
-                )
-            )
-            row = s.get(I, invocation_id, populate_existing=True)
-            if done.rowcount == 1 and row is not None:  # type: ignore[attr-defined]
-                s.add(
-                    models.Attempt(
-                        invocation_id=row.id,
-                        tenant_id=row.tenant_id,
-                        number=row.attempts,
-                        worker_id=worker_id,
-                        started_at=now,
-                        finished_at=None,
-                        outcome=None,
-                        error=None,
-                        traceback=None,
-                    )
-                )
-                return Claimed(InvocationView.from_row(row), row.attempts)
+                # A Core row has the attributes `from_row` reads.
+                return Claimed(InvocationView.from_row(row), row.attempts)  # type: ignore[arg-type]
+        return self._why_not_claimed(invocation_id, now)
+
+    def _why_not_claimed(self, invocation_id: str, now: datetime) -> NotClaimed:
+        with self.db.autocommit() as s:
+            row = s.get(I, invocation_id)
         if row is None:
             return NotClaimed("missing")
         if row.status in models.FINISHED:
@@ -293,35 +315,38 @@ class Invocations:
 
     def _close_attempt(
         self,
-        s: Session,
+        s: Session | Connection,
         claimed: Claimed,
         outcome: str,
         error: dict[str, Any] | None,
         tb: str | None,
     ) -> None:
         s.execute(
-            sa.update(models.Attempt)
-            .where(
-                models.Attempt.invocation_id == claimed.invocation.id,
-                models.Attempt.number == claimed.attempt,
-            )
-            .values(finished_at=self.db.clock(), outcome=outcome, error=error, traceback=tb)
+            _CLOSE_ATTEMPT,
+            {
+                "_invocation_id": claimed.invocation.id,
+                "_number": claimed.attempt,
+                "_now": self.db.clock(),
+                "_outcome": outcome,
+                "_error": error,
+                "_traceback": tb,
+            },
         )
 
-    def succeed(self, s: Session, claimed: Claimed, result: dict[str, Any] | None) -> bool:
+    def succeed(
+        self, s: Session | Connection, claimed: Claimed, result: dict[str, Any] | None
+    ) -> bool:
         """Record success inside the caller's unit of work; False if the lease was lost."""
-        now = self.db.clock()
+        inv = claimed.invocation
         done = s.execute(
-            sa.update(I)
-            .where(self._ours(claimed))
-            .values(
-                status=Status.SUCCEEDED,
-                result=result,
-                error=None,
-                finished_at=now,
-                lease_expires_at=None,
-            ),
-            execution_options={"synchronize_session": False},
+            _SUCCEED,
+            {
+                "_id": inv.id,
+                "_attempt": claimed.attempt,
+                "_worker": inv.worker_id,
+                "_now": self.db.clock(),
+                "_result": result,
+            },
         )
         if done.rowcount != 1:  # type: ignore[attr-defined]
             return False
@@ -404,17 +429,27 @@ class Invocations:
         return lost
 
     def take_dispatchable(
-        self, *, redispatch_after_s: float, limit: int = 500
+        self,
+        *,
+        redispatch_after_s: float,
+        waiting_since: Mapping[str, datetime | None] | None = None,
+        limit: int = 500,
     ) -> builtins.list[Dispatch]:
         """Mark and return what should go to the broker now.
 
         Due scheduled and retrying invocations not sent since they came due, and queued
         ones sent long ago but still not claimed (the broker lost them, or never had them).
+
+        `waiting_since` maps a queue to when its oldest waiting message was enqueued (None
+        if the queue is empty). The broker's queues are first in, first out, so a queued
+        invocation sent after that is still waiting behind the backlog, not lost, and is
+        not sent again; a queue not named falls back to `redispatch_after_s` alone.
         """
         now = self.db.clock()
         stale = now - timedelta(seconds=redispatch_after_s)
         due = sa.or_(I.scheduled_for.is_(None), I.scheduled_for <= now)
         never_sent_since_due = sa.or_(I.dispatched_at.is_(None), I.dispatched_at < I.scheduled_for)
+        sent_long_ago = self._sent_before(stale, waiting_since or {})
         with self.db.session() as s:
             rows = s.scalars(
                 _lock(
@@ -423,7 +458,7 @@ class Invocations:
                     .where(
                         I.status.in_(CLAIMABLE),
                         due,
-                        sa.or_(never_sent_since_due, I.dispatched_at < stale),
+                        sa.or_(never_sent_since_due, sent_long_ago),
                         I.tenant_id.in_(_active_tenants()),
                     )
                     .order_by(I.scheduled_for.nulls_first(), I.created_at)
@@ -438,10 +473,107 @@ class Invocations:
                 out.append(Dispatch(row.id, row.tenant_id, row.function, row.queue))
         return out
 
+    @staticmethod
+    def _sent_before(stale: datetime, waiting_since: Mapping[str, datetime | None]) -> Any:
+        """`dispatched_at` older than `stale` and than its queue's oldest waiting message."""
+        backlogged = {q: t for q, t in waiting_since.items() if t is not None and t < stale}
+        if not backlogged:
+            return I.dispatched_at < stale
+        # Clock skew between the processes that stamp the two times only risks a
+        # duplicate send (the claim drops it), never a lost one.
+        behind_backlog = [
+            sa.and_(I.queue == queue, I.dispatched_at < since)
+            for queue, since in backlogged.items()
+        ]
+        return sa.or_(
+            sa.and_(I.queue.not_in(list(backlogged)), I.dispatched_at < stale), *behind_backlog
+        )
+
     def counts_by_status(self, tenant_id: str | None = None) -> dict[str, int]:
         with self.db.session(tenant_id) as s:
             rows = s.execute(sa.select(I.status, sa.func.count()).group_by(I.status)).all()
             return {status: count for status, count in rows}
+
+
+@functools.cache
+def _insert_for_active_tenant(dialect: str) -> Any:
+    """`INSERT ... SELECT :values WHERE <tenant active> ON CONFLICT DO NOTHING RETURNING id`.
+
+    Built once per dialect: building and caching a statement per call costs more than
+    running it. A duplicate key or an inactive tenant inserts nothing and returns no row.
+    """
+    table = I.__table__
+    names = [column.key for column in table.columns]
+    # PostgreSQL types the selected parameters only when told; SQLite's CAST would turn a
+    # datetime's ISO text into a number, and SQLite needs no type anyway.
+    typed = dialect == "postgresql"
+    selected = []
+    for name in names:
+        param = sa.bindparam(name, type_=table.c[name].type)
+        selected.append((sa.cast(param, param.type) if typed else param).label(name))
+    active = sa.exists().where(
+        models.Tenant.id == sa.bindparam("tenant_id"),
+        models.Tenant.status == models.TenantStatus.ACTIVE,
+    )
+    insert = postgresql.insert(I) if typed else sqlite.insert(I)
+    source = sa.select(*selected).where(active)
+    return insert.from_select(names, source).on_conflict_do_nothing().returning(table.c.id)
+
+
+# The worker's statements, built once: building one per call costs more than running it.
+_T: sa.Table = I.__table__  # type: ignore[assignment]
+_A: sa.Table = models.Attempt.__table__  # type: ignore[assignment]
+_CLAIM = (
+    sa.update(_T)
+    .where(
+        _T.c.id == sa.bindparam("_id"),
+        _T.c.status.in_(CLAIMABLE),
+        sa.or_(_T.c.scheduled_for.is_(None), _T.c.scheduled_for <= sa.bindparam("_now")),
+        # A suspended tenant's work waits; the sweep sends it again on resume.
+        _T.c.tenant_id.in_(
+            sa.select(models.Tenant.id).where(models.Tenant.status == models.TenantStatus.ACTIVE)
+        ),
+    )
+    .values(
+        status=Status.RUNNING,
+        attempts=_T.c.attempts + 1,
+        started_at=sa.bindparam("_now"),
+        finished_at=None,
+        lease_expires_at=sa.bindparam("_lease"),
+        worker_id=sa.bindparam("_worker"),
+    )
+    .returning(*_T.c)
+)
+_ADD_ATTEMPT = sa.insert(_A)
+_OURS = sa.and_(
+    _T.c.id == sa.bindparam("_id"),
+    _T.c.status == Status.RUNNING,
+    _T.c.attempts == sa.bindparam("_attempt"),
+    _T.c.worker_id == sa.bindparam("_worker"),
+)
+_SUCCEED = (
+    sa.update(_T)
+    .where(_OURS)
+    .values(
+        status=Status.SUCCEEDED,
+        result=sa.bindparam("_result", type_=_T.c.result.type),
+        error=None,
+        finished_at=sa.bindparam("_now"),
+        lease_expires_at=None,
+    )
+)
+_CLOSE_ATTEMPT = (
+    sa.update(_A)
+    .where(
+        _A.c.invocation_id == sa.bindparam("_invocation_id"), _A.c.number == sa.bindparam("_number")
+    )
+    .values(
+        finished_at=sa.bindparam("_now"),
+        outcome=sa.bindparam("_outcome"),
+        error=sa.bindparam("_error", type_=_A.c.error.type),
+        traceback=sa.bindparam("_traceback"),
+    )
+)
 
 
 def _active_tenants() -> Any:

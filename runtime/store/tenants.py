@@ -21,6 +21,10 @@ from runtime.store.views import ApiKeyView, TenantView
 TENANT_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 SCOPES = frozenset({"invoke", "read", "manage", "admin"})
 _KEY = re.compile(r"fy_([a-z0-9]{12})_([A-Za-z0-9_-]{43})")
+#: Built once: every authenticated request runs it.
+_KEY_BY_ID = sa.select(models.ApiKey.__table__).where(
+    models.ApiKey.__table__.c.id == sa.bindparam("key_id")
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +34,8 @@ class Principal:
     key_id: str
     tenant_id: str
     scopes: frozenset[str]
+    #: When the key stops working by itself; None: it does not expire.
+    expires_at: datetime | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -75,7 +81,7 @@ class Tenants:
             raise AlreadyExists(f"tenant {tenant_id!r} exists already") from ex
 
     def get(self, tenant_id: str) -> TenantView:
-        with self.db.session() as s:
+        with self.db.autocommit() as s:
             row = s.get(models.Tenant, tenant_id)
             if row is None:
                 raise TenantNotFound(f"no tenant {tenant_id!r}")
@@ -154,8 +160,8 @@ class Tenants:
         if match is None:
             return None
         key_id, secret = match.groups()
-        with self.db.session() as s:
-            row = s.get(models.ApiKey, key_id)
+        with self.db.statements() as connection:
+            row = connection.execute(_KEY_BY_ID, {"key_id": key_id}).first()
             if row is None or not hmac.compare_digest(row.secret_hash, _hash(secret)):
                 return None
             now = self.db.clock()
@@ -165,4 +171,5 @@ class Tenants:
                 key_id=row.id,
                 tenant_id=row.tenant_id,
                 scopes=frozenset(row.scopes.split(",")),
+                expires_at=row.expires_at,
             )

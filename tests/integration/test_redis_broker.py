@@ -305,17 +305,17 @@ def test_bad_options_are_refused() -> None:
         WakingRedisBroker(url=REDIS_URL, max_block_s=0)
 
 
-def test_the_setting_selects_the_waking_broker(redis_namespace):
+def test_the_waking_broker_is_the_default_and_the_setting_turns_it_off(redis_namespace):
     from runtime.broker import build_broker
     from runtime.settings import Settings
 
     url = "redis://127.0.0.1:6379/0"
-    on = build_broker(
+    on = build_broker(Settings.from_env(broker_url=url, redis_namespace=redis_namespace))
+    off = build_broker(
         Settings.from_env(
-            broker_url=url, redis_namespace=redis_namespace, redis_consumer_wakeup=True
+            broker_url=url, redis_namespace=redis_namespace, redis_consumer_wakeup=False
         )
     )
-    off = build_broker(Settings.from_env(broker_url=url, redis_namespace=redis_namespace))
     try:
         assert isinstance(on, WakingRedisBroker)
         assert type(off).__name__ == "RedisBroker"

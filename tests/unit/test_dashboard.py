@@ -24,7 +24,7 @@ from runtime.errors import StoreUnavailable
 from runtime.heartbeat import Heartbeat, HeartbeatOptions, Workers
 from runtime.metrics import process_metrics
 from runtime.middleware.metrics import MetricsMiddleware
-from tests.waiting import wait_for
+from tests.waiting import finished, wait_for
 
 embedded_only = pytest.mark.parametrize("backend", ["embedded"])
 FORM = "application/x-www-form-urlencoded"
@@ -125,14 +125,6 @@ def with_heartbeat(runtime: Runtime, handle: Any, **options: float) -> Heartbeat
 def browser(runtime: Runtime) -> Callable[[], Browser]:
     app = build_app(runtime)
     return lambda: Browser(falcon.testing.TestClient(app))
-
-
-def finished(runtime: Runtime, invocation_id: str) -> Callable[[], Any]:
-    def check() -> Any:
-        view = runtime.store.invocations.get(invocation_id)
-        return view if view.finished else None
-
-    return check
 
 
 def signed_in(browser: Callable[[], Browser], key: str) -> Browser:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
 
 import pytest
 
@@ -12,15 +11,7 @@ from runtime.errors import IdempotencyConflict, InputInvalid, TenantSuspended
 from runtime.store.invocations import Dispatch
 from runtime.store.models import TenantStatus
 from tests.conftest import executions
-from tests.waiting import wait_for
-
-
-def finished(runtime: Runtime, invocation_id: str) -> Callable[[], object]:
-    def check() -> object:
-        view = runtime.store.invocations.get(invocation_id)
-        return view if view.finished else None
-
-    return check
+from tests.waiting import finished, wait_for
 
 
 def test_a_function_runs_once_and_its_result_is_stored(runtime, worker, make_tenant):

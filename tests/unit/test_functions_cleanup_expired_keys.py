@@ -9,15 +9,7 @@ import pytest
 
 from runtime.errors import InputInvalid
 from runtime.store.models import ApiKey
-from tests.waiting import wait_for
-
-
-def finished(runtime, invocation_id):
-    def check():
-        view = runtime.store.invocations.get(invocation_id)
-        return view if view.finished else None
-
-    return check
+from tests.waiting import finished, wait_for
 
 
 def make_keys(runtime, tenant):

@@ -7,15 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from runtime.errors import InputInvalid
-from tests.waiting import wait_for
-
-
-def finished(runtime, invocation_id):
-    def check():
-        view = runtime.store.invocations.get(invocation_id)
-        return view if view.finished else None
-
-    return check
+from tests.waiting import finished, wait_for
 
 
 def test_echo_time_answers_with_the_message_its_tenant_invocation_and_time(

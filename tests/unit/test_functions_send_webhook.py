@@ -19,7 +19,7 @@ import pytest
 from functions import send_webhook as webhook
 from runtime.context import Context
 from runtime.errors import InputInvalid
-from tests.waiting import wait_for
+from tests.waiting import finished, wait_for
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,14 +106,6 @@ def webhook_secret(runtime, tenant_id: str) -> bytes:
     """The tenant's webhook secret, derived by the same code a running function uses."""
     holder = SimpleNamespace(tenant_id=tenant_id, _secret_key=runtime.settings.secret_key)
     return Context.tenant_secret(holder, "webhook")
-
-
-def finished(runtime, invocation_id):
-    def check():
-        view = runtime.store.invocations.get(invocation_id)
-        return view if view.finished else None
-
-    return check
 
 
 def deliver(runtime, tenant: str, url: str, **extra):

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from functions import usage_report as report
 from runtime.errors import InputInvalid
-from tests.waiting import wait_for
+from tests.waiting import finished, wait_for
 
 HEADER = [
     "function",
@@ -28,14 +28,6 @@ HEADER = [
     "p95_ms",
     "attempts",
 ]
-
-
-def finished(runtime, invocation_id):
-    def check():
-        view = runtime.store.invocations.get(invocation_id)
-        return view if view.finished else None
-
-    return check
 
 
 def accept(runtime, tenant, function, payload, **extra):

@@ -9,7 +9,7 @@ workload with one before it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -20,10 +20,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 from runtime.app import Runtime, WorkerHandle
-from runtime.metrics import Metrics, queue_depths, tenant_label_enabled
+from runtime.metrics import Metrics, tenant_label_enabled
 from runtime.middleware.metrics import MetricsMiddleware
+from runtime.queues import queue_depths
 from tests.unit.test_dashboard import build_app, with_heartbeat, with_worker_metrics
-from tests.waiting import wait_for
+from tests.waiting import finished, wait_for
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -61,14 +62,6 @@ def metered(runtime: Runtime) -> Iterator[tuple[Runtime, WorkerHandle]]:
 @pytest.fixture
 def client(runtime: Runtime) -> falcon.testing.TestClient:
     return falcon.testing.TestClient(build_app(runtime))
-
-
-def finished(runtime: Runtime, invocation_id: str) -> Callable[[], Any]:
-    def check() -> Any:
-        view = runtime.store.invocations.get(invocation_id)
-        return view if view.finished else None
-
-    return check
 
 
 def test_metrics_count_a_known_workload(metered, client, make_tenant, make_key):
@@ -226,20 +219,20 @@ def test_tenant_is_a_label_only_when_the_setting_is_on(runtime, make_tenant):
     }
 
 
-class BrokenDatabase:
-    """A store that fails every read, as one that went away would."""
+class BrokenOutcomeMetrics(Metrics):
+    """Metrics whose outcome counter fails, as a full or unwritable sink would."""
 
-    def session(self, *_args: Any, **_kwargs: Any) -> Any:
-        raise RuntimeError("the store went away")
+    def count_outcome(self, **_labels: Any) -> None:
+        raise RuntimeError("the metrics sink failed")
 
 
 def test_a_failure_to_record_is_logged_and_counted_and_the_attempt_still_succeeds(
     runtime, make_tenant
 ):
-    # Given the metrics middleware over a store it cannot read
+    # Given a metrics middleware whose outcome counter fails
     registry = CollectorRegistry()
-    metrics = Metrics(registry=registry)
-    runtime.broker.add_middleware(MetricsMiddleware(metrics, BrokenDatabase()))  # type: ignore[arg-type]
+    metrics = BrokenOutcomeMetrics(registry=registry)
+    runtime.broker.add_middleware(MetricsMiddleware(metrics, runtime.store.invocations.db))
     handle = runtime.start_worker()
     try:
         with capture_logs() as logs:
@@ -265,7 +258,7 @@ def test_a_failure_to_record_is_logged_and_counted_and_the_attempt_still_succeed
     assert failures[0]["log_level"] == "error"
     assert failures[0]["invocation_id"] == inv.id
     assert failures[0]["error_type"] == "RuntimeError"
-    # The run time was measured before the store was asked, so it is kept; the outcome is not.
+    # The run time was recorded before the outcome failed, so it is kept; the outcome is not.
     assert (
         registry.get_sample_value("ferry_invocation_duration_seconds_count", {"function": "echo"})
         == 1

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 
+import sqlalchemy as sa
+
+from runtime.dispatch import ENQUEUE_SLACK
+from runtime.queues import queue_depths
+from runtime.store import models
 from runtime.store.invocations import Claimed
 from tests.conftest import executions
-from tests.waiting import wait_for
+from tests.waiting import finished, wait_for
 
 
 def test_an_attempt_whose_worker_died_runs_again_once_its_lease_expires(runtime, make_tenant):
@@ -78,6 +85,60 @@ def test_queued_invocations_the_broker_lost_are_sent_again(runtime, make_tenant)
             assert executions(runtime, inv.id) == 1
     finally:
         handle.stop(grace_s=5)
+
+
+def test_a_backlog_waiting_in_the_broker_is_not_sent_again_but_what_it_lost_is(
+    runtime_with, make_tenant
+):
+    # Given invocations the broker lost, then a backlog accepted after them, all of them
+    # older than redispatch_after_s and no worker running
+    runtime = runtime_with(redispatch_after_s=0.5)
+    tenant = make_tenant()
+
+    def accept(n: int) -> list[str]:
+        return [
+            runtime.dispatcher.accept(tenant_id=tenant, function="echo", payload={"message": "x"})[
+                0
+            ].id
+            for _ in range(n)
+        ]
+
+    lost = accept(5)
+    runtime.broker.flush_all()
+    time.sleep(ENQUEUE_SLACK.total_seconds() + 0.2)
+    waiting = accept(5)
+    time.sleep(0.7)
+    # When the sweep runs
+    report = runtime.dispatcher.sweep()
+    # Then it sends again just the lost ones, which were dispatched before the oldest
+    # message still waiting; the backlog behind it keeps its single message each
+    assert report.sent == 5
+    assert depth(runtime) == 10
+    resent = {
+        i for i in lost + waiting if dispatched_at(runtime, i) > dispatched_at(runtime, waiting[-1])
+    }
+    assert resent == set(lost)
+    # and a second sweep right away sends nothing more
+    assert runtime.dispatcher.sweep().sent == 0
+    # and once a worker runs, each invocation runs exactly once
+    handle = runtime.start_worker()
+    try:
+        for invocation_id in lost + waiting:
+            assert wait_for(finished(runtime, invocation_id)).status == "succeeded"
+            assert executions(runtime, invocation_id) == 1
+    finally:
+        handle.stop(grace_s=5)
+
+
+def depth(runtime) -> int:
+    return {d.queue: d.length for d in queue_depths(runtime.broker)}["default"]
+
+
+def dispatched_at(runtime, invocation_id: str) -> datetime:
+    with runtime.store.db.engine.connect() as connection:
+        return connection.execute(
+            sa.select(models.Invocation.dispatched_at).where(models.Invocation.id == invocation_id)
+        ).scalar_one()
 
 
 def test_fifty_concurrent_identical_requests_make_one_invocation_and_one_execution(

@@ -1,0 +1,154 @@
+"""The gateway's short memory of authenticated API keys (runtime/keycache.py)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from falcon.testing import TestClient
+
+from gateway.app import create_app
+from runtime.keycache import KeyCache
+from runtime.store.tenants import Principal, Tenants, parse_scopes
+from tests.unit.conftest import assert_problem
+from tests.waiting import wait_for
+
+
+class CountingTenants:
+    """The real store's tenants, counting the key lookups that reach the store."""
+
+    def __init__(self, tenants: Tenants) -> None:
+        self.tenants = tenants
+        self.lookups = 0
+
+    def authenticate(self, token: str) -> Principal | None:
+        self.lookups += 1
+        return self.tenants.authenticate(token)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def store_tenants(runtime: Any) -> CountingTenants:
+    return CountingTenants(runtime.store.tenants)
+
+
+def cache(tenants: CountingTenants, ttl_s: float, clock: FakeClock) -> KeyCache:
+    return KeyCache(tenants, ttl_s=ttl_s, clock=clock)  # type: ignore[arg-type]
+
+
+def test_a_key_is_read_once_per_ttl_and_a_revoked_one_is_refused_after_it(
+    runtime, store_tenants, make_tenant, make_key
+):
+    clock = FakeClock()
+    keys = cache(store_tenants, 2.0, clock)
+    key = make_key(make_tenant(), "invoke")
+    # Given a key that authenticated
+    first = keys.authenticate(key)
+    assert first is not None and first.scopes == frozenset({"invoke"})
+    # When it is used again within the TTL, Then the store is not asked again
+    clock.advance(1.9)
+    assert keys.authenticate(key) == first
+    assert store_tenants.lookups == 1
+    # When it is revoked (by another process), it still works until the TTL ends
+    runtime.store.tenants.revoke_key(first.key_id)
+    assert keys.authenticate(key) == first
+    # and once the TTL has passed it is read again and refused, every time
+    clock.advance(0.2)
+    assert keys.authenticate(key) is None
+    assert keys.authenticate(key) is None
+    assert store_tenants.lookups == 3
+
+
+def test_an_entry_never_outlives_the_key_s_expiry(runtime, store_tenants, make_tenant):
+    clock = FakeClock()
+    keys = cache(store_tenants, 3600.0, clock)
+    tenant = make_tenant()
+    expires_at = datetime.now(UTC) + timedelta(seconds=60)
+    _view, key = runtime.store.tenants.create_key(
+        tenant, parse_scopes("read"), expires_at=expires_at
+    )
+    assert keys.authenticate(key) is not None
+    clock.advance(59)
+    assert keys.authenticate(key) is not None
+    assert store_tenants.lookups == 1
+    # Past the key's expiry the entry is stale although the TTL is an hour
+    clock.advance(2)
+    keys.authenticate(key)
+    assert store_tenants.lookups == 2
+
+
+def test_unknown_and_wrong_keys_are_never_remembered(store_tenants, make_tenant, make_key):
+    clock = FakeClock()
+    keys = cache(store_tenants, 60.0, clock)
+    key = make_key(make_tenant(), "read")
+    assert keys.authenticate(key) is not None
+    # The same key id with another secret is not the remembered key
+    prefix, key_id, secret = key.split("_", 2)
+    forged = f"{prefix}_{key_id}_{'A' * len(secret)}"
+    assert keys.authenticate(forged) is None
+    assert keys.authenticate(forged) is None
+    assert keys.authenticate("fy_000000000000_" + "B" * 43) is None
+    assert store_tenants.lookups == 4
+
+
+def test_a_ttl_of_zero_reads_the_key_on_every_request(store_tenants, make_tenant, make_key):
+    keys = cache(store_tenants, 0.0, FakeClock())
+    key = make_key(make_tenant(), "read")
+    for _ in range(3):
+        assert keys.authenticate(key) is not None
+    assert store_tenants.lookups == 3
+
+
+def test_the_memory_is_bounded(store_tenants, make_tenant, make_key):
+    keys = KeyCache(store_tenants, ttl_s=60.0, clock=FakeClock(), max_keys=2)  # type: ignore[arg-type]
+    tenant = make_tenant()
+    for key in [make_key(tenant, "read") for _ in range(5)]:
+        assert keys.authenticate(key) is not None
+    assert len(keys._known) <= 2
+
+
+def test_a_negative_ttl_is_refused(store_tenants):
+    with pytest.raises(ValueError, match="ttl_s"):
+        KeyCache(store_tenants, ttl_s=-1)  # type: ignore[arg-type]
+
+
+def test_the_gateway_refuses_a_revoked_key_within_auth_cache_s(runtime_with, key_for_runtime):
+    # Given a gateway remembering keys for 0.3 s and a key it has seen
+    runtime = runtime_with(auth_cache_s=0.3)
+    client = TestClient(create_app(runtime))
+    key = key_for_runtime(runtime)
+    headers = {"Authorization": f"Bearer {key}"}
+    assert client.simulate_get("/v1/functions", headers=headers).status_code == 200
+    # When the key is revoked elsewhere, Then the gateway refuses it once the entry is stale
+    runtime.store.tenants.revoke_key(key.split("_")[1])
+    refused = wait_for(
+        lambda: (
+            (r := client.simulate_get("/v1/functions", headers=headers)).status_code == 401 and r
+        ),
+        timeout=10,
+        what="the revoked key to be refused",
+    )
+    assert_problem(refused, 401, "unauthenticated")
+
+
+@pytest.fixture
+def key_for_runtime():
+    """A read key of a new tenant in `runtime`'s store."""
+
+    def create(runtime: Any) -> str:
+        runtime.store.tenants.create("t-keycache")
+        _view, key = runtime.store.tenants.create_key("t-keycache", parse_scopes("read"))
+        return key
+
+    return create
