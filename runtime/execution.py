@@ -109,8 +109,7 @@ class Executor:
         if session is None:
             # The function wrote nothing through ctx.session: record on a plain connection,
             # without an ORM unit of work. A lost lease updates nothing, so commit is safe.
-            with translate_errors(), self.store.db.engine.begin() as connection:
-                recorded = self.store.invocations.succeed(connection, claimed, result)
+            recorded = self.store.invocations.succeed_alone(claimed, result)
         else:
             with translate_errors(), session:
                 recorded = self.store.invocations.succeed(session, claimed, result)

@@ -33,7 +33,9 @@ class Settings(BaseSettings):
     #: a revoked key is refused within this long. 0 reads the key on every request.
     auth_cache_s: float = Field(default=2.0, ge=0, le=300)
 
-    db_pool_size: int = Field(default=5, ge=1, le=200)
+    #: Connections a process keeps: at least its threads (8) plus the sweep and heartbeat,
+    #: or connections beyond it are opened and closed per request under load.
+    db_pool_size: int = Field(default=10, ge=1, le=200)
     db_max_overflow: int = Field(default=5, ge=0, le=200)
     db_pool_timeout_s: float = Field(default=5.0, gt=0)
     db_connect_timeout_s: int = Field(default=3, ge=1)

@@ -14,14 +14,12 @@ from __future__ import annotations
 import base64
 import builtins
 import dataclasses
-import functools
 import json
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -33,7 +31,7 @@ from runtime.errors import (
     TenantNotFound,
     TenantSuspended,
 )
-from runtime.store import models
+from runtime.store import models, statements
 from runtime.store.db import Database, translate_errors
 from runtime.store.models import CLAIMABLE, Status
 from runtime.store.views import AttemptView, InvocationView
@@ -131,7 +129,7 @@ class Invocations:
         # a duplicate key inserts nothing instead of failing.
         with self.db.statements() as connection:
             inserted = connection.execute(
-                _insert_for_active_tenant(self.db.dialect), values
+                statements.insert_for_active_tenant(self.db.dialect), values
             ).first()
         if inserted is not None:
             return view, True
@@ -270,25 +268,26 @@ class Invocations:
             "_lease": now + timedelta(seconds=lease_s),
             "_worker": worker_id,
         }
-        with translate_errors(), self.db.engine.begin() as connection:
-            row = connection.execute(_CLAIM, params).first()
-            if row is not None:
-                connection.execute(
-                    _ADD_ATTEMPT,
-                    {
-                        "invocation_id": row.id,
-                        "tenant_id": row.tenant_id,
-                        "number": row.attempts,
-                        "worker_id": worker_id,
-                        "started_at": now,
-                        "finished_at": None,
-                        "outcome": None,
-                        "error": None,
-                        "traceback": None,
-                    },
-                )
-                # A Core row has the attributes `from_row` reads.
-                return Claimed(InvocationView.from_row(row), row.attempts)  # type: ignore[arg-type]
+        if self.db.dialect == "postgresql":
+            with self.db.statements() as connection:
+                row = connection.execute(statements.CLAIM_WITH_ATTEMPT, params).first()
+        else:
+            with translate_errors(), self.db.engine.begin() as connection:
+                row = connection.execute(statements.CLAIM, params).first()
+                if row is not None:
+                    connection.execute(
+                        statements.ADD_ATTEMPT,
+                        {
+                            "invocation_id": row.id,
+                            "tenant_id": row.tenant_id,
+                            "number": row.attempts,
+                            "worker_id": worker_id,
+                            "started_at": now,
+                        },
+                    )
+        if row is not None:
+            # A Core row has the attributes `from_row` reads.
+            return Claimed(InvocationView.from_row(row), row.attempts)  # type: ignore[arg-type]
         return self._why_not_claimed(invocation_id, now)
 
     def _why_not_claimed(self, invocation_id: str, now: datetime) -> NotClaimed:
@@ -322,7 +321,7 @@ class Invocations:
         tb: str | None,
     ) -> None:
         s.execute(
-            _CLOSE_ATTEMPT,
+            statements.CLOSE_ATTEMPT,
             {
                 "_invocation_id": claimed.invocation.id,
                 "_number": claimed.attempt,
@@ -338,20 +337,31 @@ class Invocations:
     ) -> bool:
         """Record success inside the caller's unit of work; False if the lease was lost."""
         inv = claimed.invocation
-        done = s.execute(
-            _SUCCEED,
-            {
-                "_id": inv.id,
-                "_attempt": claimed.attempt,
-                "_worker": inv.worker_id,
-                "_now": self.db.clock(),
-                "_result": result,
-            },
-        )
+        params = {
+            "_id": inv.id,
+            "_attempt": claimed.attempt,
+            "_worker": inv.worker_id,
+            "_now": self.db.clock(),
+            "_result": result,
+        }
+        if self.db.dialect == "postgresql":
+            return s.execute(statements.SUCCEED_AND_CLOSE, params).first() is not None
+        done = s.execute(statements.SUCCEED, params)
         if done.rowcount != 1:  # type: ignore[attr-defined]
             return False
         self._close_attempt(s, claimed, "succeeded", None, None)
         return True
+
+    def succeed_alone(self, claimed: Claimed, result: dict[str, Any] | None) -> bool:
+        """Record success when the function wrote nothing else: no unit of work to join.
+
+        On PostgreSQL one autocommitted statement; a lost lease changes nothing.
+        """
+        if self.db.dialect == "postgresql":
+            with self.db.statements() as connection:
+                return self.succeed(connection, claimed, result)
+        with translate_errors(), self.db.engine.begin() as connection:
+            return self.succeed(connection, claimed, result)
 
     def fail(
         self,
@@ -493,87 +503,6 @@ class Invocations:
         with self.db.session(tenant_id) as s:
             rows = s.execute(sa.select(I.status, sa.func.count()).group_by(I.status)).all()
             return {status: count for status, count in rows}
-
-
-@functools.cache
-def _insert_for_active_tenant(dialect: str) -> Any:
-    """`INSERT ... SELECT :values WHERE <tenant active> ON CONFLICT DO NOTHING RETURNING id`.
-
-    Built once per dialect: building and caching a statement per call costs more than
-    running it. A duplicate key or an inactive tenant inserts nothing and returns no row.
-    """
-    table = I.__table__
-    names = [column.key for column in table.columns]
-    # PostgreSQL types the selected parameters only when told; SQLite's CAST would turn a
-    # datetime's ISO text into a number, and SQLite needs no type anyway.
-    typed = dialect == "postgresql"
-    selected = []
-    for name in names:
-        param = sa.bindparam(name, type_=table.c[name].type)
-        selected.append((sa.cast(param, param.type) if typed else param).label(name))
-    active = sa.exists().where(
-        models.Tenant.id == sa.bindparam("tenant_id"),
-        models.Tenant.status == models.TenantStatus.ACTIVE,
-    )
-    insert = postgresql.insert(I) if typed else sqlite.insert(I)
-    source = sa.select(*selected).where(active)
-    return insert.from_select(names, source).on_conflict_do_nothing().returning(table.c.id)
-
-
-# The worker's statements, built once: building one per call costs more than running it.
-_T: sa.Table = I.__table__  # type: ignore[assignment]
-_A: sa.Table = models.Attempt.__table__  # type: ignore[assignment]
-_CLAIM = (
-    sa.update(_T)
-    .where(
-        _T.c.id == sa.bindparam("_id"),
-        _T.c.status.in_(CLAIMABLE),
-        sa.or_(_T.c.scheduled_for.is_(None), _T.c.scheduled_for <= sa.bindparam("_now")),
-        # A suspended tenant's work waits; the sweep sends it again on resume.
-        _T.c.tenant_id.in_(
-            sa.select(models.Tenant.id).where(models.Tenant.status == models.TenantStatus.ACTIVE)
-        ),
-    )
-    .values(
-        status=Status.RUNNING,
-        attempts=_T.c.attempts + 1,
-        started_at=sa.bindparam("_now"),
-        finished_at=None,
-        lease_expires_at=sa.bindparam("_lease"),
-        worker_id=sa.bindparam("_worker"),
-    )
-    .returning(*_T.c)
-)
-_ADD_ATTEMPT = sa.insert(_A)
-_OURS = sa.and_(
-    _T.c.id == sa.bindparam("_id"),
-    _T.c.status == Status.RUNNING,
-    _T.c.attempts == sa.bindparam("_attempt"),
-    _T.c.worker_id == sa.bindparam("_worker"),
-)
-_SUCCEED = (
-    sa.update(_T)
-    .where(_OURS)
-    .values(
-        status=Status.SUCCEEDED,
-        result=sa.bindparam("_result", type_=_T.c.result.type),
-        error=None,
-        finished_at=sa.bindparam("_now"),
-        lease_expires_at=None,
-    )
-)
-_CLOSE_ATTEMPT = (
-    sa.update(_A)
-    .where(
-        _A.c.invocation_id == sa.bindparam("_invocation_id"), _A.c.number == sa.bindparam("_number")
-    )
-    .values(
-        finished_at=sa.bindparam("_now"),
-        outcome=sa.bindparam("_outcome"),
-        error=sa.bindparam("_error", type_=_A.c.error.type),
-        traceback=sa.bindparam("_traceback"),
-    )
-)
 
 
 def _active_tenants() -> Any:

@@ -1,0 +1,136 @@
+"""The hot path's statements, built once: building one per call costs more than running it.
+
+Accept, claim and success run for every invocation, so each is one prebuilt Core
+statement where the database allows it. On PostgreSQL the claim and the success are each
+one statement (a data-modifying CTE writes the invocation and its attempt together) and
+run outside an explicit transaction: one round trip each instead of four. SQLite has no
+data-modifying CTEs, so there each is two statements in one transaction.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from runtime.store import models
+from runtime.store.models import CLAIMABLE, Status
+
+I = models.Invocation  # noqa: E741 - the table most statements here are about
+
+
+@functools.cache
+def insert_for_active_tenant(dialect: str) -> Any:
+    """`INSERT ... SELECT :values WHERE <tenant active> ON CONFLICT DO NOTHING RETURNING id`.
+
+    Built once per dialect: building and caching a statement per call costs more than
+    running it. A duplicate key or an inactive tenant inserts nothing and returns no row.
+    """
+    table = I.__table__
+    names = [column.key for column in table.columns]
+    # PostgreSQL types the selected parameters only when told; SQLite's CAST would turn a
+    # datetime's ISO text into a number, and SQLite needs no type anyway.
+    typed = dialect == "postgresql"
+    selected = []
+    for name in names:
+        param = sa.bindparam(name, type_=table.c[name].type)
+        selected.append((sa.cast(param, param.type) if typed else param).label(name))
+    active = sa.exists().where(
+        models.Tenant.id == sa.bindparam("tenant_id"),
+        models.Tenant.status == models.TenantStatus.ACTIVE,
+    )
+    insert = postgresql.insert(I) if typed else sqlite.insert(I)
+    source = sa.select(*selected).where(active)
+    return insert.from_select(names, source).on_conflict_do_nothing().returning(table.c.id)
+
+
+_T: sa.Table = I.__table__  # type: ignore[assignment]
+_A: sa.Table = models.Attempt.__table__  # type: ignore[assignment]
+CLAIM = (
+    sa.update(_T)
+    .where(
+        _T.c.id == sa.bindparam("_id"),
+        _T.c.status.in_(CLAIMABLE),
+        sa.or_(_T.c.scheduled_for.is_(None), _T.c.scheduled_for <= sa.bindparam("_now")),
+        # A suspended tenant's work waits; the sweep sends it again on resume.
+        _T.c.tenant_id.in_(
+            sa.select(models.Tenant.id).where(models.Tenant.status == models.TenantStatus.ACTIVE)
+        ),
+    )
+    .values(
+        status=Status.RUNNING,
+        attempts=_T.c.attempts + 1,
+        started_at=sa.bindparam("_now"),
+        finished_at=None,
+        lease_expires_at=sa.bindparam("_lease"),
+        worker_id=sa.bindparam("_worker"),
+    )
+    .returning(*_T.c)
+)
+ADD_ATTEMPT = sa.insert(_A)
+_OURS = sa.and_(
+    _T.c.id == sa.bindparam("_id"),
+    _T.c.status == Status.RUNNING,
+    _T.c.attempts == sa.bindparam("_attempt"),
+    _T.c.worker_id == sa.bindparam("_worker"),
+)
+SUCCEED = (
+    sa.update(_T)
+    .where(_OURS)
+    .values(
+        status=Status.SUCCEEDED,
+        result=sa.bindparam("_result", type_=_T.c.result.type),
+        error=None,
+        finished_at=sa.bindparam("_now"),
+        lease_expires_at=None,
+    )
+)
+CLOSE_ATTEMPT = (
+    sa.update(_A)
+    .where(
+        _A.c.invocation_id == sa.bindparam("_invocation_id"), _A.c.number == sa.bindparam("_number")
+    )
+    .values(
+        finished_at=sa.bindparam("_now"),
+        outcome=sa.bindparam("_outcome"),
+        error=sa.bindparam("_error", type_=_A.c.error.type),
+        traceback=sa.bindparam("_traceback"),
+    )
+)
+
+
+# --- PostgreSQL: one statement each ------------------------------------------------------
+
+_claimed = CLAIM.cte("claimed")
+#: The claim and its attempt row in one statement; returns the claimed invocation's row,
+#: or none if it was not claimable.
+CLAIM_WITH_ATTEMPT = sa.select(_claimed).add_cte(
+    sa.insert(_A)
+    .from_select(
+        ["invocation_id", "tenant_id", "number", "worker_id", "started_at"],
+        sa.select(
+            _claimed.c.id,
+            _claimed.c.tenant_id,
+            _claimed.c.attempts,
+            _claimed.c.worker_id,
+            _claimed.c.started_at,
+        ),
+    )
+    .cte("attempt")
+)
+
+_succeeded = SUCCEED.returning(_T.c.id).cte("succeeded")
+#: Success and the attempt's close in one statement; returns a row only if the lease was
+#: still ours (else it changes nothing).
+SUCCEED_AND_CLOSE = (
+    sa.update(_A)
+    .where(
+        _A.c.invocation_id.in_(sa.select(_succeeded.c.id)),
+        _A.c.number == sa.bindparam("_attempt"),
+    )
+    .values(finished_at=sa.bindparam("_now"), outcome="succeeded", error=None, traceback=None)
+    .returning(_A.c.invocation_id)
+    .add_cte(_succeeded)
+)
