@@ -411,7 +411,7 @@ class Invocations:
                 _lock(
                     s,
                     sa.select(I)
-                    .where(I.status == Status.RUNNING, I.lease_expires_at < now)
+                    .where(_status_in(Status.RUNNING), I.lease_expires_at < now)
                     .limit(limit),
                 )
             ).all()
@@ -466,7 +466,7 @@ class Invocations:
                     s,
                     sa.select(I)
                     .where(
-                        I.status.in_(CLAIMABLE),
+                        _status_in(*CLAIMABLE),
                         due,
                         sa.or_(never_sent_since_due, sent_long_ago),
                         I.tenant_id.in_(_active_tenants()),
@@ -503,6 +503,18 @@ class Invocations:
         with self.db.session(tenant_id) as s:
             rows = s.execute(sa.select(I.status, sa.func.count()).group_by(I.status)).all()
             return {status: count for status, count in rows}
+
+
+def _status_in(*states: Status) -> Any:
+    """`status IN (...)` with the states written into the SQL text, not bound.
+
+    The sweep's index is partial (unfinished states only). PostgreSQL uses a partial index
+    only where it can prove the query's WHERE implies the index's, and a prepared
+    statement's generic plan sees `$1`, not a state: it would scan the whole table.
+    """
+    return I.status.in_(
+        sa.bindparam("states", [s.value for s in states], expanding=True, literal_execute=True)
+    )
 
 
 def _active_tenants() -> Any:

@@ -10,6 +10,7 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import (
     JSON,
     DateTime,
@@ -89,6 +90,8 @@ class Status(enum.StrEnum):
 CLAIMABLE = (Status.QUEUED, Status.SCHEDULED, Status.RETRYING)
 #: States that will not change again by themselves.
 FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+#: The rows the sweep's partial index covers: every state but the finished ones.
+UNFINISHED_SQL = "status IN ('queued', 'scheduled', 'retrying', 'running')"
 
 
 class TenantStatus(enum.StrEnum):
@@ -125,8 +128,21 @@ class Invocation(TenantScoped, Base):
     __tablename__ = "invocations"
     __table_args__ = (
         UniqueConstraint("tenant_id", "function", "idempotency_key"),
-        # The dispatcher's sweep: due and stale work, by state and time.
-        Index("ix_invocations_status_scheduled_for", "status", "scheduled_for"),
+        # The dispatcher's sweep: due and stale work, by state and time. Partial, so that
+        # finishing an invocation adds no entry here (migration 0004 says why).
+        Index(
+            "ix_invocations_unfinished",
+            "status",
+            "scheduled_for",
+            postgresql_where=sa.text(UNFINISHED_SQL),
+            sqlite_where=sa.text(UNFINISHED_SQL),
+        ),
+        Index(
+            "ix_invocations_parent_id",
+            "parent_id",
+            postgresql_where=sa.text("parent_id IS NOT NULL"),
+            sqlite_where=sa.text("parent_id IS NOT NULL"),
+        ),
         # Listing newest first per tenant.
         Index("ix_invocations_tenant_id_created_at", "tenant_id", "created_at"),
     )
@@ -141,7 +157,7 @@ class Invocation(TenantScoped, Base):
     #: SHA-256 of the canonical input; a replay with another body is a conflict.
     request_hash: Mapped[str] = mapped_column(String(64))
     request_id: Mapped[str | None] = mapped_column(String(200))
-    parent_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    parent_id: Mapped[str | None] = mapped_column(String(36))
     payload: Mapped[dict[str, Any]]
     result: Mapped[dict[str, Any] | None]
     error: Mapped[dict[str, Any] | None]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -31,6 +32,24 @@ def test_migrations_create_exactly_the_models_schema(runtime):
         ]
     assert diff == []
     assert runtime.store.is_current()
+
+
+def test_the_sweep_index_covers_exactly_the_unfinished_states(runtime):
+    # The partial index's predicate is SQL text; it must name every state but the finished
+    named = set(re.findall(r"'(\w+)'", models.UNFINISHED_SQL))
+    assert named == {s.value for s in models.Status} - {s.value for s in models.FINISHED}
+    # and the store has it as a partial index
+    with runtime.store.db.engine.connect() as conn:
+        indexes = {i["name"]: i for i in sa.inspect(conn).get_indexes("invocations")}
+    assert "ix_invocations_unfinished" in indexes
+    assert "ix_invocations_status_scheduled_for" not in indexes
+    if runtime.store.db.dialect == "postgresql":
+        with runtime.store.db.engine.connect() as conn:
+            definition = conn.execute(
+                sa.text("SELECT indexdef FROM pg_indexes WHERE indexname = :n"),
+                {"n": "ix_invocations_unfinished"},
+            ).scalar_one()
+        assert "WHERE" in definition and "'succeeded'" not in definition
 
 
 def test_migrate_twice_is_harmless(runtime):
