@@ -23,8 +23,7 @@ from runtime.logs import REDACTED, SECRET_KEY, SECRET_VALUE
 from runtime.queues import queue_depths
 from runtime.registry import Registry
 from runtime.scheduling.control import ScheduleControl, ScheduleView
-from runtime.store import Store, models
-from runtime.store import invocations as invocation_store
+from runtime.store import Store, models, paging
 from runtime.store.models import FINISHED, Status
 from runtime.store.tenants import Principal
 from runtime.store.views import AttemptView, InvocationView
@@ -245,7 +244,7 @@ def _percentile(sorted_values: list[float], fraction: float) -> float | None:
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
-        return invocation_store.decode_cursor(cursor)
+        return paging.decode_cursor(cursor)
     except BadRequest as ex:
         raise BadRequest("the page link is damaged; start from the first page") from ex
 
@@ -464,9 +463,7 @@ class DashboardReadModel:
             views = [InvocationView.from_row(r) for r in s.scalars(query)]
         rows = [InvocationRow.from_view(v) for v in views[:limit]]
         next_cursor = (
-            invocation_store.encode_cursor(rows[-1].created_at, rows[-1].id)
-            if len(views) > limit
-            else None
+            paging.encode_cursor(rows[-1].created_at, rows[-1].id) if len(views) > limit else None
         )
         return InvocationPage(rows, next_cursor)
 

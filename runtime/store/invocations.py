@@ -11,10 +11,8 @@ that other sweepers may be picking too, uses `FOR UPDATE SKIP LOCKED`.
 
 from __future__ import annotations
 
-import base64
 import builtins
 import dataclasses
-import json
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,7 +22,6 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from runtime.errors import (
-    BadRequest,
     IdempotencyConflict,
     InvalidState,
     InvocationNotFound,
@@ -34,6 +31,7 @@ from runtime.errors import (
 from runtime.store import models, statements
 from runtime.store.db import Database, translate_errors
 from runtime.store.models import CLAIMABLE, Status
+from runtime.store.paging import decode_cursor, encode_cursor
 from runtime.store.views import AttemptView, InvocationView
 
 I = models.Invocation  # noqa: E741 - the table every statement here is about
@@ -525,18 +523,3 @@ def _lock(s: Session, query: Any) -> Any:
     if s.get_bind().dialect.name == "postgresql":
         return query.with_for_update(skip_locked=True)
     return query
-
-
-def encode_cursor(created_at: datetime, row_id: str) -> str:
-    """An opaque page cursor: the position after the row (newest-first listings)."""
-    raw = json.dumps([created_at.isoformat(), row_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        created_at, last_id = json.loads(base64.urlsafe_b64decode(padded))
-        return datetime.fromisoformat(created_at), str(last_id)
-    except (ValueError, TypeError) as ex:
-        raise BadRequest("cursor is not one this API returned") from ex
