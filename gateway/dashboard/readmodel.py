@@ -18,7 +18,7 @@ import dramatiq
 import sqlalchemy as sa
 
 from runtime.errors import BadRequest
-from runtime.heartbeat import HeartbeatOptions, Workers
+from runtime.heartbeat import HeartbeatOptions, Workers, WorkerView
 from runtime.logs import REDACTED, SECRET_KEY, SECRET_VALUE
 from runtime.queues import queue_depths
 from runtime.registry import Registry
@@ -85,14 +85,11 @@ class QueueRow:
 
 @dataclasses.dataclass(frozen=True)
 class WorkerRow:
-    id: str
-    hostname: str
-    pid: int
-    queues: tuple[str, ...]
-    threads: int
-    started_at: datetime
-    last_seen_at: datetime
+    """A worker as the overview shows it: as stored, plus what the time makes of it."""
+
+    worker: WorkerView
     seen_ago_s: float
+    #: `WorkerView.display_state` at the time of the page.
     state: str
 
 
@@ -327,9 +324,9 @@ class DashboardReadModel:
             return Overview(hour=hour, day=day, queues=None, workers=None)
         workers = self.worker_rows()
         consumers: dict[str, int] = {}
-        for worker in workers:
-            if worker.state == "live":
-                for queue in worker.queues:
+        for row in workers:
+            if row.state == "live":
+                for queue in row.worker.queues:
                     consumers[queue] = consumers.get(queue, 0) + 1
         now_s = self.clock().timestamp()
         try:
@@ -352,13 +349,7 @@ class DashboardReadModel:
         now = self.clock()
         return [
             WorkerRow(
-                id=w.id,
-                hostname=w.hostname,
-                pid=w.pid,
-                queues=w.queues,
-                threads=w.threads,
-                started_at=w.started_at,
-                last_seen_at=w.last_seen_at,
+                worker=w,
                 seen_ago_s=max(0.0, (now - w.last_seen_at).total_seconds()),
                 state=w.display_state(now, self.heartbeat.stale_after_s),
             )
