@@ -301,14 +301,11 @@ class Invocations:
             return NotClaimed("not_due", due_at=row.scheduled_for)
         return NotClaimed("tenant_suspended")
 
-    def _ours(self, claimed: Claimed) -> Any:
+    @staticmethod
+    def _lease(claimed: Claimed) -> dict[str, Any]:
+        """The parameters of `statements.OURS` for this attempt."""
         inv = claimed.invocation
-        return sa.and_(
-            I.id == inv.id,
-            I.status == Status.RUNNING,
-            I.attempts == claimed.attempt,
-            I.worker_id == inv.worker_id,
-        )
+        return {"_id": inv.id, "_attempt": claimed.attempt, "_worker": inv.worker_id}
 
     def _close_attempt(
         self,
@@ -334,14 +331,7 @@ class Invocations:
         self, s: Session | Connection, claimed: Claimed, result: dict[str, Any] | None
     ) -> bool:
         """Record success inside the caller's unit of work; False if the lease was lost."""
-        inv = claimed.invocation
-        params = {
-            "_id": inv.id,
-            "_attempt": claimed.attempt,
-            "_worker": inv.worker_id,
-            "_now": self.db.clock(),
-            "_result": result,
-        }
+        params = {**self._lease(claimed), "_now": self.db.clock(), "_result": result}
         if self.db.dialect == "postgresql":
             return s.execute(statements.SUCCEED_AND_CLOSE, params).first() is not None
         done = s.execute(statements.SUCCEED, params)
@@ -379,7 +369,7 @@ class Invocations:
         with self.db.session() as s:
             done = s.execute(
                 sa.update(I)
-                .where(self._ours(claimed))
+                .where(statements.OURS)
                 .values(
                     status=status,
                     error=error,
@@ -387,7 +377,10 @@ class Invocations:
                     finished_at=None if retry_at else now,
                     lease_expires_at=None,
                     dispatched_at=None,
-                )
+                ),
+                self._lease(claimed),
+                # Nothing of this row is loaded in the session: no objects to update.
+                execution_options={"synchronize_session": False},
             )
             if done.rowcount != 1:  # type: ignore[attr-defined]
                 return None
@@ -467,7 +460,7 @@ class Invocations:
                         _status_in(*CLAIMABLE),
                         due,
                         sa.or_(never_sent_since_due, sent_long_ago),
-                        I.tenant_id.in_(_active_tenants()),
+                        I.tenant_id.in_(statements.ACTIVE_TENANT_IDS),
                     )
                     .order_by(I.scheduled_for.nulls_first(), I.created_at)
                     .limit(limit),
@@ -513,10 +506,6 @@ def _status_in(*states: Status) -> Any:
     return I.status.in_(
         sa.bindparam("states", [s.value for s in states], expanding=True, literal_execute=True)
     )
-
-
-def _active_tenants() -> Any:
-    return sa.select(models.Tenant.id).where(models.Tenant.status == models.TenantStatus.ACTIVE)
 
 
 def _lock(s: Session, query: Any) -> Any:

@@ -48,6 +48,10 @@ def insert_for_active_tenant(dialect: str) -> Any:
 
 _T: sa.Table = I.__table__  # type: ignore[assignment]
 _A: sa.Table = models.Attempt.__table__  # type: ignore[assignment]
+#: Tenants whose work may run now.
+ACTIVE_TENANT_IDS = sa.select(models.Tenant.id).where(
+    models.Tenant.status == models.TenantStatus.ACTIVE
+)
 CLAIM = (
     sa.update(_T)
     .where(
@@ -55,9 +59,7 @@ CLAIM = (
         _T.c.status.in_(CLAIMABLE),
         sa.or_(_T.c.scheduled_for.is_(None), _T.c.scheduled_for <= sa.bindparam("_now")),
         # A suspended tenant's work waits; the sweep sends it again on resume.
-        _T.c.tenant_id.in_(
-            sa.select(models.Tenant.id).where(models.Tenant.status == models.TenantStatus.ACTIVE)
-        ),
+        _T.c.tenant_id.in_(ACTIVE_TENANT_IDS),
     )
     .values(
         status=Status.RUNNING,
@@ -70,7 +72,9 @@ CLAIM = (
     .returning(*_T.c)
 )
 ADD_ATTEMPT = sa.insert(_A)
-_OURS = sa.and_(
+#: The invocation is still in the attempt this worker claimed (its lease was not lost):
+#: parameters `_id`, `_attempt`, `_worker`.
+OURS = sa.and_(
     _T.c.id == sa.bindparam("_id"),
     _T.c.status == Status.RUNNING,
     _T.c.attempts == sa.bindparam("_attempt"),
@@ -78,7 +82,7 @@ _OURS = sa.and_(
 )
 SUCCEED = (
     sa.update(_T)
-    .where(_OURS)
+    .where(OURS)
     .values(
         status=Status.SUCCEEDED,
         result=sa.bindparam("_result", type_=_T.c.result.type),
