@@ -26,7 +26,7 @@ from runtime.errors import (
 )
 from runtime.logs import configure_logging
 from runtime.registry import QUEUES, Registry
-from runtime.scheduling.cli import add_schedule_commands
+from runtime.cli.schedules import add_schedule_commands
 from runtime.settings import Settings
 from runtime.store import Store
 from runtime.store.models import TenantStatus
