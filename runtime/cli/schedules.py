@@ -1,8 +1,6 @@
 """`ferry schedules ...`: list, show, pause, resume, trigger, delete and restore schedules.
 
-Wired into the `ferry` parser by `add_schedule_commands(subparsers)`; each command is
-`run(args, settings) -> exit code`, like the other `ferry` commands, and raises Ferry
-errors for the caller to print. The CLI acts as an operator across all tenants.
+The CLI acts as an operator across all tenants.
 """
 
 from __future__ import annotations
@@ -10,34 +8,21 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import sys
 from collections.abc import Iterator
 from typing import Any
 
-from runtime.app import Runtime
-from runtime.errors import ConfigurationError
+from runtime.cli.connect import open_runtime
+from runtime.cli.output import EXIT_OK, add_json_flag, print_json, say, table, warn
 from runtime.scheduling.control import ScheduleControl, ScheduleView
 from runtime.settings import Settings
 from runtime.store.views import rfc3339
 
-EXIT_OK = 0
-
-
-def _say(text: str = "") -> None:
-    print(text, file=sys.stdout, flush=True)
-
 
 @contextlib.contextmanager
-def _control(settings: Settings) -> Iterator[tuple[Runtime, ScheduleControl]]:
-    runtime = Runtime(settings)
-    try:
-        if not runtime.store.is_current():
-            raise ConfigurationError(
-                "the store has not been migrated to the newest schema; run `ferry migrate`"
-            )
-        yield runtime, ScheduleControl.from_runtime(runtime)
-    finally:
-        runtime.close()
+def _control(settings: Settings) -> Iterator[ScheduleControl]:
+    """Schedule control as an operator across all tenants, for one command."""
+    with open_runtime(settings) as runtime:
+        yield ScheduleControl.from_runtime(runtime)
 
 
 def _record(view: ScheduleView) -> dict[str, Any]:
@@ -52,17 +37,11 @@ def _state(record: dict[str, Any]) -> str:
     return "paused" if record["paused"] else "active"
 
 
-def _table(rows: list[list[str]]) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        _say("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-
-
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
-    with _control(settings) as (_runtime, control):
+    with _control(settings) as control:
         records = [_record(v) for v in control.list(None, include_deleted=args.deleted)]
     if args.json:
-        _say(json.dumps({"schedules": records}, indent=2))
+        print_json({"schedules": records})
         return EXIT_OK
     rows = [["ID", "STATE", "CRON", "TIMEZONE", "FUNCTION", "TENANT", "NEXT RUN", "LAST RUN"]]
     for r in records:
@@ -78,26 +57,26 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
                 r["last_run_at"] or "",
             ]
         )
-    _table(rows)
+    table(rows)
     return EXIT_OK
 
 
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
-    with _control(settings) as (_runtime, control):
+    with _control(settings) as control:
         record = _record(control.get(args.schedule_id, None))
     if args.json:
-        _say(json.dumps(record, indent=2))
+        print_json(record)
         return EXIT_OK
     for name in ("id", "function", "tenant", "cron", "timezone", "misfire", "jitter_s"):
-        _say(f"{name}: {record[name]}")
-    _say(f"input: {json.dumps(record['input'])}")
-    _say(f"state: {_state(record)}")
-    _say(f"last run: {record['last_run_at'] or 'never'}")
-    _say("next runs: " + (", ".join(record["next_run_times"]) or "none (paused)"))
-    _say("history:")
+        say(f"{name}: {record[name]}")
+    say(f"input: {json.dumps(record['input'])}")
+    say(f"state: {_state(record)}")
+    say(f"last run: {record['last_run_at'] or 'never'}")
+    say("next runs: " + (", ".join(record["next_run_times"]) or "none (paused)"))
+    say("history:")
     for run in record["history"]:
         inv = run["invocation"]
-        _say(
+        say(
             f"  {run['tick_at']}  {run['kind']:<6}  {inv['tenant_id']}  {inv['id']}  "
             f"{inv['status']}"
         )
@@ -105,68 +84,59 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_pause(args: argparse.Namespace, settings: Settings) -> int:
-    with _control(settings) as (_runtime, control):
+    with _control(settings) as control:
         control.pause(args.schedule_id)
-    _say(f"schedule {args.schedule_id} is paused; it stays paused until resumed")
+    say(f"schedule {args.schedule_id} is paused; it stays paused until resumed")
     return EXIT_OK
 
 
 def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
-    with _control(settings) as (_runtime, control):
+    with _control(settings) as control:
         view = control.resume(args.schedule_id)
     next_run = rfc3339(view.next_run_times[0]) if view.next_run_times else "never"
-    _say(f"schedule {args.schedule_id} is active; next run at {next_run}")
+    say(f"schedule {args.schedule_id} is active; next run at {next_run}")
     return EXIT_OK
 
 
 def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
-    with _control(settings) as (_runtime, control):
+    with _control(settings) as control:
         control.delete(args.schedule_id)
-    _say(f"schedule {args.schedule_id} is deleted; `ferry schedules restore` brings it back")
+    say(f"schedule {args.schedule_id} is deleted; `ferry schedules restore` brings it back")
     return EXIT_OK
 
 
 def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
-    with _control(settings) as (_runtime, control):
+    with _control(settings) as control:
         restored = control.restore()
-    _say(f"restored: {', '.join(restored)}" if restored else "no schedule was deleted")
+    say(f"restored: {', '.join(restored)}" if restored else "no schedule was deleted")
     return EXIT_OK
 
 
 def cmd_trigger(args: argparse.Namespace, settings: Settings) -> int:
-    with _control(settings) as (runtime, control):
+    with _control(settings) as control:
         invocations = control.trigger(args.schedule_id, args.tenant, token=args.key)
-        if runtime.settings.embedded_broker and invocations:
-            print(
-                "note: the in-process broker lives only inside one process; the invocations "
-                "are queued in the store and run when `ferry dev` or a worker on the same "
-                "store picks them up",
-                file=sys.stderr,
-                flush=True,
-            )
-    _say(
-        json.dumps(
-            {"schedule_id": args.schedule_id, "invocations": [i.as_dict() for i in invocations]},
-            indent=2,
+    if settings.embedded_broker and invocations:
+        warn(
+            "note: the in-process broker lives only inside one process; the invocations "
+            "are queued in the store and run when `ferry dev` or a worker on the same "
+            "store picks them up"
         )
-    )
+    print_json({"schedule_id": args.schedule_id, "invocations": [i.as_dict() for i in invocations]})
     return EXIT_OK
 
 
-def add_schedule_commands(subparsers: Any) -> None:
+def add_commands(sub: Any) -> None:
     """Add `ferry schedules [list|show|pause|resume|trigger|delete|restore]`."""
-    schedules = subparsers.add_parser(
-        "schedules", help="list and operate schedules (default: list them)"
-    )
+    schedules = sub.add_parser("schedules", help="list and operate schedules (default: list them)")
     schedules.set_defaults(run=cmd_list, json=False, deleted=False)
-    sub = schedules.add_subparsers(dest="action", metavar="ACTION")
+    actions = schedules.add_subparsers(dest="action", metavar="ACTION")
 
-    listing = sub.add_parser("list", help="list schedules with their next and last runs")
-    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    listing = actions.add_parser("list", help="list schedules with their next and last runs")
+    add_json_flag(listing)
     listing.add_argument("--deleted", action="store_true", help="include deleted schedules")
     listing.set_defaults(run=cmd_list)
 
-    show = sub.add_parser("show", help="one schedule: next five runs and recent history")
+    show = actions.add_parser("show", help="one schedule: next five runs and recent history")
     show.add_argument("schedule_id", metavar="ID")
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(run=cmd_show)
@@ -176,15 +146,15 @@ def add_schedule_commands(subparsers: Any) -> None:
         ("resume", cmd_resume, "fire again from the next tick"),
         ("delete", cmd_delete, "stop firing and hide it until restored"),
     ):
-        parser = sub.add_parser(action, help=text)
+        parser = actions.add_parser(action, help=text)
         parser.add_argument("schedule_id", metavar="ID")
         parser.set_defaults(run=command)
 
-    trigger = sub.add_parser("trigger", help="run a schedule now")
+    trigger = actions.add_parser("trigger", help="run a schedule now")
     trigger.add_argument("schedule_id", metavar="ID")
     trigger.add_argument("--tenant", metavar="ID", help="only in this tenant")
     trigger.add_argument("--key", metavar="K", help="a retried trigger with the same key runs once")
     trigger.set_defaults(run=cmd_trigger)
 
-    restore = sub.add_parser("restore", help="register every schedule in the code again")
+    restore = actions.add_parser("restore", help="register every schedule in the code again")
     restore.set_defaults(run=cmd_restore)

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from runtime import devserver
-from runtime.cli import dev_settings, main
+from runtime.cli import main
+from runtime.cli.processes import dev_settings
 from runtime.settings import Settings
 from runtime.store import Store
 

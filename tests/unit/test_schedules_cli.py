@@ -7,8 +7,8 @@ import json
 
 import pytest
 
+from runtime.cli.schedules import add_commands as add_schedule_commands
 from runtime.errors import ConfigurationError
-from runtime.cli.schedules import add_schedule_commands
 from runtime.scheduling.definition import ScheduleNotFound
 from runtime.scheduling.loop import start_scheduler_thread
 from runtime.scheduling.state import ScheduleStore

@@ -1,0 +1,100 @@
+"""`ferry invoke`: invoke a function as a tenant (trigger `cli`), optionally waiting for it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+from runtime.cli.connect import open_runtime
+from runtime.cli.output import (
+    EXIT_OK,
+    EXIT_STILL_RUNNING,
+    EXIT_USER_ERROR,
+    print_json,
+    warn,
+)
+from runtime.errors import BadRequest
+from runtime.settings import Settings
+from runtime.store import Store
+from runtime.store.views import InvocationView
+
+
+def _parse_payload(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as ex:
+        raise BadRequest(f"--data is not valid JSON: {ex}") from ex
+
+
+def _printable_ascii(text: str) -> bool:
+    return all(" " <= c <= "~" for c in text)
+
+
+def _wait(store: Store, invocation: InvocationView, seconds: float) -> InvocationView:
+    """The invocation once it has finished, or as it is after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not invocation.finished and time.monotonic() < deadline:
+        time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+        invocation = store.invocations.get(invocation.id)
+    return invocation
+
+
+def _with_attempts(store: Store, invocation: InvocationView) -> dict[str, Any]:
+    """The invocation as JSON, with its attempt log."""
+    shown = invocation.as_dict()
+    shown["attempt_log"] = [a.as_dict() for a in store.invocations.attempts(invocation.id)]
+    return shown
+
+
+def cmd_invoke(args: argparse.Namespace, settings: Settings) -> int:
+    payload = _parse_payload(args.data)
+    if args.key is not None and not (0 < len(args.key) <= 255 and _printable_ascii(args.key)):
+        raise BadRequest("--key takes 1 to 255 printable ASCII characters")
+    if args.wait is not None and args.wait < 0:
+        raise BadRequest("--wait takes a number of seconds, 0 or more")
+    with open_runtime(settings) as runtime:
+        invocation, created = runtime.dispatcher.accept(
+            tenant_id=args.tenant,
+            function=args.name,
+            payload=payload,
+            idempotency_key=args.key,
+            trigger="cli",
+        )
+        if not created:
+            warn(
+                f"replayed: idempotency key {invocation.idempotency_key!r} names an "
+                "existing invocation; it was not invoked again"
+            )
+        elif settings.embedded_broker and not invocation.finished:
+            warn(
+                "note: the in-process broker (FERRY_BROKER_URL=memory://) lives only inside "
+                "one process; the invocation is queued in the store and runs when `ferry dev` "
+                "or a `ferry worker` on the same store picks it up"
+            )
+        if args.wait:
+            invocation = _wait(runtime.store, invocation, args.wait)
+        print_json(_with_attempts(runtime.store, invocation))
+    if invocation.status in ("failed", "cancelled"):
+        return EXIT_USER_ERROR
+    if args.wait and not invocation.finished:
+        warn(f"the invocation is still {invocation.status} after {args.wait:g} s")
+        return EXIT_STILL_RUNNING
+    return EXIT_OK
+
+
+def add_commands(sub: Any) -> None:
+    """Add `ferry invoke`."""
+    invoke = sub.add_parser("invoke", help="invoke a function as a tenant (trigger `cli`)")
+    invoke.add_argument("name", metavar="NAME", help="the function")
+    invoke.add_argument("--tenant", required=True, metavar="ID")
+    invoke.add_argument("--data", required=True, metavar="JSON", help="the input, as JSON")
+    invoke.add_argument("--key", metavar="K", help="idempotency key (default: the invocation id)")
+    invoke.add_argument(
+        "--wait",
+        type=float,
+        metavar="S",
+        help="wait up to S seconds for it to finish; exit 1 if it failed, 3 if it is still going",
+    )
+    invoke.set_defaults(run=cmd_invoke)

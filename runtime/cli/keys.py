@@ -1,0 +1,86 @@
+"""`ferry keys create|list|revoke`: API keys, whose secret is printed once."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime
+from typing import Any
+
+from runtime.cli.connect import open_store
+from runtime.cli.output import EXIT_OK, add_json_flag, say, show
+from runtime.settings import Settings
+from runtime.store import Store
+from runtime.store.tenants import parse_scopes
+from runtime.store.views import ApiKeyView, rfc3339
+
+
+def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
+    scopes = parse_scopes(args.scopes)
+    with open_store(settings) as store:
+        view, plaintext = store.tenants.create_key(args.tenant, scopes, name=args.name)
+    say(
+        f"created key {view.id} for tenant {view.tenant_id} with scopes "
+        f"{','.join(sorted(view.scopes))}; it is shown this once, store it now:"
+    )
+    say(plaintext)
+    return EXIT_OK
+
+
+def _find_keys(store: Store, tenant_id: str | None) -> tuple[list[ApiKeyView], datetime]:
+    """The keys (of one tenant, or all), and the store's time to judge their expiry by."""
+    if tenant_id:
+        store.tenants.get(tenant_id)  # an unknown tenant is an error, not an empty list
+    return store.tenants.list_keys(tenant_id), store.db.clock()
+
+
+def _state(key: ApiKeyView, now: datetime) -> str:
+    if key.revoked_at is not None:
+        return "revoked"
+    if key.expires_at is not None and key.expires_at <= now:
+        return "expired"
+    return "active"
+
+
+def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    with open_store(settings) as store:
+        keys, now = _find_keys(store, args.tenant)
+    records = [
+        {
+            "id": k.id,
+            "tenant_id": k.tenant_id,
+            "name": k.name,
+            "scopes": sorted(k.scopes),
+            "state": _state(k, now),
+            "created_at": rfc3339(k.created_at),
+            "expires_at": rfc3339(k.expires_at),
+            "revoked_at": rfc3339(k.revoked_at),
+        }
+        for k in keys
+    ]
+    show(args.json, "keys", records, ["id", "tenant_id", "name", "scopes", "state", "created_at"])
+    return EXIT_OK
+
+
+def cmd_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    with open_store(settings) as store:
+        key = store.tenants.revoke_key(args.key_id)
+    say(f"key {key.id} of tenant {key.tenant_id} is revoked")
+    return EXIT_OK
+
+
+def add_commands(sub: Any) -> None:
+    """Add `ferry keys ACTION`."""
+    keys = sub.add_parser("keys", help="create, list and revoke API keys")
+    ksub = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = ksub.add_parser("create", help="create a key; it is printed once, on the last line")
+    create.add_argument("--tenant", required=True, metavar="ID")
+    create.add_argument("--scopes", required=True, help="comma-separated: invoke,read,manage,admin")
+    create.add_argument("--name", default="", help="what the key is for")
+    create.set_defaults(run=cmd_create)
+    listing = ksub.add_parser("list", help="list keys (never their secrets)")
+    listing.add_argument("--tenant", metavar="ID", help="only this tenant's keys")
+    add_json_flag(listing)
+    listing.set_defaults(run=cmd_list)
+    revoke = ksub.add_parser("revoke", help="revoke a key")
+    revoke.add_argument("key_id", metavar="KEY_ID", help="the id `keys list` shows")
+    revoke.set_defaults(run=cmd_revoke)

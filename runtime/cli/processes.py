@@ -1,0 +1,85 @@
+"""`ferry dev`, `ferry worker` and `ferry migrate`: the processes and the schema they need."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from runtime import devserver
+from runtime.cli.output import EXIT_OK, say
+from runtime.errors import BadRequest
+from runtime.registry import QUEUES
+from runtime.settings import Settings
+from runtime.store import Store
+
+#: Settings `ferry dev` changes when the user left them unset: a single local process can
+#: re-send lost work after 2 s instead of 60, and write logs for a terminal.
+DEV_DEFAULTS: dict[str, object] = {
+    "redispatch_after_s": 2.0,
+    "lease_grace_s": 5.0,
+    "log_format": "console",
+}
+
+
+def dev_settings(settings: Settings) -> Settings:
+    """`settings` with the dev defaults for every value the user did not set."""
+    missing = {k: v for k, v in DEV_DEFAULTS.items() if k not in settings.model_fields_set}
+    return Settings.from_env(**missing) if missing else settings
+
+
+def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
+    # Imported here: the gateway is a Falcon app, and no other command needs it.
+    from gateway.app import create_app
+
+    return devserver.run(
+        dev_settings(settings), host=args.host, port=args.port, app_factory=create_app
+    )
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from runtime.worker import run_worker
+
+    if args.threads is not None and args.threads < 1:
+        raise BadRequest("--threads takes a number of threads, 1 or more")
+    queues = _parse_queues(args.queues) if args.queues is not None else None
+    return run_worker(settings, queues=queues, threads=args.threads)
+
+
+def _parse_queues(text: str) -> list[str]:
+    queues = [q.strip() for q in text.split(",") if q.strip()]
+    unknown = sorted(set(queues) - set(QUEUES))
+    if not queues or unknown:
+        raise BadRequest(f"--queues takes some of {', '.join(QUEUES)}; got {text!r}")
+    return queues
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from sqlalchemy.engine import make_url
+
+    store = Store.from_settings(settings)
+    try:
+        store.migrate()
+    finally:
+        store.close()
+    where = make_url(settings.database_url).render_as_string(hide_password=True)
+    say(f"the store is at the newest schema: {where}")
+    return EXIT_OK
+
+
+def add_commands(sub: Any) -> None:
+    """Add `ferry dev`, `ferry worker` and `ferry migrate`."""
+    dev = sub.add_parser("dev", help="run everything in one process on the embedded defaults")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    # The servers configure their own logging; other commands log warnings to stderr.
+    dev.set_defaults(run=cmd_dev, own_logging=True)
+
+    worker = sub.add_parser("worker", help="run a worker process (production)")
+    worker.add_argument(
+        "--queues", help=f"comma-separated, of {','.join(QUEUES)} (default: default,scheduled)"
+    )
+    worker.add_argument("--threads", type=int, help="default: FERRY_WORKER_THREADS")
+    worker.set_defaults(run=cmd_worker, own_logging=True)
+
+    migrate = sub.add_parser("migrate", help="bring the store's schema to the newest version")
+    migrate.set_defaults(run=cmd_migrate)
