@@ -65,6 +65,10 @@ class HeartbeatOptions:
         )
 
 
+def _warn_failed(step: str, ex: Exception) -> None:
+    log.warning("heartbeat_failed", step=step, error_type=type(ex).__name__, error=str(ex))
+
+
 class Heartbeat:
     """The heartbeat thread of one worker process."""
 
@@ -116,9 +120,7 @@ class Heartbeat:
                 threads=self.threads,
             )
         except Exception as ex:  # the next beat registers it; a worker must not die of this
-            log.warning(
-                "heartbeat_failed", step="register", error_type=type(ex).__name__, error=str(ex)
-            )
+            _warn_failed("register", ex)
             return False
         log.info("worker_registered", worker_id=self.worker_id, queues=self.queues)
         return True
@@ -134,9 +136,7 @@ class Heartbeat:
                 local_ids=local,
             )
         except Exception as ex:
-            log.warning(
-                "heartbeat_failed", step="host_sweep", error_type=type(ex).__name__, error=str(ex)
-            )
+            _warn_failed("host_sweep", ex)
             return
         self._count_lost(lost, reason="process_gone")
 
@@ -161,9 +161,7 @@ class Heartbeat:
             if self._beats % max(1, int(60 / self.options.interval_s)) == 1:
                 self.workers.prune(retention_s=self.options.retention_s)
         except Exception as ex:  # keep beating; the next one may reach the store
-            log.warning(
-                "heartbeat_failed", step="beat", error_type=type(ex).__name__, error=str(ex)
-            )
+            _warn_failed("beat", ex)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.options.interval_s):
@@ -186,6 +184,4 @@ class Heartbeat:
         try:
             self.workers.set_state(self.worker_id, state)
         except Exception as ex:
-            log.warning(
-                "heartbeat_failed", step=str(state), error_type=type(ex).__name__, error=str(ex)
-            )
+            _warn_failed(str(state), ex)

@@ -47,6 +47,13 @@ class NewInvocation:
     scheduled_for: datetime | None = None
 
 
+_NEW_FIELDS = tuple(f.name for f in dataclasses.fields(NewInvocation))
+#: The fields of a stored invocation that a new one does not have yet.
+_NOT_YET: dict[str, Any] = dict.fromkeys(
+    ("result", "error", "started_at", "finished_at", "lease_expires_at", "worker_id")
+)
+
+
 class Invocations:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -62,28 +69,12 @@ class Invocations:
         now = self.db.clock()
         due = new.scheduled_for is None or new.scheduled_for <= now
         view = InvocationView(
-            id=new.id,
-            tenant_id=new.tenant_id,
-            function=new.function,
-            queue=new.queue,
+            **{name: getattr(new, name) for name in _NEW_FIELDS},
+            **_NOT_YET,
             status=Status.QUEUED if due else Status.SCHEDULED,
-            trigger=new.trigger,
-            idempotency_key=new.idempotency_key,
-            request_hash=new.request_hash,
-            request_id=new.request_id,
-            parent_id=new.parent_id,
-            payload=new.payload,
-            result=None,
-            error=None,
             attempts=0,
-            max_retries=new.max_retries,
             budget_start=0,
             created_at=now,
-            scheduled_for=new.scheduled_for,
-            started_at=None,
-            finished_at=None,
-            lease_expires_at=None,
-            worker_id=None,
         )
         # A due invocation is sent by the caller right after this commit.
         values = {name: getattr(view, name) for name in _VIEW_FIELDS}

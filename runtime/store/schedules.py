@@ -112,17 +112,8 @@ class Schedules:
                     row.updated_at = now
 
     def _insert(self, s: Session, schedule_id: str, now: datetime) -> None:
-        _insert_ignoring_duplicates(
-            s,
-            S,
-            {
-                "id": schedule_id,
-                "last_tick_at": now,
-                "created_at": now,
-                "updated_at": now,
-            },
-            ["id"],
-        )
+        values = {"id": schedule_id, "last_tick_at": now, "created_at": now, "updated_at": now}
+        _insert_ignoring_duplicates(s, S, values, ["id"])
 
     def ensure(self, schedule_id: str, now: datetime) -> ScheduleStateView:
         """The state of a schedule, registering it first if no scheduler has yet."""

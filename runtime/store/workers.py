@@ -1,8 +1,4 @@
-"""The `workers` table: every statement about worker processes (see `runtime.heartbeat`).
-
-A worker not seen for a while is marked `lost` with one conditional UPDATE, so each loss
-is counted once however many workers notice it.
-"""
+"""The `workers` table: every statement about worker processes (`runtime.heartbeat` runs them)."""
 
 from __future__ import annotations
 
@@ -178,11 +174,3 @@ class Workers:
         with self.db.session() as s:
             rows = s.scalars(sa.select(W).order_by(order, W.last_seen_at.desc(), W.id))
             return [WorkerView.from_row(r) for r in rows]
-
-    def counts(self, *, stale_after_s: float) -> dict[str, int]:
-        """How many workers are in each display state (every state present, maybe 0)."""
-        now = self.db.clock()
-        counts = dict.fromkeys(DISPLAY_STATES, 0)
-        for worker in self.list():
-            counts[worker.display_state(now, stale_after_s)] += 1
-        return counts
