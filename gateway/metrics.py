@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from gateway.types import WsgiApp
 from runtime.app import Runtime
-from runtime.heartbeat import HeartbeatOptions, Workers
+from runtime.heartbeat import HeartbeatOptions
 from runtime.metrics import (
     Metrics,
     StateCollector,
@@ -94,8 +94,8 @@ class HttpMetricsMiddleware:
 def state_collector(runtime: Runtime) -> StateCollector:
     return StateCollector(
         runtime.broker,
-        Workers(runtime.store.db),
-        HeartbeatOptions.from_settings(runtime.settings),
+        runtime.store.workers,
+        stale_after_s=HeartbeatOptions.from_settings(runtime.settings).stale_after_s,
     )
 
 

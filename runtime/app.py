@@ -18,7 +18,7 @@ from runtime.broker import build_broker, declare_actors, install_worker_middlewa
 from runtime.dispatch import Dispatcher
 from runtime.errors import BrokerUnavailable
 from runtime.execution import Executor
-from runtime.heartbeat import Heartbeat, HeartbeatOptions, Workers
+from runtime.heartbeat import Heartbeat, HeartbeatOptions
 from runtime.metrics import process_metrics
 from runtime.registry import Registry
 from runtime.settings import Settings
@@ -95,7 +95,7 @@ class Runtime:
         self.worker_id = worker_id()
         self.metrics = process_metrics(settings)
         install_worker_middleware(
-            self.broker, self.store.invocations, self.worker_id, self._lease_s, self.metrics
+            self.broker, self.store.claims, self.worker_id, self._lease_s, self.metrics
         )
         self.dispatcher = Dispatcher(
             self.store,
@@ -139,7 +139,7 @@ class Runtime:
         if sweeper is not None:
             sweeper.start()
         heartbeat = Heartbeat(
-            Workers(self.store.db),
+            self.store.workers,
             self.worker_id,
             queues=sorted(queues or {q_name(q) for q in self.broker.get_declared_queues()}),
             threads=threads or self.settings.worker_threads,

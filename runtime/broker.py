@@ -17,7 +17,7 @@ from runtime.middleware.metrics import MetricsMiddleware
 from runtime.redis_broker import WakingRedisBroker
 from runtime.registry import Registry
 from runtime.settings import Settings
-from runtime.store.invocations import Invocations
+from runtime.store.claims import Claims
 
 
 def build_broker(settings: Settings) -> dramatiq.Broker:
@@ -46,7 +46,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
 
 def install_worker_middleware(
     broker: dramatiq.Broker,
-    invocations: Invocations,
+    claims: Claims,
     worker_id: str,
     lease_s: Callable[[str], float],
     metrics: Metrics,
@@ -55,10 +55,10 @@ def install_worker_middleware(
 
     The claim must run first: every later hook relies on the invocation it won.
     """
-    broker.add_middleware(ClaimMiddleware(invocations, worker_id, lease_s))
+    broker.add_middleware(ClaimMiddleware(claims, worker_id, lease_s))
     broker.add_middleware(LogContextMiddleware())
     # After the claim: it measures the attempts the claim won.
-    broker.add_middleware(MetricsMiddleware(metrics, invocations.db))
+    broker.add_middleware(MetricsMiddleware(metrics, claims))
 
 
 def declare_actors(

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from runtime.dispatch import Dispatcher
     from runtime.registry import FunctionSpec
     from runtime.store import Store
-    from runtime.store.invocations import Claimed
+    from runtime.store.claims import Claimed
     from runtime.store.views import InvocationView
 
 #: The claim the current worker thread is running (set by the claim middleware).

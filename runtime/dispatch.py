@@ -23,7 +23,8 @@ from runtime.errors import BrokerUnavailable, TenantSuspended
 from runtime.queues import queue_depths
 from runtime.registry import Registry
 from runtime.store import Store
-from runtime.store.invocations import Dispatch, NewInvocation
+from runtime.store.invocations import NewInvocation
+from runtime.store.sweep import Dispatch
 from runtime.store.views import InvocationView
 
 log = structlog.get_logger("ferry.dispatch")
@@ -147,11 +148,11 @@ class Dispatcher:
 
     def sweep(self) -> SweepReport:
         """Recover lost attempts, then send everything due or stale."""
-        lost = self.store.invocations.reclaim_lost()
+        lost = self.store.sweep.reclaim_lost()
         for invocation_id in lost:
             log.warning("attempt_lost", invocation_id=invocation_id)
         sent = failed = 0
-        batch = self.store.invocations.take_dispatchable(
+        batch = self.store.sweep.take_dispatchable(
             redispatch_after_s=self.redispatch_after_s, waiting_since=self._waiting_since()
         )
         for item in batch:

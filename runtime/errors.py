@@ -73,6 +73,10 @@ class TenantNotFound(NotFound):
     """No tenant has that id."""
 
 
+class ScheduleNotFound(NotFound):
+    """No schedule has that id."""
+
+
 class InputInvalid(RequestRejected):
     """The input is not valid for the function."""
 

@@ -28,7 +28,7 @@ from runtime.store.db import translate_errors
 if TYPE_CHECKING:
     from runtime.dispatch import Dispatcher
     from runtime.store import Store
-    from runtime.store.invocations import Claimed
+    from runtime.store.claims import Claimed
 
 log = structlog.get_logger("ferry.execution")
 
@@ -109,10 +109,10 @@ class Executor:
         if session is None:
             # The function wrote nothing through ctx.session: record on a plain connection,
             # without an ORM unit of work. A lost lease updates nothing, so commit is safe.
-            recorded = self.store.invocations.succeed_alone(claimed, result)
+            recorded = self.store.claims.succeed_alone(claimed, result)
         else:
             with translate_errors(), session:
-                recorded = self.store.invocations.succeed(session, claimed, result)
+                recorded = self.store.claims.succeed(session, claimed, result)
                 if recorded:
                     session.commit()
                 else:
@@ -137,7 +137,7 @@ class Executor:
             retry_at = self.store.db.clock() + timedelta(seconds=delay)
         outcome = "timed_out" if kind == "timed_out" else ("retrying" if retry_at else "failed")
         details = {"type": type(error).__name__, "message": str(error) or type(error).__name__}
-        status = self.store.invocations.fail(
+        status = self.store.claims.fail(
             claimed,
             outcome=outcome,
             error=details,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import structlog
@@ -23,23 +23,26 @@ SECRET_KEY = re.compile(
 SECRET_VALUE = re.compile(r"fy_[a-z0-9]{12}_[A-Za-z0-9_-]{20,}|Bearer\s+\S+")
 
 
-def _scrub(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: REDACTED if SECRET_KEY.search(str(k)) else _scrub(v) for k, v in value.items()}
+def redact(value: Any) -> Any:
+    """Hide values under secret-looking keys, and key-shaped strings, at any depth."""
+    if isinstance(value, Mapping):
+        return {k: REDACTED if SECRET_KEY.search(str(k)) else redact(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_scrub(v) for v in value]
+        return [redact(v) for v in value]
     if isinstance(value, str):
         return SECRET_VALUE.sub(REDACTED, value)
     return value
 
 
-def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def redact_event(
+    _logger: Any, _name: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     """Replace the values of secret-looking keys, and key-shaped strings, by `[redacted]`."""
     for key in list(event):
         if key != "event" and SECRET_KEY.search(key):
             event[key] = REDACTED
         else:
-            event[key] = _scrub(event[key])
+            event[key] = redact(event[key])
     return event
 
 
@@ -54,7 +57,7 @@ def configure_logging(settings: Settings, stream: Any = None) -> None:
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        redact,
+        redact_event,
     ]
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, renderer],

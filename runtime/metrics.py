@@ -51,9 +51,9 @@ from prometheus_client.exposition import choose_encoder, start_http_server
 from prometheus_client.registry import Collector
 
 from runtime.errors import ConfigurationError
-from runtime.heartbeat import DISPLAY_STATES, HeartbeatOptions, Workers, WorkerView
 from runtime.queues import QueueDepth, queue_depths
 from runtime.settings import Settings
+from runtime.store.workers import DISPLAY_STATES, Workers, WorkerView
 
 log = structlog.get_logger("ferry.metrics")
 
@@ -196,13 +196,14 @@ class StateCollector(Collector):
         self,
         broker: dramatiq.Broker,
         workers: Workers,
-        options: HeartbeatOptions,
         *,
+        stale_after_s: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.broker = broker
         self.workers = workers
-        self.options = options
+        #: When a silent worker counts as stale (`HeartbeatOptions.stale_after_s`).
+        self.stale_after_s = stale_after_s
         self.clock = clock
 
     def collect(self) -> Iterator[Metric]:
@@ -258,7 +259,7 @@ class StateCollector(Collector):
         counts = dict.fromkeys(DISPLAY_STATES, 0)
         per_queue = dict.fromkeys(queues, 0)
         for view in views:
-            state = view.display_state(now, self.options.stale_after_s)
+            state = view.display_state(now, self.stale_after_s)
             counts[state] += 1
             if state == "live":
                 for queue in view.queues:

@@ -1,50 +1,35 @@
-"""What the dashboard shows, as frozen dataclasses: the only place its pages query.
+"""What the dashboard shows, as frozen dataclasses read through the store's roles.
 
 Every read takes `read_tenant`: a tenant id limits it to that tenant's rows (the store's
-tenant-scoped session enforces it, and the queries say it too); None is an admin key
-reading across tenants. Templates get these dataclasses, never a query or a row.
+tenant-scoped session enforces it); None is an admin key reading across tenants.
+Templates get these dataclasses, never a query or a row. Nothing here writes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 import dramatiq
-import sqlalchemy as sa
 
 from runtime.errors import BadRequest
-from runtime.heartbeat import HeartbeatOptions, Workers, WorkerView
-from runtime.logs import REDACTED, SECRET_KEY, SECRET_VALUE
+from runtime.heartbeat import HeartbeatOptions
+from runtime.logs import redact
 from runtime.queues import queue_depths
 from runtime.registry import Registry
 from runtime.scheduling.control import ScheduleControl, ScheduleView
-from runtime.store import Store, models, paging
+from runtime.store import Store, models
 from runtime.store.models import FINISHED, Status
+from runtime.store.stats import FunctionFigures
 from runtime.store.tenants import Principal
 from runtime.store.views import AttemptView, InvocationView
+from runtime.store.workers import WorkerView
 
-I = models.Invocation  # noqa: E741 - the table most reads here are about
-A = models.Attempt
-STATUSES = tuple(s.value for s in Status)
-#: How far back function statistics look, and how many attempts feed the percentiles.
+#: How far back function statistics look.
 FUNCTION_WINDOW = timedelta(hours=24)
-PERCENTILE_SAMPLE = 5000
-
-
-def redact(value: Any) -> Any:
-    """Hide values under secret-looking keys and key-shaped strings, as the logs do."""
-    if isinstance(value, Mapping):
-        return {k: REDACTED if SECRET_KEY.search(str(k)) else redact(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [redact(v) for v in value]
-    if isinstance(value, str):
-        return SECRET_VALUE.sub(REDACTED, value)
-    return value
 
 
 def pretty_json(value: Any) -> str:
@@ -231,21 +216,6 @@ class InvocationDetail:
         return self.invocation.status in FINISHED
 
 
-def _percentile(sorted_values: list[float], fraction: float) -> float | None:
-    """Nearest-rank percentile of already sorted values."""
-    if not sorted_values:
-        return None
-    rank = max(1, math.ceil(fraction * len(sorted_values)))
-    return sorted_values[rank - 1]
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        return paging.decode_cursor(cursor)
-    except BadRequest as ex:
-        raise BadRequest("the page link is damaged; start from the first page") from ex
-
-
 class DashboardReadModel:
     def __init__(
         self,
@@ -261,24 +231,17 @@ class DashboardReadModel:
         self.registry = registry
         self.broker = broker
         self.heartbeat = heartbeat
+        # NOTE(store): the dashboard's schedule actions reach this control through the read
+        # model; they move to the schedule service (runtime/services/schedules.py) with the
+        # dashboard resources. The read model itself only reads it.
         self.schedule_control = schedules
-        self.workers = Workers(store.db)
         self.clock = clock or store.db.clock
 
     # --- who is looking -------------------------------------------------------------------------
 
     def principal(self, key_id: str) -> Principal | None:
         """The key's principal if it still authenticates (not revoked, not expired)."""
-        now = self.clock()
-        with self.store.db.session() as s:
-            row = s.get(models.ApiKey, key_id)
-            if row is None or row.revoked_at is not None:
-                return None
-            if row.expires_at is not None and row.expires_at <= now:
-                return None
-            return Principal(
-                key_id=row.id, tenant_id=row.tenant_id, scopes=frozenset(row.scopes.split(","))
-            )
+        return self.store.tenants.principal(key_id)
 
     def tenant_ids(self) -> list[str]:
         return [t.id for t in self.store.tenants.list()]
@@ -288,32 +251,12 @@ class DashboardReadModel:
     def _status_counts(
         self, read_tenant: str | None, label: str, window: timedelta
     ) -> StatusCounts:
-        since = self.clock() - window
-        scoped = [I.tenant_id == read_tenant] if read_tenant is not None else []
-        with self.store.db.session(read_tenant) as s:
-            created = dict(
-                s.execute(
-                    sa.select(I.status, sa.func.count())
-                    .where(I.created_at >= since, *scoped)
-                    .group_by(I.status)
-                ).all()
-            )
-            finished = dict(
-                s.execute(
-                    sa.select(I.status, sa.func.count())
-                    .where(
-                        I.finished_at >= since,
-                        I.status.in_((Status.SUCCEEDED, Status.FAILED)),
-                        *scoped,
-                    )
-                    .group_by(I.status)
-                ).all()
-            )
+        tally = self.store.stats.status_tally(read_tenant, self.clock() - window)
         return StatusCounts(
             label=label,
-            by_status={status: int(created.get(status, 0)) for status in STATUSES},
-            succeeded=int(finished.get(Status.SUCCEEDED, 0)),
-            failed=int(finished.get(Status.FAILED, 0)),
+            by_status=tally.created,
+            succeeded=tally.succeeded,
+            failed=tally.failed,
             minutes=window.total_seconds() / 60,
         )
 
@@ -353,47 +296,17 @@ class DashboardReadModel:
                 seen_ago_s=max(0.0, (now - w.last_seen_at).total_seconds()),
                 state=w.display_state(now, self.heartbeat.stale_after_s),
             )
-            for w in self.workers.list()
+            for w in self.store.workers.list()
         ]
 
     # --- functions ------------------------------------------------------------------------------
 
     def functions(self, read_tenant: str | None) -> list[FunctionRow]:
-        since = self.clock() - FUNCTION_WINDOW
-        scoped = [I.tenant_id == read_tenant] if read_tenant is not None else []
-        with self.store.db.session(read_tenant) as s:
-            outcomes: dict[tuple[str, str], int] = {
-                (fn, status): int(n)
-                for fn, status, n in s.execute(
-                    sa.select(I.function, I.status, sa.func.count())
-                    .where(
-                        I.finished_at >= since,
-                        I.status.in_((Status.SUCCEEDED, Status.FAILED)),
-                        *scoped,
-                    )
-                    .group_by(I.function, I.status)
-                )
-            }
-            runs = s.execute(
-                sa.select(I.function, A.started_at, A.finished_at)
-                .join(I, I.id == A.invocation_id)
-                .where(
-                    A.finished_at >= since,
-                    A.outcome.in_(("succeeded", "failed", "retrying", "timed_out")),
-                    *scoped,
-                )
-                .order_by(A.finished_at.desc())
-                .limit(PERCENTILE_SAMPLE)
-            )
-            durations: dict[str, list[float]] = {}
-            for fn, started, finished in runs:
-                if finished is not None:  # the query asks for finished ones; this tells mypy
-                    ms = (finished - started).total_seconds() * 1000
-                    durations.setdefault(fn, []).append(ms)
+        figures = self.store.stats.functions(read_tenant, self.clock() - FUNCTION_WINDOW)
         rows = []
         for function in self.registry:
             spec = function.spec
-            times = sorted(durations.get(function.name, []))
+            recent = figures.get(function.name) or FunctionFigures()
             described = function.describe()
             rows.append(
                 FunctionRow(
@@ -412,11 +325,11 @@ class DashboardReadModel:
                         if described["output_schema"] is not None
                         else None
                     ),
-                    succeeded=outcomes.get((function.name, Status.SUCCEEDED), 0),
-                    failed=outcomes.get((function.name, Status.FAILED), 0),
-                    p50_ms=_percentile(times, 0.50),
-                    p95_ms=_percentile(times, 0.95),
-                    samples=len(times),
+                    succeeded=recent.succeeded,
+                    failed=recent.failed,
+                    p50_ms=recent.p50_ms,
+                    p95_ms=recent.p95_ms,
+                    samples=recent.samples,
                 )
             )
         return rows
@@ -432,31 +345,19 @@ class DashboardReadModel:
         limit: int = 50,
     ) -> InvocationPage:
         """Newest first, in pages of `limit`."""
-        query = sa.select(I).order_by(I.created_at.desc(), I.id.desc()).limit(limit + 1)
-        if read_tenant is not None:
-            query = query.where(I.tenant_id == read_tenant)
-        if where.function:
-            query = query.where(I.function == where.function)
-        if where.status:
-            query = query.where(I.status == where.status)
-        if where.created_from is not None:
-            query = query.where(I.created_at >= where.created_from)
-        if where.created_to is not None:
-            query = query.where(I.created_at < where.created_to)
-        if cursor:
-            created_at, last_id = decode_cursor(cursor)
-            query = query.where(
-                sa.or_(
-                    I.created_at < created_at, sa.and_(I.created_at == created_at, I.id < last_id)
-                )
+        try:
+            views, next_cursor = self.store.invocations.list(
+                read_tenant,
+                function=where.function,
+                status=where.status,
+                created_from=where.created_from,
+                created_to=where.created_to,
+                limit=limit,
+                cursor=cursor,
             )
-        with self.store.db.session(read_tenant) as s:
-            views = [InvocationView.from_row(r) for r in s.scalars(query)]
-        rows = [InvocationRow.from_view(v) for v in views[:limit]]
-        next_cursor = (
-            paging.encode_cursor(rows[-1].created_at, rows[-1].id) if len(views) > limit else None
-        )
-        return InvocationPage(rows, next_cursor)
+        except BadRequest as ex:  # only the cursor can be malformed here
+            raise BadRequest("the page link is damaged; start from the first page") from ex
+        return InvocationPage([InvocationRow.from_view(v) for v in views], next_cursor)
 
     def invocation(
         self, read_tenant: str | None, invocation_id: str, *, with_payload: bool

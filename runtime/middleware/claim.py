@@ -11,7 +11,7 @@ from dramatiq.middleware import SkipMessage
 
 from runtime.context import current_claim
 from runtime.errors import StoreUnavailable
-from runtime.store.invocations import Claimed, Invocations
+from runtime.store.claims import Claimed, Claims
 
 log = structlog.get_logger("ferry.claim")
 
@@ -25,17 +25,15 @@ class ClaimMiddleware(dramatiq.Middleware):
     raising `SkipMessage` is the one way to stop a message in Dramatiq.
     """
 
-    def __init__(
-        self, invocations: Invocations, worker_id: str, lease_s: Callable[[str], float]
-    ) -> None:
-        self.invocations = invocations
+    def __init__(self, claims: Claims, worker_id: str, lease_s: Callable[[str], float]) -> None:
+        self.claims = claims
         self.worker_id = worker_id
         self.lease_s = lease_s
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         invocation_id = message.options.get("invocation_id") or message.args[0]
         try:
-            outcome = self.invocations.claim(
+            outcome = self.claims.claim(
                 invocation_id, self.worker_id, self.lease_s(message.actor_name)
             )
         except StoreUnavailable as ex:

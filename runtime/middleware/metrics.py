@@ -18,13 +18,11 @@ from collections.abc import Callable
 from typing import Any
 
 import dramatiq
-import sqlalchemy as sa
 import structlog
 
 from runtime.context import current_claim, recorded_outcome
 from runtime.metrics import Metrics
-from runtime.store import models
-from runtime.store.db import Database
+from runtime.store.claims import Claims
 
 log = structlog.get_logger("ferry.metrics")
 
@@ -43,35 +41,20 @@ _running: contextvars.ContextVar[_Running | None] = contextvars.ContextVar(
 )
 
 
-def attempt_outcome(
-    db: Database, invocation_id: str, attempt: int
-) -> tuple[str | None, str | None]:
-    """The attempt's recorded outcome and its invocation's status now (None if unknown)."""
-    with db.session() as s:
-        row = s.execute(
-            sa.select(models.Attempt.outcome, models.Invocation.status)
-            .join(models.Invocation, models.Invocation.id == models.Attempt.invocation_id)
-            .where(models.Attempt.invocation_id == invocation_id, models.Attempt.number == attempt)
-        ).one_or_none()
-    if row is None:
-        return None, None
-    return row[0], row[1]
-
-
 class MetricsMiddleware(dramatiq.Middleware):
     """Install after the claim middleware: it measures the attempts the claim won."""
 
     def __init__(
         self,
         metrics: Metrics,
-        db: Database,
+        claims: Claims,
         *,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if not isinstance(metrics, Metrics):
             raise TypeError("MetricsMiddleware needs a runtime.metrics.Metrics")
         self.metrics = metrics
-        self.db = db
+        self.claims = claims
         self.monotonic = monotonic
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
@@ -104,7 +87,7 @@ class MetricsMiddleware(dramatiq.Middleware):
             # The unit of work says what it recorded; only when it recorded nothing (its
             # lease was lost) is the store asked what the attempt came to.
             if recorded is None:
-                recorded = attempt_outcome(self.db, running.invocation_id, running.attempt)
+                recorded = self.claims.attempt_outcome(running.invocation_id, running.attempt)
             outcome, status = recorded
             self.metrics.count_outcome(
                 function=running.function,

@@ -18,9 +18,10 @@ import dataclasses
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from runtime.scheduling.definition import ScheduleDefinition, ScheduleNotFound
+from runtime.errors import ScheduleNotFound
+from runtime.scheduling.definition import ScheduleDefinition
 from runtime.scheduling.scheduler import Scheduler
-from runtime.scheduling.state import ScheduleRunView, ScheduleStateView
+from runtime.store.schedules import ScheduleRunView, ScheduleStateView
 from runtime.store.views import InvocationView, rfc3339
 
 if TYPE_CHECKING:

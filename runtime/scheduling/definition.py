@@ -36,7 +36,10 @@ from typing import Any, Final, Literal
 
 import pydantic
 
-from runtime.errors import ConfigurationError, FunctionNotFound, InputInvalid, NotFound
+from runtime.errors import ConfigurationError, FunctionNotFound, InputInvalid
+
+# Defined with the other errors (the store raises it too); importable from here as before.
+from runtime.errors import ScheduleNotFound as ScheduleNotFound
 from runtime.registry import FunctionSpec, Registry
 from runtime.scheduling.crontime import CronInvalid, CronTimes
 from runtime.store.tenants import TENANT_ID
@@ -54,10 +57,6 @@ MAX_JITTER_S = 86_400.0
 
 class ScheduleDefinitionError(ConfigurationError):
     """A schedule is defined wrongly."""
-
-
-class ScheduleNotFound(NotFound):
-    """No schedule has that id."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,14 +30,15 @@ from runtime.errors import (
     IdempotencyConflict,
     InputInvalid,
     NotFound,
+    ScheduleNotFound,
     TenantSuspended,
     Unavailable,
 )
-from runtime.scheduling.definition import ScheduleBook, ScheduleDefinition, ScheduleNotFound
-from runtime.scheduling.state import ScheduleStateView, ScheduleStore
+from runtime.scheduling.definition import ScheduleBook, ScheduleDefinition
 from runtime.scheduling.ticks import TickPlan, jitter, manual_key, plan_ticks, tick_key
 from runtime.store import Clock, utcnow
 from runtime.store.models import TenantStatus
+from runtime.store.schedules import Schedules, ScheduleStateView
 from runtime.store.views import InvocationView, rfc3339
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ class Scheduler:
     def __init__(
         self,
         book: ScheduleBook,
-        store: ScheduleStore,
+        store: Schedules,
         tenants: Tenants,
         dispatcher: Dispatcher,
         *,
@@ -107,14 +108,14 @@ class Scheduler:
             book = ScheduleBook.load(runtime.settings.schedules_module, runtime.registry)
         return cls(
             book,
-            ScheduleStore(runtime.store.db),
+            runtime.store.schedules,
             runtime.store.tenants,
             runtime.dispatcher,
             clock=runtime.store.db.clock,
         )
 
     def register(self, now: datetime | None = None) -> None:
-        """Make the store's list of schedules agree with the code (see `ScheduleStore`)."""
+        """Make the store's list of schedules agree with the code (see `Schedules.register`)."""
         self.store.register(self.book.ids(), now or self.clock())
 
     # --- ticks --------------------------------------------------------------------------------

@@ -10,20 +10,30 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from runtime.settings import Settings
+from runtime.store.claims import Claims
 from runtime.store.db import Clock, Database, engine_from_settings, translate_errors, utcnow
 from runtime.store.invocations import Invocations
+from runtime.store.schedules import Schedules
+from runtime.store.stats import Stats
+from runtime.store.sweep import Sweep
 from runtime.store.tenants import Tenants
+from runtime.store.workers import Workers
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 class Store:
-    """One database, with its tenants and invocations."""
+    """One database, with one repository per role (each a module of this package)."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
         self.tenants = Tenants(db)
         self.invocations = Invocations(db)
+        self.claims = Claims(db)
+        self.sweep = Sweep(db)
+        self.workers = Workers(db)
+        self.schedules = Schedules(db)
+        self.stats = Stats(db)
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Clock = utcnow) -> Store:

@@ -1,25 +1,17 @@
-"""Invocations and attempts: every state change of an invocation is one statement here.
+"""Invocations as callers see them: accept (with idempotency), read, list, cancel, requeue.
 
-State changes are atomic conditional updates (`UPDATE ... WHERE id = :id AND status IN
-(...)`), not read-then-write. On PostgreSQL the UPDATE takes the row lock; a second
-worker claiming the same row waits for the first to commit, re-checks the WHERE clause
-against the committed row (READ COMMITTED) and updates nothing. So exactly one claimer
-wins without SELECT ... FOR UPDATE round trips, and the same statement is correct on
-SQLite, where writers are serialised anyway. Only the sweep, which picks *many* rows
-that other sweepers may be picking too, uses `FOR UPDATE SKIP LOCKED`.
+The worker's side (claims and leases) is in `runtime.store.claims`; the dispatcher's
+sweep in `runtime.store.sweep`. State changes here are atomic conditional updates
+(`UPDATE ... WHERE id = :id AND status IN (...)`), not read-then-write.
 """
 
 from __future__ import annotations
 
-import builtins
 import dataclasses
-from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
-from sqlalchemy.orm import Session
 
 from runtime.errors import (
     IdempotencyConflict,
@@ -29,7 +21,7 @@ from runtime.errors import (
     TenantSuspended,
 )
 from runtime.store import models, statements
-from runtime.store.db import Database, translate_errors
+from runtime.store.db import Database
 from runtime.store.models import CLAIMABLE, Status
 from runtime.store.paging import decode_cursor, encode_cursor
 from runtime.store.views import AttemptView, InvocationView
@@ -55,31 +47,11 @@ class NewInvocation:
     scheduled_for: datetime | None = None
 
 
-@dataclasses.dataclass(frozen=True)
-class Claimed:
-    """A worker won the invocation: run attempt `attempt` under the lease."""
-
-    invocation: InvocationView
-    attempt: int
-
-
-@dataclasses.dataclass(frozen=True)
-class NotClaimed:
-    """Why a delivery did not become an attempt."""
-
-    #: `missing`, `finished`, `running`, `not_due`, `tenant_suspended`
-    reason: str
-    due_at: datetime | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class Dispatch:
-    """An invocation to hand to the broker."""
-
-    id: str
-    tenant_id: str
-    function: str
-    queue: str
+_NEW_FIELDS = tuple(f.name for f in dataclasses.fields(NewInvocation))
+#: The fields of a stored invocation that a new one does not have yet.
+_NOT_YET: dict[str, Any] = dict.fromkeys(
+    ("result", "error", "started_at", "finished_at", "lease_expires_at", "worker_id")
+)
 
 
 class Invocations:
@@ -97,28 +69,12 @@ class Invocations:
         now = self.db.clock()
         due = new.scheduled_for is None or new.scheduled_for <= now
         view = InvocationView(
-            id=new.id,
-            tenant_id=new.tenant_id,
-            function=new.function,
-            queue=new.queue,
+            **{name: getattr(new, name) for name in _NEW_FIELDS},
+            **_NOT_YET,
             status=Status.QUEUED if due else Status.SCHEDULED,
-            trigger=new.trigger,
-            idempotency_key=new.idempotency_key,
-            request_hash=new.request_hash,
-            request_id=new.request_id,
-            parent_id=new.parent_id,
-            payload=new.payload,
-            result=None,
-            error=None,
             attempts=0,
-            max_retries=new.max_retries,
             budget_start=0,
             created_at=now,
-            scheduled_for=new.scheduled_for,
-            started_at=None,
-            finished_at=None,
-            lease_expires_at=None,
-            worker_id=None,
         )
         # A due invocation is sent by the caller right after this commit.
         values = {name: getattr(view, name) for name in _VIEW_FIELDS}
@@ -190,15 +146,27 @@ class Invocations:
         *,
         function: str | None = None,
         status: str | None = None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> tuple[list[InvocationView], str | None]:
-        """Newest first, in pages; the cursor is opaque to clients."""
+        """Newest first, in pages; the cursor is opaque to clients.
+
+        `created_from` and `created_to` bound the creation time (from inclusive, to
+        exclusive). With `tenant_id`, only that tenant's invocations; None: every tenant's.
+        """
         query = sa.select(I).order_by(I.created_at.desc(), I.id.desc()).limit(limit + 1)
+        if tenant_id is not None:
+            query = query.where(I.tenant_id == tenant_id)
         if function:
             query = query.where(I.function == function)
         if status:
             query = query.where(I.status == status)
+        if created_from is not None:
+            query = query.where(I.created_at >= created_from)
+        if created_to is not None:
+            query = query.where(I.created_at < created_to)
         if cursor:
             created_at, last_id = decode_cursor(cursor)
             query = query.where(
@@ -255,260 +223,7 @@ class Invocations:
             )
         return self.get(invocation_id, tenant_id)
 
-    # --- the worker's side --------------------------------------------------------------------
-
-    def claim(self, invocation_id: str, worker_id: str, lease_s: float) -> Claimed | NotClaimed:
-        """Take the invocation for one attempt, or say why not (see the module docstring)."""
-        now = self.db.clock()
-        params = {
-            "_id": invocation_id,
-            "_now": now,
-            "_lease": now + timedelta(seconds=lease_s),
-            "_worker": worker_id,
-        }
-        if self.db.dialect == "postgresql":
-            with self.db.statements() as connection:
-                row = connection.execute(statements.CLAIM_WITH_ATTEMPT, params).first()
-        else:
-            with translate_errors(), self.db.engine.begin() as connection:
-                row = connection.execute(statements.CLAIM, params).first()
-                if row is not None:
-                    connection.execute(
-                        statements.ADD_ATTEMPT,
-                        {
-                            "invocation_id": row.id,
-                            "tenant_id": row.tenant_id,
-                            "number": row.attempts,
-                            "worker_id": worker_id,
-                            "started_at": now,
-                        },
-                    )
-        if row is not None:
-            # A Core row has the attributes `from_row` reads.
-            return Claimed(InvocationView.from_row(row), row.attempts)  # type: ignore[arg-type]
-        return self._why_not_claimed(invocation_id, now)
-
-    def _why_not_claimed(self, invocation_id: str, now: datetime) -> NotClaimed:
-        with self.db.autocommit() as s:
-            row = s.get(I, invocation_id)
-        if row is None:
-            return NotClaimed("missing")
-        if row.status in models.FINISHED:
-            return NotClaimed("finished")
-        if row.status == Status.RUNNING:
-            return NotClaimed("running")
-        if row.scheduled_for is not None and row.scheduled_for > now:
-            return NotClaimed("not_due", due_at=row.scheduled_for)
-        return NotClaimed("tenant_suspended")
-
-    @staticmethod
-    def _lease(claimed: Claimed) -> dict[str, Any]:
-        """The parameters of `statements.OURS` for this attempt."""
-        inv = claimed.invocation
-        return {"_id": inv.id, "_attempt": claimed.attempt, "_worker": inv.worker_id}
-
-    def _close_attempt(
-        self,
-        s: Session | Connection,
-        claimed: Claimed,
-        outcome: str,
-        error: dict[str, Any] | None,
-        tb: str | None,
-    ) -> None:
-        s.execute(
-            statements.CLOSE_ATTEMPT,
-            {
-                "_invocation_id": claimed.invocation.id,
-                "_number": claimed.attempt,
-                "_now": self.db.clock(),
-                "_outcome": outcome,
-                "_error": error,
-                "_traceback": tb,
-            },
-        )
-
-    def succeed(
-        self, s: Session | Connection, claimed: Claimed, result: dict[str, Any] | None
-    ) -> bool:
-        """Record success inside the caller's unit of work; False if the lease was lost."""
-        params = {**self._lease(claimed), "_now": self.db.clock(), "_result": result}
-        if self.db.dialect == "postgresql":
-            return s.execute(statements.SUCCEED_AND_CLOSE, params).first() is not None
-        done = s.execute(statements.SUCCEED, params)
-        if done.rowcount != 1:  # type: ignore[attr-defined]
-            return False
-        self._close_attempt(s, claimed, "succeeded", None, None)
-        return True
-
-    def succeed_alone(self, claimed: Claimed, result: dict[str, Any] | None) -> bool:
-        """Record success when the function wrote nothing else: no unit of work to join.
-
-        On PostgreSQL one autocommitted statement; a lost lease changes nothing.
-        """
-        if self.db.dialect == "postgresql":
-            with self.db.statements() as connection:
-                return self.succeed(connection, claimed, result)
-        with translate_errors(), self.db.engine.begin() as connection:
-            return self.succeed(connection, claimed, result)
-
-    def fail(
-        self,
-        claimed: Claimed,
-        *,
-        outcome: str,
-        error: dict[str, Any],
-        traceback: str | None,
-        retry_at: datetime | None,
-    ) -> str | None:
-        """Record a failed attempt; retry at `retry_at`, or fail for good if None.
-
-        Returns the new status, or None if the lease was lost meanwhile.
-        """
-        now = self.db.clock()
-        status = Status.RETRYING if retry_at is not None else Status.FAILED
-        with self.db.session() as s:
-            done = s.execute(
-                sa.update(I)
-                .where(statements.OURS)
-                .values(
-                    status=status,
-                    error=error,
-                    scheduled_for=retry_at,
-                    finished_at=None if retry_at else now,
-                    lease_expires_at=None,
-                    dispatched_at=None,
-                ),
-                self._lease(claimed),
-                # Nothing of this row is loaded in the session: no objects to update.
-                execution_options={"synchronize_session": False},
-            )
-            if done.rowcount != 1:  # type: ignore[attr-defined]
-                return None
-            self._close_attempt(s, claimed, outcome, error, traceback)
-        return status
-
-    # --- the dispatcher's sweep ---------------------------------------------------------------
-
-    def reclaim_lost(self, *, limit: int = 500) -> builtins.list[str]:
-        """Running invocations whose lease expired: their worker died. Returns their ids.
-
-        The lost attempt counts against the retry budget, so a function that kills its
-        worker every time ends `failed` instead of looping.
-        """
-        now = self.db.clock()
-        lost: builtins.list[str] = []
-        with self.db.session() as s:
-            rows = s.scalars(
-                _lock(
-                    s,
-                    sa.select(I)
-                    .where(_status_in(Status.RUNNING), I.lease_expires_at < now)
-                    .limit(limit),
-                )
-            ).all()
-            for row in rows:
-                error = {"type": "WorkerLost", "message": "the worker stopped during the attempt"}
-                s.execute(
-                    sa.update(models.Attempt)
-                    .where(
-                        models.Attempt.invocation_id == row.id,
-                        models.Attempt.number == row.attempts,
-                    )
-                    .values(finished_at=now, outcome="lost", error=error)
-                )
-                retries_used = row.attempts - row.budget_start
-                row.error = error
-                row.lease_expires_at = None
-                if retries_used > row.max_retries:
-                    row.status = Status.FAILED
-                    row.finished_at = now
-                else:
-                    row.status = Status.RETRYING
-                    row.scheduled_for = now
-                    row.dispatched_at = None
-                    lost.append(row.id)
-        return lost
-
-    def take_dispatchable(
-        self,
-        *,
-        redispatch_after_s: float,
-        waiting_since: Mapping[str, datetime | None] | None = None,
-        limit: int = 500,
-    ) -> builtins.list[Dispatch]:
-        """Mark and return what should go to the broker now.
-
-        Due scheduled and retrying invocations not sent since they came due, and queued
-        ones sent long ago but still not claimed (the broker lost them, or never had them).
-
-        `waiting_since` maps a queue to when its oldest waiting message was enqueued (None
-        if the queue is empty). The broker's queues are first in, first out, so a queued
-        invocation sent after that is still waiting behind the backlog, not lost, and is
-        not sent again; a queue not named falls back to `redispatch_after_s` alone.
-        """
-        now = self.db.clock()
-        stale = now - timedelta(seconds=redispatch_after_s)
-        due = sa.or_(I.scheduled_for.is_(None), I.scheduled_for <= now)
-        never_sent_since_due = sa.or_(I.dispatched_at.is_(None), I.dispatched_at < I.scheduled_for)
-        sent_long_ago = self._sent_before(stale, waiting_since or {})
-        with self.db.session() as s:
-            rows = s.scalars(
-                _lock(
-                    s,
-                    sa.select(I)
-                    .where(
-                        _status_in(*CLAIMABLE),
-                        due,
-                        sa.or_(never_sent_since_due, sent_long_ago),
-                        I.tenant_id.in_(statements.ACTIVE_TENANT_IDS),
-                    )
-                    .order_by(I.scheduled_for.nulls_first(), I.created_at)
-                    .limit(limit),
-                )
-            ).all()
-            out = []
-            for row in rows:
-                row.dispatched_at = now
-                if row.status == Status.SCHEDULED:
-                    row.status = Status.QUEUED
-                out.append(Dispatch(row.id, row.tenant_id, row.function, row.queue))
-        return out
-
-    @staticmethod
-    def _sent_before(stale: datetime, waiting_since: Mapping[str, datetime | None]) -> Any:
-        """`dispatched_at` older than `stale` and than its queue's oldest waiting message."""
-        backlogged = {q: t for q, t in waiting_since.items() if t is not None and t < stale}
-        if not backlogged:
-            return I.dispatched_at < stale
-        # Clock skew between the processes that stamp the two times only risks a
-        # duplicate send (the claim drops it), never a lost one.
-        behind_backlog = [
-            sa.and_(I.queue == queue, I.dispatched_at < since)
-            for queue, since in backlogged.items()
-        ]
-        return sa.or_(
-            sa.and_(I.queue.not_in(list(backlogged)), I.dispatched_at < stale), *behind_backlog
-        )
-
     def counts_by_status(self, tenant_id: str | None = None) -> dict[str, int]:
         with self.db.session(tenant_id) as s:
             rows = s.execute(sa.select(I.status, sa.func.count()).group_by(I.status)).all()
             return {status: count for status, count in rows}
-
-
-def _status_in(*states: Status) -> Any:
-    """`status IN (...)` with the states written into the SQL text, not bound.
-
-    The sweep's index is partial (unfinished states only). PostgreSQL uses a partial index
-    only where it can prove the query's WHERE implies the index's, and a prepared
-    statement's generic plan sees `$1`, not a state: it would scan the whole table.
-    """
-    return I.status.in_(
-        sa.bindparam("states", [s.value for s in states], expanding=True, literal_execute=True)
-    )
-
-
-def _lock(s: Session, query: Any) -> Any:
-    if s.get_bind().dialect.name == "postgresql":
-        return query.with_for_update(skip_locked=True)
-    return query

@@ -9,6 +9,7 @@ import hmac
 import re
 import secrets
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -47,6 +48,15 @@ class Principal:
 
 def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def key_state(revoked_at: datetime | None, expires_at: datetime | None, now: datetime) -> str:
+    """`revoked`, `expired` or `active`: whether a key still authenticates at `now`."""
+    if revoked_at is not None:
+        return "revoked"
+    if expires_at is not None and expires_at <= now:
+        return "expired"
+    return "active"
 
 
 def parse_scopes(text: str) -> frozenset[str]:
@@ -162,14 +172,22 @@ class Tenants:
         key_id, secret = match.groups()
         with self.db.statements() as connection:
             row = connection.execute(_KEY_BY_ID, {"key_id": key_id}).first()
-            if row is None or not hmac.compare_digest(row.secret_hash, _hash(secret)):
-                return None
-            now = self.db.clock()
-            if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
-                return None
-            return Principal(
-                key_id=row.id,
-                tenant_id=row.tenant_id,
-                scopes=frozenset(row.scopes.split(",")),
-                expires_at=row.expires_at,
-            )
+        if row is None or not hmac.compare_digest(row.secret_hash, _hash(secret)):
+            return None
+        return self._principal(row)
+
+    def principal(self, key_id: str) -> Principal | None:
+        """The principal of a key known by id (a signed session's); None unless it is active."""
+        with self.db.statements() as connection:
+            row = connection.execute(_KEY_BY_ID, {"key_id": key_id}).first()
+        return None if row is None else self._principal(row)
+
+    def _principal(self, row: Any) -> Principal | None:
+        if key_state(row.revoked_at, row.expires_at, self.db.clock()) != "active":
+            return None
+        return Principal(
+            key_id=row.id,
+            tenant_id=row.tenant_id,
+            scopes=frozenset(row.scopes.split(",")),
+            expires_at=row.expires_at,
+        )

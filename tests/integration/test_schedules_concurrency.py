@@ -21,7 +21,6 @@ from runtime.scheduling import ALL_ACTIVE, schedule
 from runtime.scheduling.definition import ScheduleBook
 from runtime.scheduling.loop import SchedulerThread
 from runtime.scheduling.scheduler import Scheduler
-from runtime.scheduling.state import ScheduleStore
 from tests.integration.conftest import Deployment, Ledger
 from tests.procs import Processes
 from tests.unit.test_schedules_support import ECHO, FastClock
@@ -102,7 +101,7 @@ def setup(deployment: Deployment) -> Iterator[tuple[Deployment, FastClock, Fleet
     for tenant in TENANTS:
         admin.store.tenants.create(tenant)
     # Registered before any scheduler starts: ticks count from the fleet's first moment.
-    ScheduleStore(admin.store.db).register(["each-tenant", "prague-even"], clock.start)
+    admin.store.schedules.register(["each-tenant", "prague-even"], clock.start)
     fleet = Fleet(deployment, clock)
     yield deployment, clock, fleet, admin
     fleet.stop_all()

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from runtime.scheduling import schedule
-from runtime.scheduling.state import ScheduleStore
 from tests.integration.conftest import Deployment, Ledger
 from tests.procs import Proc, Processes
 from tests.unit.test_schedules_support import ECHO, tick_keys
@@ -46,7 +45,7 @@ def test_two_periodiq_schedulers_fire_each_minute_once_through_a_kill(
     ledger: Ledger = ledger_for(deployment.database_url)
     runtime = deployment.runtime()
     runtime.store.tenants.create("t-clock")
-    states = ScheduleStore(runtime.store.db)
+    states = runtime.store.schedules
     env = deployment.env(schedules_module=__name__)
 
     # Given a worker and two scheduler processes

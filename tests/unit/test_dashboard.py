@@ -21,7 +21,7 @@ from gateway.dashboard import add_dashboard_routes
 from gateway.metrics import add_metrics
 from runtime.app import Runtime
 from runtime.errors import StoreUnavailable
-from runtime.heartbeat import Heartbeat, HeartbeatOptions, Workers
+from runtime.heartbeat import Heartbeat, HeartbeatOptions
 from runtime.metrics import process_metrics
 from runtime.middleware.metrics import MetricsMiddleware
 from tests.waiting import finished, wait_for
@@ -100,7 +100,7 @@ def with_worker_metrics(runtime: Runtime) -> Runtime:
     """Install the metrics middleware on the broker, unless the runtime already does."""
     if not any(isinstance(m, MetricsMiddleware) for m in runtime.broker.middleware):
         runtime.broker.add_middleware(
-            MetricsMiddleware(process_metrics(runtime.settings), runtime.store.db)
+            MetricsMiddleware(process_metrics(runtime.settings), runtime.store.claims)
         )
     return runtime
 
@@ -110,7 +110,7 @@ def with_heartbeat(runtime: Runtime, handle: Any, **options: float) -> Heartbeat
     if getattr(handle, "heartbeat", None) is not None:
         return None
     heartbeat = Heartbeat(
-        Workers(runtime.store.db),
+        runtime.store.workers,
         runtime.worker_id,
         queues=["default", "heavy", "scheduled"],
         threads=runtime.settings.worker_threads,

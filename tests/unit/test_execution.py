@@ -8,8 +8,8 @@ import pytest
 
 from runtime.app import Runtime
 from runtime.errors import IdempotencyConflict, InputInvalid, TenantSuspended
-from runtime.store.invocations import Dispatch
 from runtime.store.models import TenantStatus
+from runtime.store.sweep import Dispatch
 from tests.conftest import executions
 from tests.waiting import finished, wait_for
 

@@ -194,7 +194,7 @@ def test_tenant_is_a_label_only_when_the_setting_is_on(runtime, make_tenant):
     # Given the worker middleware recording into metrics with the tenant label on
     registry = CollectorRegistry()
     metrics = Metrics(tenant_label=True, registry=registry)
-    runtime.broker.add_middleware(MetricsMiddleware(metrics, runtime.store.db))
+    runtime.broker.add_middleware(MetricsMiddleware(metrics, runtime.store.claims))
     handle = runtime.start_worker()
     try:
         tenant = make_tenant()
@@ -232,7 +232,7 @@ def test_a_failure_to_record_is_logged_and_counted_and_the_attempt_still_succeed
     # Given a metrics middleware whose outcome counter fails
     registry = CollectorRegistry()
     metrics = BrokenOutcomeMetrics(registry=registry)
-    runtime.broker.add_middleware(MetricsMiddleware(metrics, runtime.store.invocations.db))
+    runtime.broker.add_middleware(MetricsMiddleware(metrics, runtime.store.claims))
     handle = runtime.start_worker()
     try:
         with capture_logs() as logs:
@@ -273,4 +273,4 @@ def test_a_failure_to_record_is_logged_and_counted_and_the_attempt_still_succeed
 
 def test_the_metrics_middleware_refuses_a_wrong_collaborator(runtime):
     with pytest.raises(TypeError):
-        MetricsMiddleware(object(), runtime.store.db)  # type: ignore[arg-type]
+        MetricsMiddleware(object(), runtime.store.claims)  # type: ignore[arg-type]

@@ -14,9 +14,10 @@ from structlog.testing import capture_logs
 
 from runtime.app import Runtime
 from runtime.errors import SettingsInvalid
-from runtime.heartbeat import Heartbeat, HeartbeatOptions, Workers
+from runtime.heartbeat import Heartbeat, HeartbeatOptions
 from runtime.metrics import Metrics
 from runtime.settings import Settings
+from runtime.store.workers import Workers
 from tests.conftest import prepare
 from tests.waiting import wait_for
 
@@ -60,7 +61,7 @@ def lost_count(metrics: Metrics) -> float:
 def beat(clocked: Runtime, metrics: Metrics, worker_id: str, **kwargs) -> Heartbeat:
     """A heartbeat the test registers and beats by hand (its thread is not started)."""
     return Heartbeat(
-        Workers(clocked.store.db),
+        clocked.store.workers,
         worker_id,
         queues=["default"],
         threads=4,
@@ -72,9 +73,7 @@ def beat(clocked: Runtime, metrics: Metrics, worker_id: str, **kwargs) -> Heartb
 
 def states(clocked: Runtime) -> dict[str, str]:
     now = clocked.store.db.clock()
-    return {
-        w.id: w.display_state(now, OPTIONS.stale_after_s) for w in Workers(clocked.store.db).list()
-    }
+    return {w.id: w.display_state(now, OPTIONS.stale_after_s) for w in clocked.store.workers.list()}
 
 
 def test_a_worker_registers_beats_and_stops_cleanly(clocked, clock, metrics):
@@ -83,7 +82,7 @@ def test_a_worker_registers_beats_and_stops_cleanly(clocked, clock, metrics):
     heartbeat.register()
     try:
         # Then it is listed live at once, with its queues and threads
-        [view] = Workers(clocked.store.db).list()
+        [view] = clocked.store.workers.list()
         assert (view.id, view.hostname, view.pid, view.queues, view.threads) == (
             "host-a:1:aaa",
             "host-a",
@@ -96,13 +95,13 @@ def test_a_worker_registers_beats_and_stops_cleanly(clocked, clock, metrics):
         # When time passes and it beats, its last heartbeat moves on
         clock.advance(20)
         heartbeat.beat_once()
-        assert Workers(clocked.store.db).list()[0].last_seen_at == clock.now
+        assert clocked.store.workers.list()[0].last_seen_at == clock.now
         # When it drains, then exits
         heartbeat.stopping()
         assert states(clocked) == {"host-a:1:aaa": "stopping"}
     finally:
         heartbeat.stop()
-    view = Workers(clocked.store.db).list()[0]
+    view = clocked.store.workers.list()[0]
     assert view.state == "stopped" and view.stopped_at == clock.now
 
 
@@ -127,7 +126,7 @@ def test_a_silent_worker_turns_stale_then_lost_and_is_counted_once(clocked, cloc
         # and neither a later beat nor another observer counts it again
         clock.advance(5)
         second.beat_once()
-        assert Workers(clocked.store.db).mark_lost(stale_after_s=OPTIONS.stale_after_s) == []
+        assert clocked.store.workers.mark_lost(stale_after_s=OPTIONS.stale_after_s) == []
         assert lost_count(metrics) == 1
         # When the lost worker beats again (it was only cut off), it is running again
         with capture_logs() as logs:
@@ -148,7 +147,7 @@ def test_a_restarted_worker_reports_its_dead_predecessor_at_once(clocked, clock,
         check=True,
     )
     dead_pid = int(dead.stdout)
-    workers = Workers(clocked.store.db)
+    workers = clocked.store.workers
     workers.register("host-a:dead", hostname="host-a", pid=dead_pid, queues=["default"], threads=1)
     # and one whose process lives (this test's parent), both quiet for a little while
     import os
@@ -173,7 +172,7 @@ def test_a_restarted_worker_reports_its_dead_predecessor_at_once(clocked, clock,
 
 
 def test_ended_workers_are_pruned_after_the_retention(clocked, clock, metrics):
-    workers = Workers(clocked.store.db)
+    workers = clocked.store.workers
     workers.register("old", hostname="h", pid=1, queues=["default"], threads=1)
     workers.set_state("old", "stopped")  # type: ignore[arg-type]
     workers.register("running-but-silent", hostname="h", pid=2, queues=["default"], threads=1)
@@ -214,7 +213,7 @@ def test_heartbeat_options_refuse_a_stale_limit_below_two_beats():
 def test_the_heartbeat_thread_beats_by_itself(runtime, metrics):
     # Given a heartbeat started with a short interval on the real clock
     heartbeat = Heartbeat(
-        Workers(runtime.store.db),
+        runtime.store.workers,
         "w-thread",
         queues=["default"],
         threads=1,
@@ -223,20 +222,20 @@ def test_the_heartbeat_thread_beats_by_itself(runtime, metrics):
     )
     heartbeat.start()
     try:
-        first_seen = Workers(runtime.store.db).list()[0].last_seen_at
+        first_seen = runtime.store.workers.list()[0].last_seen_at
         # Then its last heartbeat keeps moving without anyone calling it
         wait_for(
-            lambda: Workers(runtime.store.db).list()[0].last_seen_at > first_seen,
+            lambda: runtime.store.workers.list()[0].last_seen_at > first_seen,
             what="a heartbeat from the thread",
         )
     finally:
         heartbeat.stop()
-    assert Workers(runtime.store.db).list()[0].state == "stopped"
+    assert runtime.store.workers.list()[0].state == "stopped"
 
 
 def test_many_workers_noticing_one_loss_at_once_mark_it_once(clocked, clock):
 
-    workers = Workers(clocked.store.db)
+    workers = clocked.store.workers
     workers.register("silent", hostname="h", pid=1, queues=["default"], threads=1)
     clock.advance(OPTIONS.stale_after_s + 1)
     results: list[list[str]] = []
@@ -244,7 +243,7 @@ def test_many_workers_noticing_one_loss_at_once_mark_it_once(clocked, clock):
 
     def notice() -> None:
         start.wait()
-        results.append(Workers(clocked.store.db).mark_lost(stale_after_s=OPTIONS.stale_after_s))
+        results.append(clocked.store.workers.mark_lost(stale_after_s=OPTIONS.stale_after_s))
 
     threads = [threading.Thread(target=notice) for _ in range(6)]
     for thread in threads:

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from runtime.dispatch import ENQUEUE_SLACK
 from runtime.queues import queue_depths
 from runtime.store import models
-from runtime.store.invocations import Claimed
+from runtime.store.claims import Claimed
 from tests.conftest import executions
 from tests.waiting import finished, wait_for
 
@@ -22,7 +22,7 @@ def test_an_attempt_whose_worker_died_runs_again_once_its_lease_expires(runtime,
         tenant_id=tenant, function="echo", payload={"message": "survive"}
     )
     # Given a worker that claimed the invocation and died (its message died with it)
-    claim = runtime.store.invocations.claim(inv.id, "dead-worker", lease_s=0.3)
+    claim = runtime.store.claims.claim(inv.id, "dead-worker", lease_s=0.3)
     assert isinstance(claim, Claimed)
     runtime.broker.flush_all()
     # When a live worker runs the sweep
@@ -45,8 +45,8 @@ def test_lost_attempts_count_against_the_retry_budget(runtime, make_tenant):
     tenant = make_tenant()
     # `slow` allows no retries: one lost attempt and it has failed for good.
     inv, _ = runtime.dispatcher.accept(tenant_id=tenant, function="slow", payload={"seconds": 0})
-    assert isinstance(runtime.store.invocations.claim(inv.id, "dead-worker", lease_s=0), Claimed)
-    assert runtime.store.invocations.reclaim_lost() == []
+    assert isinstance(runtime.store.claims.claim(inv.id, "dead-worker", lease_s=0), Claimed)
+    assert runtime.store.sweep.reclaim_lost() == []
     failed = runtime.store.invocations.get(inv.id)
     assert failed.status == "failed" and failed.error["type"] == "WorkerLost"
 
@@ -54,18 +54,18 @@ def test_lost_attempts_count_against_the_retry_budget(runtime, make_tenant):
 def test_a_result_from_a_worker_that_lost_its_lease_is_discarded(runtime, make_tenant):
     tenant = make_tenant()
     inv, _ = runtime.dispatcher.accept(tenant_id=tenant, function="echo", payload={"message": "x"})
-    first = runtime.store.invocations.claim(inv.id, "slow-worker", lease_s=0)
+    first = runtime.store.claims.claim(inv.id, "slow-worker", lease_s=0)
     assert isinstance(first, Claimed)
     # The lease expires and another worker takes over and finishes.
-    runtime.store.invocations.reclaim_lost()
-    second = runtime.store.invocations.claim(inv.id, "fast-worker", lease_s=60)
+    runtime.store.sweep.reclaim_lost()
+    second = runtime.store.claims.claim(inv.id, "fast-worker", lease_s=60)
     assert isinstance(second, Claimed)
     with runtime.store.db.open_session(tenant) as s:
-        assert runtime.store.invocations.succeed(s, second, {"by": "fast"})
+        assert runtime.store.claims.succeed(s, second, {"by": "fast"})
         s.commit()
     # When the first worker finally tries to record its result, it is refused.
     with runtime.store.db.open_session(tenant) as s:
-        assert not runtime.store.invocations.succeed(s, first, {"by": "slow"})
+        assert not runtime.store.claims.succeed(s, first, {"by": "slow"})
         s.rollback()
     assert runtime.store.invocations.get(inv.id).result == {"by": "fast"}
 

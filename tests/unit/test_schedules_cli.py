@@ -8,10 +8,8 @@ import json
 import pytest
 
 from runtime.cli.schedules import add_commands as add_schedule_commands
-from runtime.errors import ConfigurationError
-from runtime.scheduling.definition import ScheduleNotFound
+from runtime.errors import ConfigurationError, ScheduleNotFound
 from runtime.scheduling.loop import start_scheduler_thread
-from runtime.scheduling.state import ScheduleStore
 from runtime.settings import Settings
 from tests.conftest import TEST_FUNCTIONS
 from tests.waiting import wait_for
@@ -121,7 +119,7 @@ def test_the_dev_scheduler_thread_registers_the_shipped_schedules_and_fires(runt
     thread = start_scheduler_thread(runtime)
     try:
         wait_for(lambda: thread.rounds >= 1, what="the first round")
-        states = ScheduleStore(runtime.store.db).states()
+        states = runtime.store.schedules.states()
         assert sorted(states) == SHIPPED
         assert thread.alive
     finally:

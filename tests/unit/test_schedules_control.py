@@ -12,10 +12,9 @@ from datetime import timedelta
 import pytest
 
 from runtime.app import Runtime
-from runtime.errors import TenantSuspended
+from runtime.errors import ScheduleNotFound, TenantSuspended
 from runtime.scheduling import ALL_ACTIVE
 from runtime.scheduling.control import ScheduleControl
-from runtime.scheduling.definition import ScheduleNotFound
 from runtime.scheduling.scheduler import Scheduler
 from runtime.store.models import TenantStatus
 from tests.conftest import prepare

@@ -15,7 +15,6 @@ import sqlalchemy as sa
 from runtime.app import Runtime
 from runtime.scheduling import ALL_ACTIVE, schedule
 from runtime.scheduling.scheduler import Scheduler
-from runtime.scheduling.state import ScheduleStore
 from runtime.store import models
 from runtime.store.models import TenantStatus
 from tests.conftest import prepare
@@ -142,7 +141,7 @@ def test_a_scheduler_restarted_in_a_minute_it_fired_does_not_fire_it_again(build
     [refired] = scheduler.fire_due().fired
     assert refired.created is False
     assert len(tick_keys(restarted, "every-minute")) == 1
-    assert len(ScheduleStore(restarted.store.db).runs("every-minute", None, limit=10)) == 1
+    assert len(restarted.store.schedules.runs("every-minute", None, limit=10)) == 1
 
 
 @pytest.mark.parametrize(("policy", "catch_up"), [("skip", 0), ("run_once", 1)])
@@ -211,7 +210,7 @@ def test_each_active_tenant_gets_its_own_invocation_per_tick_run_as_that_tenant(
     assert len(invocations) == 8
     assert all(i.result["tenant_id"] == i.tenant_id for i in invocations)
     # And each tenant's run history holds its own runs only
-    runs = ScheduleStore(rt.store.db).runs("everyone", "t-b", limit=10)
+    runs = rt.store.schedules.runs("everyone", "t-b", limit=10)
     assert [r.tenant_id for r in runs] == ["t-b", "t-b"]
 
 
@@ -262,7 +261,7 @@ def test_a_tick_that_reaches_a_worker_late_still_runs_and_shows_its_lateness(rt,
     # Then it ran (nothing skipped it), and the lateness is on the invocation
     assert done.status == "succeeded"
     assert done.started_at - done.scheduled_for == timedelta(minutes=7)
-    [run] = ScheduleStore(rt.store.db).runs("every-minute", None, limit=5)
+    [run] = rt.store.schedules.runs("every-minute", None, limit=5)
     assert run.lateness_ms == 7 * 60 * 1000
 
 

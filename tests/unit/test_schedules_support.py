@@ -15,7 +15,6 @@ import sqlalchemy as sa
 from runtime.app import Runtime
 from runtime.scheduling.definition import ScheduleBook, ScheduleDefinition, schedule
 from runtime.scheduling.scheduler import Scheduler
-from runtime.scheduling.state import ScheduleStore
 
 ECHO = {"message": "tick"}
 
@@ -103,4 +102,4 @@ def tick_keys(runtime: Runtime, schedule_id: str) -> list[tuple[str, str]]:
 
 
 def state_of(runtime: Runtime, schedule_id: str) -> Any:
-    return ScheduleStore(runtime.store.db).states()[schedule_id]
+    return runtime.store.schedules.states()[schedule_id]

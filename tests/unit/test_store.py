@@ -18,8 +18,9 @@ from runtime.errors import (
     RequestRejected,
 )
 from runtime.store import models
-from runtime.store.db import TenantViolation
-from runtime.store.tenants import parse_scopes
+from runtime.store.db import TenantViolation, utcnow
+from runtime.store.stats import percentile
+from runtime.store.tenants import key_state, parse_scopes
 
 
 def test_migrations_create_exactly_the_models_schema(runtime):
@@ -143,6 +144,21 @@ def test_listing_pages_newest_first_with_a_cursor(runtime, make_tenant):
         runtime.store.invocations.list(tenant, cursor="not-a-cursor")
 
 
+def test_listing_filters_by_creation_time(runtime, make_tenant):
+    tenant = make_tenant()
+    first, _ = runtime.dispatcher.accept(
+        tenant_id=tenant, function="echo", payload={"message": "1"}
+    )
+    second, _ = runtime.dispatcher.accept(
+        tenant_id=tenant, function="echo", payload={"message": "2"}
+    )
+    # From inclusive, to exclusive: one query for the API's and the dashboard's listings.
+    page, _ = runtime.store.invocations.list(tenant, created_from=second.created_at)
+    assert [v.id for v in page] == [second.id]
+    page, _ = runtime.store.invocations.list(tenant, created_to=second.created_at)
+    assert [v.id for v in page] == ([first.id] if first.created_at < second.created_at else [])
+
+
 def test_another_tenants_invocation_is_not_found(runtime, make_tenant):
     mine, theirs = make_tenant(), make_tenant()
     inv, _ = runtime.dispatcher.accept(tenant_id=theirs, function="echo", payload={"message": "s"})
@@ -193,6 +209,36 @@ def test_expired_keys_do_not_authenticate(runtime, make_tenant):
     past = runtime.store.db.clock() - timedelta(seconds=1)
     _, plaintext = runtime.store.tenants.create_key(tenant, parse_scopes("read"), expires_at=past)
     assert runtime.store.tenants.authenticate(plaintext) is None
+
+
+def test_a_key_by_id_gives_its_principal_only_while_active(runtime, make_tenant):
+    tenant = make_tenant()
+    view, _ = runtime.store.tenants.create_key(tenant, parse_scopes("read"))
+    principal = runtime.store.tenants.principal(view.id)
+    assert principal is not None and principal.tenant_id == tenant and principal.has("read")
+    assert runtime.store.tenants.principal("000000000000") is None
+    runtime.store.tenants.revoke_key(view.id)
+    assert runtime.store.tenants.principal(view.id) is None
+    past = runtime.store.db.clock() - timedelta(seconds=1)
+    expired, _ = runtime.store.tenants.create_key(tenant, parse_scopes("read"), expires_at=past)
+    assert runtime.store.tenants.principal(expired.id) is None
+
+
+def test_key_state_says_revoked_before_expired():
+    now = utcnow()
+    later, earlier = now + timedelta(seconds=1), now - timedelta(seconds=1)
+    assert key_state(None, None, now) == key_state(None, later, now) == "active"
+    assert key_state(None, now, now) == key_state(None, earlier, now) == "expired"
+    assert key_state(earlier, earlier, now) == "revoked"
+
+
+def test_percentiles_interpolate_like_percentile_cont():
+    assert percentile([], 0.5) is None
+    assert percentile([7.0], 0.95) == 7.0
+    assert percentile([4.0, 1.0, 3.0, 2.0], 0.5) == 2.5
+    hundred = [float(n) for n in range(1, 101)]
+    assert percentile(hundred, 0.5) == pytest.approx(50.5)
+    assert percentile(hundred, 0.95) == pytest.approx(95.05)
 
 
 def test_tenant_ids_and_scopes_are_validated(runtime):

@@ -1,4 +1,4 @@
-"""What the store keeps of schedules: operator state, progress, and the runs they made.
+"""Schedules in the store: operator state, progress, and the runs they made.
 
 Every change is one conditional statement, so scheduler processes and operators can act
 at the same time: the tick cursor only moves forward, a run is recorded once per
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from runtime.scheduling.definition import ScheduleNotFound
+from runtime.errors import ScheduleNotFound
 from runtime.store import models
 from runtime.store.db import Database
 from runtime.store.views import InvocationView
@@ -82,7 +82,7 @@ def _insert_ignoring_duplicates(
     s.execute(insert(model).values(**values).on_conflict_do_nothing(index_elements=unique))
 
 
-class ScheduleStore:
+class Schedules:
     """Schedule state and runs over one `Database`."""
 
     def __init__(self, db: Database) -> None:
@@ -112,17 +112,8 @@ class ScheduleStore:
                     row.updated_at = now
 
     def _insert(self, s: Session, schedule_id: str, now: datetime) -> None:
-        _insert_ignoring_duplicates(
-            s,
-            S,
-            {
-                "id": schedule_id,
-                "last_tick_at": now,
-                "created_at": now,
-                "updated_at": now,
-            },
-            ["id"],
-        )
+        values = {"id": schedule_id, "last_tick_at": now, "created_at": now, "updated_at": now}
+        _insert_ignoring_duplicates(s, S, values, ["id"])
 
     def ensure(self, schedule_id: str, now: datetime) -> ScheduleStateView:
         """The state of a schedule, registering it first if no scheduler has yet."""

@@ -1,0 +1,195 @@
+"""Claims and leases: a worker takes an invocation for one attempt and records its outcome.
+
+State changes are atomic conditional updates (`UPDATE ... WHERE id = :id AND status IN
+(...)`), not read-then-write. On PostgreSQL the UPDATE takes the row lock; a second
+worker claiming the same row waits for the first to commit, re-checks the WHERE clause
+against the committed row (READ COMMITTED) and updates nothing. So exactly one claimer
+wins without SELECT ... FOR UPDATE round trips, and the same statement is correct on
+SQLite, where writers are serialised anyway. An outcome is recorded only while the lease
+is still the claimer's (`statements.OURS`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
+
+from runtime.store import models, statements
+from runtime.store.db import Database, translate_errors
+from runtime.store.models import Status
+from runtime.store.views import InvocationView
+
+I = models.Invocation  # noqa: E741 - the table every statement here is about
+
+
+@dataclasses.dataclass(frozen=True)
+class Claimed:
+    """A worker won the invocation: run attempt `attempt` under the lease."""
+
+    invocation: InvocationView
+    attempt: int
+
+
+@dataclasses.dataclass(frozen=True)
+class NotClaimed:
+    """Why a delivery did not become an attempt."""
+
+    #: `missing`, `finished`, `running`, `not_due`, `tenant_suspended`
+    reason: str
+    due_at: datetime | None = None
+
+
+class Claims:
+    """The worker's side of an invocation: claim it, then record success or failure."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def claim(self, invocation_id: str, worker_id: str, lease_s: float) -> Claimed | NotClaimed:
+        """Take the invocation for one attempt, or say why not (see the module docstring)."""
+        now = self.db.clock()
+        params = {
+            "_id": invocation_id,
+            "_now": now,
+            "_lease": now + timedelta(seconds=lease_s),
+            "_worker": worker_id,
+        }
+        if self.db.dialect == "postgresql":
+            with self.db.statements() as connection:
+                row = connection.execute(statements.CLAIM_WITH_ATTEMPT, params).first()
+        else:
+            with translate_errors(), self.db.engine.begin() as connection:
+                row = connection.execute(statements.CLAIM, params).first()
+                if row is not None:
+                    connection.execute(
+                        statements.ADD_ATTEMPT,
+                        {
+                            "invocation_id": row.id,
+                            "tenant_id": row.tenant_id,
+                            "number": row.attempts,
+                            "worker_id": worker_id,
+                            "started_at": now,
+                        },
+                    )
+        if row is not None:
+            # A Core row has the attributes `from_row` reads.
+            return Claimed(InvocationView.from_row(row), row.attempts)  # type: ignore[arg-type]
+        return self._why_not_claimed(invocation_id, now)
+
+    def _why_not_claimed(self, invocation_id: str, now: datetime) -> NotClaimed:
+        with self.db.autocommit() as s:
+            row = s.get(I, invocation_id)
+        if row is None:
+            return NotClaimed("missing")
+        if row.status in models.FINISHED:
+            return NotClaimed("finished")
+        if row.status == Status.RUNNING:
+            return NotClaimed("running")
+        if row.scheduled_for is not None and row.scheduled_for > now:
+            return NotClaimed("not_due", due_at=row.scheduled_for)
+        return NotClaimed("tenant_suspended")
+
+    @staticmethod
+    def _lease(claimed: Claimed) -> dict[str, Any]:
+        """The parameters of `statements.OURS` for this attempt."""
+        inv = claimed.invocation
+        return {"_id": inv.id, "_attempt": claimed.attempt, "_worker": inv.worker_id}
+
+    def _close_attempt(
+        self,
+        s: Session | Connection,
+        claimed: Claimed,
+        outcome: str,
+        error: dict[str, Any] | None,
+        tb: str | None,
+    ) -> None:
+        s.execute(
+            statements.CLOSE_ATTEMPT,
+            {
+                "_invocation_id": claimed.invocation.id,
+                "_number": claimed.attempt,
+                "_now": self.db.clock(),
+                "_outcome": outcome,
+                "_error": error,
+                "_traceback": tb,
+            },
+        )
+
+    def succeed(
+        self, s: Session | Connection, claimed: Claimed, result: dict[str, Any] | None
+    ) -> bool:
+        """Record success inside the caller's unit of work; False if the lease was lost."""
+        params = {**self._lease(claimed), "_now": self.db.clock(), "_result": result}
+        if self.db.dialect == "postgresql":
+            return s.execute(statements.SUCCEED_AND_CLOSE, params).first() is not None
+        done = s.execute(statements.SUCCEED, params)
+        if done.rowcount != 1:  # type: ignore[attr-defined]
+            return False
+        self._close_attempt(s, claimed, "succeeded", None, None)
+        return True
+
+    def succeed_alone(self, claimed: Claimed, result: dict[str, Any] | None) -> bool:
+        """Record success when the function wrote nothing else: no unit of work to join.
+
+        On PostgreSQL one autocommitted statement; a lost lease changes nothing.
+        """
+        if self.db.dialect == "postgresql":
+            with self.db.statements() as connection:
+                return self.succeed(connection, claimed, result)
+        with translate_errors(), self.db.engine.begin() as connection:
+            return self.succeed(connection, claimed, result)
+
+    def fail(
+        self,
+        claimed: Claimed,
+        *,
+        outcome: str,
+        error: dict[str, Any],
+        traceback: str | None,
+        retry_at: datetime | None,
+    ) -> str | None:
+        """Record a failed attempt; retry at `retry_at`, or fail for good if None.
+
+        Returns the new status, or None if the lease was lost meanwhile.
+        """
+        now = self.db.clock()
+        status = Status.RETRYING if retry_at is not None else Status.FAILED
+        with self.db.session() as s:
+            done = s.execute(
+                sa.update(I)
+                .where(statements.OURS)
+                .values(
+                    status=status,
+                    error=error,
+                    scheduled_for=retry_at,
+                    finished_at=None if retry_at else now,
+                    lease_expires_at=None,
+                    dispatched_at=None,
+                ),
+                self._lease(claimed),
+                # Nothing of this row is loaded in the session: no objects to update.
+                execution_options={"synchronize_session": False},
+            )
+            if done.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            self._close_attempt(s, claimed, outcome, error, traceback)
+        return status
+
+    def attempt_outcome(self, invocation_id: str, attempt: int) -> tuple[str | None, str | None]:
+        """The attempt's recorded outcome and its invocation's status now (None if unknown)."""
+        with self.db.autocommit() as s:
+            row = s.execute(
+                sa.select(models.Attempt.outcome, I.status)
+                .join(I, I.id == models.Attempt.invocation_id)
+                .where(
+                    models.Attempt.invocation_id == invocation_id, models.Attempt.number == attempt
+                )
+            ).one_or_none()
+        if row is None:
+            return None, None
+        return row[0], row[1]
