@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from runtime import quantiles
 
 SYSTEMS = ("ferry", "dramatiq", "celery")
 LABELS = {"ferry": "Ferry", "dramatiq": "raw Dramatiq", "celery": "Celery 5"}
 
 
 def percentile(values: Sequence[float], p: float) -> float | None:
-    """The p-th percentile (0-100), linearly interpolated; None without values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * p / 100
-    low, high = math.floor(rank), math.ceil(rank)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+    """The p-th percentile (whole percents, 0-100): Ferry's one definition."""
+    return quantiles.percentile(values, p / 100)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from runtime import Context, Permanent, function
+from runtime.quantiles import percentile
 from runtime.store.models import Invocation, Status
 
 DEFAULT_PERIOD = timedelta(days=30)
@@ -119,15 +119,6 @@ class FunctionUsage:
             _fmt(percentile(durations, 0.95), 1),
             str(self.attempts),
         ]
-
-
-def percentile(ordered: Sequence[float], fraction: float) -> float | None:
-    """The `fraction` percentile of sorted values, interpolated like `percentile_cont`."""
-    if not ordered:
-        return None
-    rank = fraction * (len(ordered) - 1)
-    low, high = math.floor(rank), math.ceil(rank)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def summarise(

@@ -7,12 +7,11 @@ tenant-scoped session enforces it, and the queries say it too); None reads acros
 from __future__ import annotations
 
 import dataclasses
-import statistics
-from collections.abc import Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
 
+from runtime.quantiles import percentile
 from runtime.store import models
 from runtime.store.db import Database
 from runtime.store.models import Status
@@ -24,22 +23,6 @@ PERCENTILE_SAMPLE = 5000
 #: Attempt outcomes whose run time counts (a lost attempt's end is not its own).
 _TIMED_OUTCOMES = ("succeeded", "failed", "retrying", "timed_out")
 _FINAL = (Status.SUCCEEDED, Status.FAILED)
-
-
-def percentile(values: Sequence[float], fraction: float) -> float | None:
-    """The `fraction` quantile (whole percents) of values, interpolated like `percentile_cont`.
-
-    `statistics.quantiles` with the inclusive method is PostgreSQL's `percentile_cont`
-    (linear interpolation between the closest ranks). None without values.
-    """
-    if not values:
-        return None
-    if len(values) == 1 or fraction <= 0:
-        return float(min(values))
-    if fraction >= 1:
-        return float(max(values))
-    cuts = statistics.quantiles(values, n=100, method="inclusive")
-    return cuts[round(fraction * 100) - 1]
 
 
 @dataclasses.dataclass(frozen=True)

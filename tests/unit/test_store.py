@@ -17,9 +17,9 @@ from runtime.errors import (
     InvocationNotFound,
     RequestRejected,
 )
+from runtime.quantiles import percentile
 from runtime.store import models
 from runtime.store.db import TenantViolation, utcnow
-from runtime.store.stats import percentile
 from runtime.store.tenants import key_state, parse_scopes
 
 
