@@ -5,15 +5,23 @@ invocation in its tenant: no broker, no worker threads, no retries and no backof
 returns the handler's `Output` or lets its exception out, so a test asserts on either:
 
 ```
+import pytest
+from functions.send_webhook import send_webhook
 from runtime import Permanent
 from runtime.testing import FunctionHarness
 
-def test_it_delivers(receiver):
+@pytest.fixture
+def harness():
     with FunctionHarness(tenant_id="acme") as harness:
-        out = harness.run(send_webhook, {"url": receiver.url, "event": "x", "data": {}})
-        assert out.status_code == 200
-        with pytest.raises(Permanent):
-            harness.run(send_webhook, {"url": "http://127.0.0.1:9/gone", ...}, attempt=9)
+        yield harness
+
+def test_a_delivery_succeeds(harness, receiver):
+    out = harness.run(send_webhook, {"url": receiver.url, "event": "x", "data": {}})
+    assert out.status_code == 200
+
+def test_a_refusal_is_permanent(harness, refusing_receiver):
+    with pytest.raises(Permanent):
+        harness.run(send_webhook, {"url": refusing_receiver.url, "event": "x", "data": {}})
 ```
 
 What the handler's `ctx` does in a harness:
@@ -89,16 +97,21 @@ class FunctionHarness:
         (default: `FERRY_FUNCTIONS_MODULE`, else `functions`).
         """
         self.tenant_id = tenant_id
+        # The environment's database is never used: a test must not touch a real store.
+        overrides: dict[str, Any] = {
+            "secret_key": secret_key,
+            "database_url": database_url or "sqlite://",
+        }
+        if functions_module is not None:
+            overrides["functions_module"] = functions_module
+        settings = Settings.from_env(**overrides)  # before the folder: it may refuse the env
         self._folder: Path | None = None
         if database_url is None:
             self._folder = Path(tempfile.mkdtemp(prefix="ferry-harness-"))
             database_url = f"sqlite:///{self._folder / 'ferry.db'}"
             # A copy of a store migrated once per process: a fresh store in a millisecond.
             shutil.copy(_migrated_sqlite_template(), self._folder / "ferry.db")
-        overrides: dict[str, Any] = {"database_url": database_url, "secret_key": secret_key}
-        if functions_module is not None:
-            overrides["functions_module"] = functions_module
-        self.settings = Settings.from_env(**overrides)
+        self.settings = settings.model_copy(update={"database_url": database_url})
         self.store = Store.from_settings(self.settings, clock)
         #: Child invocations the handlers created through `ctx.invoke`, in order.
         self.invoked: list[InvocationView] = []
@@ -195,13 +208,6 @@ class FunctionHarness:
         """What `ctx.tenant_secret(purpose)` returns to handlers run by this harness."""
         return derive_tenant_secret(self.settings.secret_key, self.tenant_id, purpose)
 
-    @property
-    def registry(self) -> Registry:
-        """The functions of `functions_module`, imported on first use."""
-        if self._registry is None:
-            self._registry = Registry.load(self.settings.functions_module, self.settings)
-        return self._registry
-
     def close(self) -> None:
         """Close the store and delete its private file."""
         self.store.close()
@@ -221,7 +227,11 @@ class FunctionHarness:
         self.close()
 
     def _function(self, fn: FunctionSpec | str) -> Function:
-        return self.registry.get(fn) if isinstance(fn, str) else fn.resolve(self.settings)
+        if not isinstance(fn, str):
+            return fn.resolve(self.settings)
+        if self._registry is None:  # imported on first use: most tests never need it
+            self._registry = Registry.load(self.settings.functions_module, self.settings)
+        return self._registry.get(fn)
 
     def _accept_child(
         self,
@@ -235,7 +245,7 @@ class FunctionHarness:
         parent_id: str | None,
     ) -> tuple[InvocationView, bool]:
         """`ctx.invoke`'s accept: validate and store the child queued; never send it."""
-        fn = self.registry.get(function)
+        fn = self._function(function)
         data = fn.validate_input(payload).model_dump(mode="json")
         new_id = str(uuid.uuid4())
         invocation, created = self.store.invocations.insert(
