@@ -7,7 +7,7 @@ import dataclasses
 import hashlib
 import hmac
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 from sqlalchemy.orm import Session
@@ -36,6 +36,22 @@ current_context: contextvars.ContextVar[Context | None] = contextvars.ContextVar
 MAX_KEY = 255
 
 
+class AcceptChild(Protocol):
+    """Accept a child invocation (`Dispatcher.accept`; `runtime.testing` keeps its own)."""
+
+    def __call__(
+        self,
+        *,
+        tenant_id: str,
+        function: str,
+        payload: Any,
+        idempotency_key: str | None,
+        trigger: str,
+        request_id: str | None,
+        parent_id: str | None,
+    ) -> tuple[InvocationView, bool]: ...
+
+
 def derive_key(parent_key: str, function: str, part: str) -> str:
     """A child's idempotency key: stable for the same parent, function and part."""
     key = f"{parent_key}/{function}/{part}"
@@ -43,6 +59,11 @@ def derive_key(parent_key: str, function: str, part: str) -> str:
         return key
     digest = hashlib.sha256(key.encode()).hexdigest()
     return f"{key[: MAX_KEY - 65]}~{digest}"
+
+
+def derive_tenant_secret(secret_key: str, tenant_id: str, purpose: str) -> bytes:
+    """What `Context.tenant_secret(purpose)` returns for `tenant_id` under `secret_key`."""
+    return hmac.new(secret_key.encode(), f"{tenant_id}:{purpose}".encode(), hashlib.sha256).digest()
 
 
 @dataclasses.dataclass
@@ -59,24 +80,55 @@ class Context:
     accepted_at: datetime
     log: Any
     _store: Store = dataclasses.field(repr=False)
-    _dispatcher: Dispatcher = dataclasses.field(repr=False)
+    _accept: AcceptChild = dataclasses.field(repr=False)
     _secret_key: str = dataclasses.field(repr=False)
     _session: Session | None = dataclasses.field(default=None, repr=False)
     _children: int = dataclasses.field(default=0, repr=False)
 
     @classmethod
+    def create(
+        cls,
+        *,
+        tenant_id: str,
+        invocation_id: str,
+        idempotency_key: str,
+        request_id: str | None,
+        attempt: int,
+        function: str,
+        accepted_at: datetime,
+        store: Store,
+        accept: AcceptChild,
+        secret_key: str,
+    ) -> Context:
+        """A context whose `log` is bound to the invocation; `accept` takes `ctx.invoke`'s."""
+        log = structlog.get_logger("ferry.function").bind(
+            tenant_id=tenant_id,
+            invocation_id=invocation_id,
+            request_id=request_id,
+            function=function,
+            attempt=attempt,
+        )
+        return cls(
+            tenant_id=tenant_id,
+            invocation_id=invocation_id,
+            idempotency_key=idempotency_key,
+            request_id=request_id,
+            attempt=attempt,
+            function=function,
+            accepted_at=accepted_at,
+            log=log,
+            _store=store,
+            _accept=accept,
+            _secret_key=secret_key,
+        )
+
+    @classmethod
     def for_claim(
         cls, claimed: Claimed, *, store: Store, dispatcher: Dispatcher, secret_key: str
     ) -> Context:
+        """The context of the attempt a worker claimed."""
         inv = claimed.invocation
-        log = structlog.get_logger("ferry.function").bind(
-            tenant_id=inv.tenant_id,
-            invocation_id=inv.id,
-            request_id=inv.request_id,
-            function=inv.function,
-            attempt=claimed.attempt,
-        )
-        return cls(
+        return cls.create(
             tenant_id=inv.tenant_id,
             invocation_id=inv.id,
             idempotency_key=inv.idempotency_key,
@@ -84,10 +136,9 @@ class Context:
             attempt=claimed.attempt,
             function=inv.function,
             accepted_at=inv.created_at,
-            log=log,
-            _store=store,
-            _dispatcher=dispatcher,
-            _secret_key=secret_key,
+            store=store,
+            accept=dispatcher.accept,
+            secret_key=secret_key,
         )
 
     @property
@@ -107,9 +158,7 @@ class Context:
 
     def tenant_secret(self, purpose: str) -> bytes:
         """A secret of this tenant for `purpose` (a signing key), derived from the server's."""
-        return hmac.new(
-            self._secret_key.encode(), f"{self.tenant_id}:{purpose}".encode(), hashlib.sha256
-        ).digest()
+        return derive_tenant_secret(self._secret_key, self.tenant_id, purpose)
 
     def invoke(
         self, fn: str | FunctionSpec, payload: Any, *, key: str | None = None
@@ -124,7 +173,7 @@ class Context:
             self._children += 1
             key = f"#{self._children}"
         data = payload.model_dump(mode="json") if hasattr(payload, "model_dump") else payload
-        invocation, _created = self._dispatcher.accept(
+        invocation, _created = self._accept(
             tenant_id=self.tenant_id,
             function=name,
             payload=data,

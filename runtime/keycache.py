@@ -2,10 +2,11 @@
 
 Every request to the gateway presents an API key. Reading `api_keys` for each one is a
 round trip to PostgreSQL and, in a cProfile of 2,000 accepts through the WSGI app, a
-fifth of the gateway's CPU per accepted invocation. A key that authenticated is remembered for `FERRY_AUTH_CACHE_S`
-seconds, never past its own expiry: revoking a key (`ferry keys revoke`, which runs in
-another process) takes effect within that many seconds in every gateway process. Unknown,
-revoked and expired keys are not remembered, so a wrong key is always read and refused.
+fifth of the gateway's CPU per accepted invocation. A key that authenticated is
+remembered for `FERRY_AUTH_CACHE_S` seconds, never past its own expiry: revoking a key
+(`ferry keys revoke`, which runs in another process) takes effect within that many
+seconds in every gateway process. Unknown, revoked and expired keys are not remembered, so a wrong key
+is always read and refused.
 
 The cache is keyed by the SHA-256 of the whole presented key, so holding an entry needs
 the key itself, and no secret is kept in memory in the clear.
@@ -16,17 +17,20 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
+
+from cachetools import TLRUCache
 
 from runtime.store.db import utcnow
 from runtime.store.tenants import Principal, Tenants
 
-#: Beyond this many remembered keys the memory starts afresh (a bound, not an LRU: keys
-#: in use come back at the cost of one lookup each).
+#: Beyond this many remembered keys the least recently used one is forgotten.
 DEFAULT_MAX_KEYS = 10_000
 
 
 class KeyCache:
+    """`Tenants.authenticate` with a memory of the keys that authenticated."""
+
     def __init__(
         self,
         tenants: Tenants,
@@ -38,33 +42,43 @@ class KeyCache:
         if ttl_s < 0:
             raise ValueError("ttl_s must be 0 (no cache) or more")
         self.tenants = tenants
-        self.ttl = timedelta(seconds=ttl_s)
+        self.ttl_s = ttl_s
         self.clock = clock
-        self.max_keys = max_keys
-        self._known: dict[bytes, tuple[Principal, datetime]] = {}
+        # A time-aware LRU: each entry gets its own expiry (see `_until`), in POSIX seconds
+        # of `clock`, so a test's fake clock drives it.
+        self._known: TLRUCache[bytes, Principal] = TLRUCache(
+            maxsize=max_keys, ttu=self._until, timer=lambda: self.clock().timestamp()
+        )
+        # cachetools' caches are not thread-safe; the gateway's threads share this one.
         self._lock = threading.Lock()
+
+    def _until(self, _digest: bytes, principal: Principal, now: float) -> float:
+        """When an entry goes stale: after the TTL, or when the key expires if sooner."""
+        until = now + self.ttl_s
+        if principal.expires_at is not None:
+            until = min(until, principal.expires_at.timestamp())
+        return until
 
     def authenticate(self, token: str) -> Principal | None:
         """As `Tenants.authenticate`, answered from memory while an entry is fresh."""
-        if not self.ttl:
+        if not self.ttl_s:
             return self.tenants.authenticate(token)
         digest = hashlib.sha256(token.encode()).digest()
-        now = self.clock()
-        known = self._known.get(digest)
-        if known is not None and now < known[1]:
-            return known[0]
-        principal = self.tenants.authenticate(token)
         with self._lock:
-            if principal is None:
-                self._known.pop(digest, None)
-                return None
-            until = now + self.ttl
-            if principal.expires_at is not None:
-                until = min(until, principal.expires_at)
-            if len(self._known) >= self.max_keys:
-                self._known.clear()
-            self._known[digest] = (principal, until)
+            known = self._known.get(digest)
+        if known is not None:
+            return known
+        principal = self.tenants.authenticate(token)
+        if principal is not None:
+            with self._lock:
+                self._known[digest] = principal
+        # A refused key is never stored; a stale entry of it is never served again.
         return principal
+
+    def __len__(self) -> int:
+        """How many keys are remembered (stale entries included until they are swept)."""
+        with self._lock:
+            return len(self._known)
 
     def forget(self) -> None:
         """Drop every remembered key (the next request of each reads it again)."""

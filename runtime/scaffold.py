@@ -32,9 +32,17 @@ def check_name(name: str) -> None:
         raise BadRequest(f"{name!r} is longer than {MAX_NAME} characters")
 
 
-def _render(template: str, name: str) -> str:
+def _render(template: str, name: str, package: str) -> str:
     text = resources.files("runtime").joinpath("templates", template).read_text("utf-8")
-    return string.Template(text).substitute(name=name)
+    # The test's own imports, in the order isort keeps them (sorted by module).
+    imports = {
+        package: f"from {package} import {name} as module",
+        "runtime": "from runtime import Permanent",
+        "runtime.errors": "from runtime.errors import InputInvalid",
+        "runtime.testing": "from runtime.testing import FunctionHarness",
+    }
+    ordered = "\n".join(line for _module, line in sorted(imports.items()))
+    return string.Template(text).substitute(name=name, imports=ordered)
 
 
 def write_function(
@@ -42,6 +50,7 @@ def write_function(
 ) -> list[Path]:
     """Write `<package>/<name>.py` and `tests/unit/test_fn_<name>.py` under `root` (cwd).
 
+    The test runs the handler with `runtime.testing.FunctionHarness`: no worker needed.
     Writes nothing when either file exists or a function of that name is registered.
     Returns the two paths, relative to `root`.
     """
@@ -60,8 +69,8 @@ def write_function(
     if name in Registry.load(settings.functions_module, settings):
         raise AlreadyExists(f"a function named {name!r} exists already")
     contents = {
-        module: _render("function.py.tmpl", name),
-        test: _render("test_function.py.tmpl", name),
+        module: _render("function.py.tmpl", name, package),
+        test: _render("test_function.py.tmpl", name, package),
     }
     for path, text in contents.items():
         with open(root / path, "x", encoding="utf-8") as out:  # "x": never overwrite

@@ -427,7 +427,7 @@ def test_new_writes_a_function_and_a_test_that_passes(ferry, project):
                 timeout=60,
             )
             assert lint.returncode == 0, (linter, in_repo, lint.stdout, lint.stderr)
-    # And the generated test passes, invoking the function through the runtime
+    # And the generated test passes, running the handler with runtime.testing
     env = {k: v for k, v in os.environ.items() if not k.startswith("FERRY_")}
     result = subprocess.run(
         [
@@ -437,8 +437,6 @@ def test_new_writes_a_function_and_a_test_that_passes(ferry, project):
             "-q",
             "-p",
             "no:cacheprovider",
-            "-k",
-            "embedded",
             str(test.relative_to(project)),
         ],
         cwd=project,

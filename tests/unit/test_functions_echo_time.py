@@ -2,44 +2,49 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 
+from functions.echo_time import echo_time
 from runtime.errors import InputInvalid
+from runtime.testing import FunctionHarness
 from tests.waiting import finished, wait_for
 
 
-def test_echo_time_answers_with_the_message_its_tenant_invocation_and_time(
-    runtime, worker, make_tenant
-):
-    # Given a tenant
-    tenant = make_tenant()
+@pytest.fixture
+def harness() -> Iterator[FunctionHarness]:
+    with FunctionHarness(tenant_id="acme") as harness:
+        yield harness
+
+
+def test_echo_time_answers_with_the_message_its_tenant_invocation_and_time(harness):
     before = datetime.now(UTC)
-    # When it invokes echo_time
-    inv, _ = runtime.dispatcher.accept(
-        tenant_id=tenant, function="echo_time", payload={"message": "hello, ferry"}
-    )
-    # Then it succeeds with the message, the tenant and invocation it ran as, and the time
-    done = wait_for(finished(runtime, inv.id), what="echo_time to finish")
+    # When the tenant's invocation runs echo_time
+    out = harness.run(echo_time, {"message": "hello, ferry"}, invocation_id="inv-1")
+    # Then it answers with the message, the tenant and invocation it ran as, and the time
     after = datetime.now(UTC)
-    assert done.status == "succeeded" and done.attempts == 1
-    assert done.result["message"] == "hello, ferry"
-    assert done.result["tenant_id"] == tenant
-    assert done.result["invocation_id"] == inv.id
-    server_time = datetime.fromisoformat(done.result["server_time"].replace("Z", "+00:00"))
+    assert out.message == "hello, ferry"
+    assert out.tenant_id == "acme"
+    assert out.invocation_id == "inv-1"
+    server_time = datetime.fromisoformat(out.model_dump(mode="json")["server_time"])
     assert server_time.tzinfo is not None
     assert before <= server_time <= after
 
 
-def test_echo_time_upper_cases_on_request(runtime, worker, make_tenant):
+def test_echo_time_upper_cases_on_request(harness):
+    assert harness.run(echo_time, {"message": "Quiet", "uppercase": True}).message == "QUIET"
+
+
+def test_echo_time_runs_through_the_runtime(runtime, worker, make_tenant):
     tenant = make_tenant()
     inv, _ = runtime.dispatcher.accept(
-        tenant_id=tenant, function="echo_time", payload={"message": "Quiet", "uppercase": True}
+        tenant_id=tenant, function="echo_time", payload={"message": "hello, ferry"}
     )
-    done = wait_for(finished(runtime, inv.id))
-    assert done.status == "succeeded"
-    assert done.result["message"] == "QUIET"
+    done = wait_for(finished(runtime, inv.id), what="echo_time to finish")
+    assert done.status == "succeeded" and done.attempts == 1
+    assert done.result["tenant_id"] == tenant and done.result["invocation_id"] == inv.id
 
 
 @pytest.mark.parametrize(

@@ -12,13 +12,14 @@ from datetime import UTC, datetime, timedelta
 from email.message import Message
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import SimpleNamespace
 
 import pytest
 
 from functions import send_webhook as webhook
-from runtime.context import Context
+from runtime import Permanent, Retryable
+from runtime.context import derive_tenant_secret
 from runtime.errors import InputInvalid
+from runtime.testing import FunctionHarness
 from tests.waiting import finished, wait_for
 
 
@@ -65,7 +66,10 @@ class Receiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # A short poll interval: stopping the server waits for one poll.
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
 
     @property
@@ -104,116 +108,154 @@ def free_port() -> int:
 
 def webhook_secret(runtime, tenant_id: str) -> bytes:
     """The tenant's webhook secret, derived by the same code a running function uses."""
-    holder = SimpleNamespace(tenant_id=tenant_id, _secret_key=runtime.settings.secret_key)
-    return Context.tenant_secret(holder, "webhook")
+    return derive_tenant_secret(runtime.settings.secret_key, tenant_id, "webhook")
 
 
-def deliver(runtime, tenant: str, url: str, **extra):
-    payload = {"url": url, "event": "invoice.paid", "data": {"invoice": "in_1", "cents": 1200}}
+def event_for(url: str) -> dict:
+    return {"url": url, "event": "invoice.paid", "data": {"invoice": "in_1", "cents": 1200}}
+
+
+def accept_delivery(runtime, tenant: str, url: str, **extra):
     inv, _ = runtime.dispatcher.accept(
-        tenant_id=tenant, function="send_webhook", payload=payload, **extra
+        tenant_id=tenant, function="send_webhook", payload=event_for(url), **extra
     )
     return inv
 
 
-# --- through the runtime ----------------------------------------------------------------------
+@pytest.fixture
+def harness() -> Iterator[FunctionHarness]:
+    with FunctionHarness(tenant_id="acme") as harness:
+        yield harness
 
 
-def test_a_delivery_is_signed_json_with_the_delivery_headers(
-    runtime, worker, make_tenant, receiver
-):
-    # Given a tenant and its endpoint
-    tenant = make_tenant()
+@pytest.fixture
+def attempt(harness) -> Callable[..., webhook.Output]:
+    """Run attempt `n` of one delivery (one idempotency key, one acceptance time)."""
+    accepted_at = datetime.now(UTC)
+
+    def run(url: str, n: int = 1, key: str = "order-42") -> webhook.Output:
+        return harness.run(
+            webhook.send_webhook,
+            event_for(url),
+            attempt=n,
+            idempotency_key=key,
+            accepted_at=accepted_at,
+        )
+
+    return run
+
+
+# --- the function, run by runtime.testing -----------------------------------------------------
+
+
+def test_a_delivery_is_signed_json_with_the_delivery_headers(harness, attempt, receiver):
+    # Given the tenant's endpoint
     endpoint = receiver(Answer(204))
     # When it sends an event
-    inv = deliver(runtime, tenant, endpoint.url, idempotency_key="order-42")
-    done = wait_for(finished(runtime, inv.id), what="the delivery")
+    out = attempt(endpoint.url, key="order-42")
     # Then the endpoint got one POST whose signature verifies with the tenant's secret
-    assert done.status == "succeeded" and done.attempts == 1
     [request] = endpoint.requests
     assert request.path == "/hooks/ferry?token=abc"
     assert request.headers["Content-Type"] == "application/json"
     webhook.verify_signature(
-        request.body, request.headers["Ferry-Signature"], webhook_secret(runtime, tenant)
+        request.body, request.headers["Ferry-Signature"], harness.tenant_secret("webhook")
     )
     # And another tenant's secret does not verify it
+    other = derive_tenant_secret(harness.settings.secret_key, "other", "webhook")
     with pytest.raises(webhook.SignatureInvalid):
-        webhook.verify_signature(
-            request.body, request.headers["Ferry-Signature"], webhook_secret(runtime, make_tenant())
-        )
+        webhook.verify_signature(request.body, request.headers["Ferry-Signature"], other)
     # And the body and headers carry the event and one delivery id
     body = json.loads(request.body)
     delivery = body["id"]
     assert body["event"] == "invoice.paid"
     assert body["data"] == {"invoice": "in_1", "cents": 1200}
     assert body["created_at"].endswith("Z")
-    assert datetime.fromisoformat(body["created_at"]) <= done.started_at
+    assert datetime.fromisoformat(body["created_at"]) <= datetime.now(UTC)
     assert request.headers["Ferry-Event"] == "invoice.paid"
     assert request.headers["Ferry-Delivery"] == delivery
     assert request.headers["Idempotency-Key"] == delivery
-    assert delivery == webhook.delivery_id(tenant, "send_webhook", "order-42")
-    assert done.result["status_code"] == 204
-    assert done.result["delivery_id"] == delivery
-    assert done.result["attempt"] == 1
-    assert done.result["duration_ms"] >= 0
+    assert delivery == webhook.delivery_id("acme", "send_webhook", "order-42")
+    assert out.status_code == 204
+    assert out.delivery_id == delivery
+    assert out.attempt == 1
+    assert out.duration_ms >= 0
 
 
 def test_server_errors_are_retried_with_the_same_delivery_until_it_succeeds(
-    runtime, worker, make_tenant, receiver
+    harness, attempt, receiver
 ):
-    tenant = make_tenant()
     endpoint = receiver(Answer(500), Answer(503), Answer(200))
-    inv = deliver(runtime, tenant, endpoint.url)
-    done = wait_for(finished(runtime, inv.id), timeout=30, what="the delivery")
-    assert done.status == "succeeded" and done.attempts == 3
-    attempts = runtime.store.invocations.attempts(inv.id)
-    assert [a.outcome for a in attempts] == ["retrying", "retrying", "succeeded"]
-    assert attempts[0].error["type"] == "Retryable" and "500" in attempts[0].error["message"]
+    with pytest.raises(Retryable, match="500"):
+        attempt(endpoint.url, 1)
+    with pytest.raises(Retryable, match="503"):
+        attempt(endpoint.url, 2)
+    out = attempt(endpoint.url, 3)
     # Every attempt sent the same delivery and the same bytes, each freshly signed
     assert len(endpoint.requests) == 3
     assert len({r.headers["Ferry-Delivery"] for r in endpoint.requests}) == 1
     assert len({r.body for r in endpoint.requests}) == 1
-    secret = webhook_secret(runtime, tenant)
+    secret = harness.tenant_secret("webhook")
     for request in endpoint.requests:
         webhook.verify_signature(request.body, request.headers["Ferry-Signature"], secret)
-    assert done.result["delivery_id"] == endpoint.requests[0].headers["Ferry-Delivery"]
-    assert done.result["attempt"] == 3
+    assert out.delivery_id == endpoint.requests[0].headers["Ferry-Delivery"]
+    assert out.attempt == 3
 
 
-def test_a_refused_connection_is_retried_until_the_endpoint_listens(
-    runtime, worker, make_tenant, receiver
-):
+def test_a_refused_connection_is_retried_until_the_endpoint_listens(attempt, receiver):
     # Given an endpoint that is not listening yet
-    tenant = make_tenant()
     port = free_port()
     url = f"http://127.0.0.1:{port}/hook"
-    inv = deliver(runtime, tenant, url)
-    # When the first attempt fails
-    wait_for(
-        lambda: runtime.store.invocations.get(inv.id).status == "retrying",
-        what="the first attempt to fail",
-    )
-    first = runtime.store.invocations.attempts(inv.id)[0]
-    assert first.outcome == "retrying"
-    assert first.error["type"] == "Retryable" and "ConnectionError" in first.error["message"]
+    # When the first attempt fails, it asks for a retry
+    with pytest.raises(Retryable, match="ConnectionError"):
+        attempt(url, 1)
     # Then once the endpoint listens, a retry delivers it
     endpoint = receiver(Answer(200), port=port)
-    done = wait_for(finished(runtime, inv.id), timeout=30, what="the delivery")
-    assert done.status == "succeeded" and done.attempts >= 2
+    assert attempt(url, 2).status_code == 200
     assert len(endpoint.requests) == 1
 
 
-def test_a_read_timeout_is_retried(runtime, worker, make_tenant, receiver, monkeypatch):
+def test_a_read_timeout_is_retried(attempt, receiver, monkeypatch):
     # The production read timeout (20 s) is shortened so the test stays quick.
     monkeypatch.setattr(webhook, "READ_TIMEOUT_S", 0.5)
-    tenant = make_tenant()
     endpoint = receiver(Answer(200, delay_s=3), Answer(200))
-    inv = deliver(runtime, tenant, endpoint.url)
-    done = wait_for(finished(runtime, inv.id), timeout=30, what="the delivery")
-    assert done.status == "succeeded" and done.attempts == 2
-    first = runtime.store.invocations.attempts(inv.id)[0]
-    assert first.outcome == "retrying" and "ReadTimeout" in first.error["message"]
+    with pytest.raises(Retryable, match="ReadTimeout"):
+        attempt(endpoint.url, 1)
+    assert attempt(endpoint.url, 2).attempt == 2
     assert len({r.headers["Ferry-Delivery"] for r in endpoint.requests}) == 1
+
+
+def test_too_many_requests_asks_for_the_wait_retry_after_gives(attempt, receiver):
+    endpoint = receiver(Answer(429, {"Retry-After": "2"}))
+    with pytest.raises(Retryable, match="429") as refused:
+        attempt(endpoint.url)
+    assert refused.value.delay_s == 2
+
+
+@pytest.mark.parametrize("status", [400, 404, 410, 301])
+def test_a_client_error_or_redirect_fails_at_once(attempt, receiver, status):
+    endpoint = receiver(Answer(status, {"Location": "http://elsewhere.invalid/"}))
+    with pytest.raises(Permanent, match=str(status)):
+        attempt(endpoint.url)
+    assert len(endpoint.requests) == 1
+
+
+# --- through the runtime ----------------------------------------------------------------------
+
+
+def test_a_delivery_through_the_runtime_is_signed_and_stored(
+    runtime, worker, make_tenant, receiver
+):
+    tenant = make_tenant()
+    endpoint = receiver(Answer(204))
+    inv = accept_delivery(runtime, tenant, endpoint.url, idempotency_key="order-42")
+    done = wait_for(finished(runtime, inv.id), what="the delivery")
+    assert done.status == "succeeded" and done.attempts == 1
+    [request] = endpoint.requests
+    webhook.verify_signature(
+        request.body, request.headers["Ferry-Signature"], webhook_secret(runtime, tenant)
+    )
+    assert datetime.fromisoformat(json.loads(request.body)["created_at"]) <= done.started_at
+    assert done.result["delivery_id"] == webhook.delivery_id(tenant, "send_webhook", "order-42")
 
 
 def test_too_many_requests_waits_as_long_as_retry_after_says(
@@ -222,24 +264,12 @@ def test_too_many_requests_waits_as_long_as_retry_after_says(
     tenant = make_tenant()
     # The first retry's own backoff is 0.5 to 1 s; Retry-After asks for 2 s.
     endpoint = receiver(Answer(429, {"Retry-After": "2"}), Answer(200))
-    inv = deliver(runtime, tenant, endpoint.url)
+    inv = accept_delivery(runtime, tenant, endpoint.url)
     done = wait_for(finished(runtime, inv.id), timeout=30, what="the delivery")
     assert done.status == "succeeded" and done.attempts == 2
     first, second = runtime.store.invocations.attempts(inv.id)
     assert first.outcome == "retrying" and "429" in first.error["message"]
     assert (second.started_at - first.finished_at).total_seconds() >= 1.5
-
-
-@pytest.mark.parametrize("status", [400, 404, 410, 301])
-def test_a_client_error_or_redirect_fails_at_once(runtime, worker, make_tenant, receiver, status):
-    tenant = make_tenant()
-    endpoint = receiver(Answer(status, {"Location": "http://elsewhere.invalid/"}))
-    inv = deliver(runtime, tenant, endpoint.url)
-    done = wait_for(finished(runtime, inv.id), what="the delivery")
-    assert done.status == "failed" and done.attempts == 1
-    assert done.error["type"] == "Permanent"
-    assert str(status) in done.error["message"]
-    assert len(endpoint.requests) == 1
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,9 @@ import pytest
 import sqlalchemy as sa
 
 from functions import usage_report as report
+from runtime import Permanent
 from runtime.errors import InputInvalid
+from runtime.testing import FunctionHarness
 from tests.waiting import finished, wait_for
 
 HEADER = [
@@ -150,14 +152,12 @@ def test_the_report_covers_only_its_period(runtime, worker, make_tenant):
     assert empty.result["period"]["since"].startswith("1999-12-02T00:00:00")
 
 
-def test_a_since_later_than_the_default_until_fails_permanently(runtime, worker, make_tenant):
-    tenant = make_tenant()
-    next_week = runtime.store.db.clock() + timedelta(days=7)
-    inv = accept(runtime, tenant, "usage_report", {"since": next_week.isoformat()})
-    done = wait_for(finished(runtime, inv.id), what="the report")
-    assert done.status == "failed" and done.attempts == 1
-    assert done.error["type"] == "Permanent"
-    assert "earlier than until" in done.error["message"]
+def test_a_since_later_than_the_default_until_fails_permanently():
+    # The default `until` is when the invocation was accepted; `since` is a week later
+    with FunctionHarness() as harness:
+        next_week = harness.store.db.clock() + timedelta(days=7)
+        with pytest.raises(Permanent, match="earlier than until"):
+            harness.run(report.usage_report, {"since": next_week.isoformat()})
 
 
 @pytest.mark.parametrize(

@@ -115,7 +115,7 @@ def test_the_memory_is_bounded(store_tenants, make_tenant, make_key):
     tenant = make_tenant()
     for key in [make_key(tenant, "read") for _ in range(5)]:
         assert keys.authenticate(key) is not None
-    assert len(keys._known) <= 2
+    assert len(keys) <= 2
 
 
 def test_a_negative_ttl_is_refused(store_tenants):
