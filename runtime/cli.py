@@ -292,7 +292,7 @@ def cmd_invoke(args: argparse.Namespace, settings: Settings) -> int:
     runtime = Runtime(settings)
     try:
         _check_schema(runtime.store)
-        invocation, created = runtime.dispatcher.accept(
+        invocation, created = runtime.invocations.accept(
             tenant_id=args.tenant,
             function=args.name,
             payload=payload,

@@ -13,8 +13,8 @@ import structlog
 from sqlalchemy.orm import Session
 
 if TYPE_CHECKING:
-    from runtime.dispatch import Dispatcher
     from runtime.registry import FunctionSpec
+    from runtime.services.invocations import InvocationService
     from runtime.store import Store
     from runtime.store.invocations import Claimed
     from runtime.store.views import InvocationView
@@ -59,14 +59,14 @@ class Context:
     accepted_at: datetime
     log: Any
     _store: Store = dataclasses.field(repr=False)
-    _dispatcher: Dispatcher = dataclasses.field(repr=False)
+    _invocations: InvocationService = dataclasses.field(repr=False)
     _secret_key: str = dataclasses.field(repr=False)
     _session: Session | None = dataclasses.field(default=None, repr=False)
     _children: int = dataclasses.field(default=0, repr=False)
 
     @classmethod
     def for_claim(
-        cls, claimed: Claimed, *, store: Store, dispatcher: Dispatcher, secret_key: str
+        cls, claimed: Claimed, *, store: Store, invocations: InvocationService, secret_key: str
     ) -> Context:
         inv = claimed.invocation
         log = structlog.get_logger("ferry.function").bind(
@@ -86,7 +86,7 @@ class Context:
             accepted_at=inv.created_at,
             log=log,
             _store=store,
-            _dispatcher=dispatcher,
+            _invocations=invocations,
             _secret_key=secret_key,
         )
 
@@ -124,7 +124,7 @@ class Context:
             self._children += 1
             key = f"#{self._children}"
         data = payload.model_dump(mode="json") if hasattr(payload, "model_dump") else payload
-        invocation, _created = self._dispatcher.accept(
+        invocation, _created = self._invocations.accept(
             tenant_id=self.tenant_id,
             function=name,
             payload=data,

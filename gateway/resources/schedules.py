@@ -90,7 +90,7 @@ class ScheduleRestore:
 
 def add_routes(app: WsgiApp, runtime: Runtime) -> None:
     """Mount the schedule routes; loading the schedules here stops start-up on a bad one."""
-    control = ScheduleControl.from_runtime(runtime)
+    control = runtime.schedules
     item = ScheduleItem(control)
     app.add_route("/v1/schedules", ScheduleCollection(control))
     app.add_route("/v1/schedules/restore", ScheduleRestore(control))

@@ -35,7 +35,7 @@ def _control(settings: Settings) -> Iterator[tuple[Runtime, ScheduleControl]]:
             raise ConfigurationError(
                 "the store has not been migrated to the newest schema; run `ferry migrate`"
             )
-        yield runtime, ScheduleControl.from_runtime(runtime)
+        yield runtime, runtime.schedules
     finally:
         runtime.close()
 

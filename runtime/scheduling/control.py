@@ -16,15 +16,12 @@ from __future__ import annotations
 import builtins
 import dataclasses
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from runtime.scheduling.definition import ScheduleDefinition, ScheduleNotFound
 from runtime.scheduling.scheduler import Scheduler
 from runtime.scheduling.state import ScheduleRunView, ScheduleStateView
 from runtime.store.views import InvocationView, rfc3339
-
-if TYPE_CHECKING:
-    from runtime.app import Runtime
 
 #: Runs shown per schedule in a listing, and in the single-schedule view.
 HISTORY_IN_LIST = 5
@@ -100,10 +97,6 @@ class ScheduleControl:
         self.book = scheduler.book
         self.store = scheduler.store
         self.clock = scheduler.clock
-
-    @classmethod
-    def from_runtime(cls, runtime: Runtime) -> ScheduleControl:
-        return cls(Scheduler.from_runtime(runtime))
 
     # --- reading ------------------------------------------------------------------------------
 

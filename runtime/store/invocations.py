@@ -165,6 +165,15 @@ class Invocations:
                 sa.delete(I).where(I.id == invocation_id, I.attempts == 0, I.status.in_(CLAIMABLE))
             )
 
+    def mark_unsent(self, invocation_id: str) -> None:
+        """Clear `dispatched_at` of a queued invocation whose send failed: the sweep sends it."""
+        with self.db.statements() as connection:
+            connection.execute(
+                sa.update(I)
+                .where(I.id == invocation_id, I.status == Status.QUEUED)
+                .values(dispatched_at=None)
+            )
+
     # --- reading ------------------------------------------------------------------------------
 
     def get(self, invocation_id: str, tenant_id: str | None = None) -> InvocationView:

@@ -28,7 +28,7 @@ def test_a_worker_killed_mid_run_loses_nothing_and_runs_nothing_twice(
     try:
         runtime.store.tenants.create("t-kill")
         ids = [
-            runtime.dispatcher.accept(
+            runtime.invocations.accept(
                 tenant_id="t-kill", function="echo", payload={"message": f"m{n}", "sleep_s": 4}
             )[0].id
             for n in range(20)

@@ -41,7 +41,7 @@ def key_ids(runtime, tenant):
 
 
 def run_cleanup(runtime, tenant, payload):
-    inv, _ = runtime.dispatcher.accept(
+    inv, _ = runtime.invocations.accept(
         tenant_id=tenant, function="cleanup_expired_keys", payload=payload
     )
     done = wait_for(finished(runtime, inv.id), what="the cleanup")
@@ -109,7 +109,7 @@ def test_no_grace_deletes_every_expired_or_revoked_key(runtime, worker, make_ten
 def test_bad_input_is_refused_before_anything_is_stored(runtime, make_tenant, payload):
     tenant = make_tenant()
     with pytest.raises(InputInvalid):
-        runtime.dispatcher.accept(
+        runtime.invocations.accept(
             tenant_id=tenant, function="cleanup_expired_keys", payload=payload
         )
     assert runtime.store.invocations.list(tenant)[0] == []

@@ -17,7 +17,7 @@ def test_echo_time_answers_with_the_message_its_tenant_invocation_and_time(
     tenant = make_tenant()
     before = datetime.now(UTC)
     # When it invokes echo_time
-    inv, _ = runtime.dispatcher.accept(
+    inv, _ = runtime.invocations.accept(
         tenant_id=tenant, function="echo_time", payload={"message": "hello, ferry"}
     )
     # Then it succeeds with the message, the tenant and invocation it ran as, and the time
@@ -34,7 +34,7 @@ def test_echo_time_answers_with_the_message_its_tenant_invocation_and_time(
 
 def test_echo_time_upper_cases_on_request(runtime, worker, make_tenant):
     tenant = make_tenant()
-    inv, _ = runtime.dispatcher.accept(
+    inv, _ = runtime.invocations.accept(
         tenant_id=tenant, function="echo_time", payload={"message": "Quiet", "uppercase": True}
     )
     done = wait_for(finished(runtime, inv.id))
@@ -49,7 +49,7 @@ def test_echo_time_upper_cases_on_request(runtime, worker, make_tenant):
 def test_echo_time_refuses_bad_input_before_storing_anything(runtime, make_tenant, payload):
     tenant = make_tenant()
     with pytest.raises(InputInvalid):
-        runtime.dispatcher.accept(tenant_id=tenant, function="echo_time", payload=payload)
+        runtime.invocations.accept(tenant_id=tenant, function="echo_time", payload=payload)
     assert runtime.store.invocations.list(tenant)[0] == []
 
 

@@ -110,7 +110,7 @@ def webhook_secret(runtime, tenant_id: str) -> bytes:
 
 def deliver(runtime, tenant: str, url: str, **extra):
     payload = {"url": url, "event": "invoice.paid", "data": {"invoice": "in_1", "cents": 1200}}
-    inv, _ = runtime.dispatcher.accept(
+    inv, _ = runtime.invocations.accept(
         tenant_id=tenant, function="send_webhook", payload=payload, **extra
     )
     return inv
@@ -257,7 +257,7 @@ def test_bad_input_is_refused_before_anything_is_stored(runtime, make_tenant, ch
     tenant = make_tenant()
     payload = {"url": "https://example.com/hook", "event": "invoice.paid", "data": {}} | change
     with pytest.raises(InputInvalid):
-        runtime.dispatcher.accept(tenant_id=tenant, function="send_webhook", payload=payload)
+        runtime.invocations.accept(tenant_id=tenant, function="send_webhook", payload=payload)
     assert runtime.store.invocations.list(tenant)[0] == []
 
 

@@ -31,7 +31,7 @@ HEADER = [
 
 
 def accept(runtime, tenant, function, payload, **extra):
-    inv, _ = runtime.dispatcher.accept(
+    inv, _ = runtime.invocations.accept(
         tenant_id=tenant, function=function, payload=payload, **extra
     )
     return inv
@@ -171,7 +171,7 @@ def test_a_since_later_than_the_default_until_fails_permanently(runtime, worker,
 def test_a_bad_period_is_refused_before_anything_is_stored(runtime, make_tenant, payload):
     tenant = make_tenant()
     with pytest.raises(InputInvalid):
-        runtime.dispatcher.accept(tenant_id=tenant, function="usage_report", payload=payload)
+        runtime.invocations.accept(tenant_id=tenant, function="usage_report", payload=payload)
     assert runtime.store.invocations.list(tenant)[0] == []
 
 
