@@ -7,7 +7,7 @@ Sign-in, sessions and CSRF are in `sessions` and `auth`.
 
 from __future__ import annotations
 
-from gateway.dashboard import resources
+from gateway.dashboard import resources, schedule_pages
 from gateway.dashboard.auth import Gate
 from gateway.dashboard.readmodel import DashboardReadModel
 from gateway.dashboard.rendering import Renderer
@@ -47,8 +47,8 @@ def add_dashboard_routes(app: WsgiApp, runtime: Runtime) -> None:
     app.add_route("/dashboard/invocations/{invocation_id}/cancel", item, suffix="cancel")
     app.add_route("/dashboard/failed", failed)
     app.add_route("/dashboard/failed/retry", failed, suffix="retry")
-    schedule = resources.ScheduleItem(gate, services)
-    app.add_route("/dashboard/schedules", resources.Schedules(gate, services))
+    schedule = schedule_pages.ScheduleItem(gate, services)
+    app.add_route("/dashboard/schedules", schedule_pages.Schedules(gate, services))
     app.add_route("/dashboard/schedules/{schedule_id}", schedule)
     for action in ("pause", "resume", "trigger"):
         app.add_route(f"/dashboard/schedules/{{schedule_id}}/{action}", schedule, suffix=action)
