@@ -22,9 +22,9 @@ from runtime.execution import Executor
 from runtime.heartbeat import Heartbeat, HeartbeatOptions, Workers
 from runtime.metrics import process_metrics
 from runtime.registry import Registry
-from runtime.scheduling.control import ScheduleControl as ScheduleService
 from runtime.scheduling.scheduler import Scheduler
 from runtime.services.invocations import InvocationService, new_invocation_id
+from runtime.services.schedules import ScheduleService
 from runtime.services.tenants import TenantService
 from runtime.settings import Settings
 from runtime.store import Clock, Store, utcnow

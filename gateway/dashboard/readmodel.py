@@ -22,7 +22,7 @@ from runtime.heartbeat import HeartbeatOptions, Workers, WorkerView
 from runtime.logs import REDACTED, SECRET_KEY, SECRET_VALUE
 from runtime.queues import queue_depths
 from runtime.registry import Registry
-from runtime.scheduling.control import ScheduleControl, ScheduleView
+from runtime.services.schedules import ScheduleService, ScheduleView
 from runtime.store import Store, models, paging
 from runtime.store.models import FINISHED, Status
 from runtime.store.tenants import Principal
@@ -253,7 +253,7 @@ class DashboardReadModel:
         registry: Registry,
         broker: dramatiq.Broker,
         heartbeat: HeartbeatOptions,
-        schedules: ScheduleControl,
+        schedules: ScheduleService,
         *,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
@@ -481,7 +481,7 @@ class DashboardReadModel:
         """The schedules this viewer sees, with their next run and recent runs.
 
         A tenant sees the schedules that make invocations in it, with its own runs only
-        (`runtime.scheduling.control`); None sees all.
+        (`runtime.services.schedules`); None sees all.
         """
         return self.schedule_control.list(read_tenant)
 

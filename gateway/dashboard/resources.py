@@ -22,8 +22,8 @@ from gateway.dashboard.readmodel import InvocationFilter
 from gateway.dashboard.rendering import STATIC, page_headers
 from gateway.dashboard.sessions import LOGIN_COOKIE, LOGIN_FORM_MAX_AGE_S, SESSION_COOKIE
 from runtime.errors import BadRequest
-from runtime.scheduling.control import ScheduleControl as ScheduleService
 from runtime.services.invocations import InvocationService
+from runtime.services.schedules import ScheduleService
 from runtime.services.tenants import TenantService
 
 log = structlog.get_logger("ferry.dashboard")

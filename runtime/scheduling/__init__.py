@@ -8,9 +8,9 @@ from runtime.scheduling import ALL_ACTIVE, schedule
 
 The parts: `definition` (declaring and loading schedules), `crontime` (cron in a time
 zone, across daylight-saving changes), `ticks` (which ticks fire now: a pure function),
-`state` (what the store keeps), `scheduler` (`fire_due`, manual triggers), `control`
-(what operators see and do), `loop` (the `ferry dev` thread), `periodiq_entry` (the
-`scheduler` process) and `cli` (`ferry schedules ...`).
+`state` (what the store keeps), `scheduler` (`fire_due`, manual triggers), `loop` (the
+`ferry dev` thread), `periodiq_entry` (the `scheduler` process) and `cli` (`ferry
+schedules ...`). What operators see and do is `runtime.services.schedules`.
 """
 
 from __future__ import annotations

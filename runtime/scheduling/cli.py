@@ -16,7 +16,7 @@ from typing import Any
 
 from runtime.app import Runtime
 from runtime.errors import ConfigurationError
-from runtime.scheduling.control import ScheduleControl, ScheduleView
+from runtime.services.schedules import ScheduleService, ScheduleView
 from runtime.settings import Settings
 from runtime.store.views import rfc3339
 
@@ -28,7 +28,7 @@ def _say(text: str = "") -> None:
 
 
 @contextlib.contextmanager
-def _control(settings: Settings) -> Iterator[tuple[Runtime, ScheduleControl]]:
+def _control(settings: Settings) -> Iterator[tuple[Runtime, ScheduleService]]:
     runtime = Runtime(settings)
     try:
         if not runtime.store.is_current():

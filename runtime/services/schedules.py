@@ -89,7 +89,7 @@ def _unregistered(schedule_id: str, now: datetime) -> ScheduleStateView:
     )
 
 
-class ScheduleControl:
+class ScheduleService:
     """List, show, pause, resume, delete, restore and trigger the schedules of a book."""
 
     def __init__(self, scheduler: Scheduler) -> None:
