@@ -75,8 +75,8 @@ def test_the_report_counts_the_tenants_invocations_by_function_and_status(
         ],
     )
     tomorrow = runtime.store.db.clock() + timedelta(days=1)
-    accept(runtime, ours, "echo", {"message": "later"}, scheduled_for=tomorrow)
-    cancelled = accept(runtime, ours, "echo", {"message": "never"}, scheduled_for=tomorrow)
+    accept(runtime, ours, "echo", {"message": "later"}, at=tomorrow)
+    cancelled = accept(runtime, ours, "echo", {"message": "never"}, at=tomorrow)
     runtime.store.invocations.cancel(cancelled.id, ours)
     # And another tenant with invocations of the same function and of one only it uses
     run_all(runtime, theirs, [("echo", {"message": "x"})] * 4 + [("bad_output", {})])
