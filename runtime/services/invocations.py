@@ -52,6 +52,7 @@ def request_hash(payload: Mapping[str, Any]) -> str:
 
 
 def new_invocation_id() -> str:
+    """A new invocation id: a random UUID."""
     return str(uuid.uuid4())
 
 
