@@ -2,7 +2,7 @@
 
 1. accept: closed-loop POSTs through gunicorn (every 202 is a committed row), then a
    steady 200 requests/s for the accept latency;
-2. drain: `invocations` no-ops accepted in bulk through the runtime's `Dispatcher` while
+2. drain: `invocations` no-ops accepted in bulk through the runtime's `InvocationService` while
    no worker runs, then the worker processes start; the rate is the count over the
    store's own window, first `started_at` to last `finished_at`;
 3. idle: one invocation at a time over HTTP, with a pause, on idle workers; latencies
@@ -129,7 +129,7 @@ def _bulk_accept(runtime: Runtime, count: int, threads: int = 8) -> float:
                 n = next(next_index, None)
             if n is None:
                 return done
-            runtime.dispatcher.accept(
+            runtime.invocations.accept(
                 tenant_id=TENANT, function=FUNCTION, payload={}, trigger="cli"
             )
             done += 1
@@ -253,7 +253,7 @@ def run(
             details["paced"]["max_ms"] = max(paced["latencies_ms"], default=None)
 
             _clear(runtime)
-            say(f"ferry: accepting {plan.invocations} no-ops through the Dispatcher")
+            say(f"ferry: accepting {plan.invocations} no-ops through the InvocationService")
             details["bulk_accept_rate"] = _bulk_accept(runtime, plan.invocations)
             say(f"ferry: draining with {plan.processes} x {plan.threads} workers")
             workers = _workers(procs, deployment, plan)

@@ -1,4 +1,4 @@
-"""The app factory: everything the gateway uses comes in through the `Runtime`."""
+"""The app factory: each resource is built with the services it uses, taken from a `Runtime`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from gateway.middleware import AccessLogMiddleware, AuthMiddleware, RequestIdMid
 from gateway.types import WsgiApp
 from runtime.app import Runtime
 from runtime.errors import ConfigurationError
-from runtime.keycache import KeyCache
 
 #: Modules under `gateway/resources/` the app mounts, each with its part of the OpenAPI
 #: document; adding a resource module is adding its name here.
@@ -35,7 +34,7 @@ def _resource_module(name: str) -> ResourceModule:
 
 
 def create_app(runtime: Runtime) -> WsgiApp:
-    """Build the WSGI app over a runtime (its store, registry, dispatcher and settings)."""
+    """Build the WSGI app over a runtime's services, registry and settings."""
     app: WsgiApp = falcon.App(
         middleware=[
             # First: it times everything the others do, and counts every answer.
@@ -43,10 +42,7 @@ def create_app(runtime: Runtime) -> WsgiApp:
             # First in, last out: the request id is on every response and in every log line.
             RequestIdMiddleware(),
             AccessLogMiddleware(),
-            AuthMiddleware(
-                runtime.store.tenants,
-                KeyCache(runtime.store.tenants, ttl_s=runtime.settings.auth_cache_s),
-            ),
+            AuthMiddleware(runtime.tenants),
         ]
     )
     errors.install(app)

@@ -13,8 +13,7 @@ import falcon
 import structlog
 
 from gateway.errors import Problem
-from runtime.keycache import KeyCache
-from runtime.store.tenants import Principal, Tenants
+from runtime.services.tenants import Principal, TenantService
 
 log = structlog.get_logger("ferry.gateway")
 
@@ -121,9 +120,8 @@ class AuthMiddleware:
     so a client never believes it acted for a tenant it did not.
     """
 
-    def __init__(self, tenants: Tenants, keys: KeyCache | None = None) -> None:
+    def __init__(self, tenants: TenantService) -> None:
         self.tenants = tenants
-        self.keys = keys if keys is not None else KeyCache(tenants, ttl_s=0)
 
     def process_resource(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict[str, Any]
@@ -134,7 +132,7 @@ class AuthMiddleware:
         token = _bearer_token(req.get_header("Authorization"))
         if token is None:
             raise _unauthenticated("send the API key as 'Authorization: Bearer <key>'")
-        principal = self.keys.authenticate(token)
+        principal = self.tenants.authenticate(token)
         if principal is None:
             raise _unauthenticated("the API key is unknown, revoked or expired")
         caller = self._caller(principal, req.get_header("X-Tenant-ID"))

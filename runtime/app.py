@@ -1,8 +1,9 @@
-"""Assemble a Ferry runtime from settings: store, registry, broker, dispatcher, workers."""
+"""Assemble a Ferry runtime from settings: store, registry, broker, services, workers."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import socket
 import threading
@@ -21,6 +22,10 @@ from runtime.execution import Executor
 from runtime.heartbeat import Heartbeat, HeartbeatOptions
 from runtime.metrics import process_metrics
 from runtime.registry import Registry
+from runtime.scheduling.scheduler import Scheduler
+from runtime.services.invocations import InvocationService, new_invocation_id
+from runtime.services.schedules import ScheduleService
+from runtime.services.tenants import TenantService
 from runtime.settings import Settings
 from runtime.store import Clock, Store, utcnow
 
@@ -97,19 +102,27 @@ class Runtime:
         install_worker_middleware(
             self.broker, self.store.claims, self.worker_id, self._lease_s, self.metrics
         )
+        # Built in the order they need each other; the dispatcher finds each function's
+        # actor on the broker, so the actors can come last.
         self.dispatcher = Dispatcher(
+            self.store, self.broker, redispatch_after_s=settings.redispatch_after_s
+        )
+        self.invocations = InvocationService(
             self.store,
             self.registry,
-            self.broker,
-            {},
-            redispatch_after_s=settings.redispatch_after_s,
-            **({"id_factory": id_factory} if id_factory else {}),
+            self.dispatcher,
+            id_factory=id_factory or new_invocation_id,
         )
-        self.executor = Executor(self.store, self.dispatcher, secret_key=settings.secret_key)
+        self.tenants = TenantService(self.store, auth_cache_s=settings.auth_cache_s)
+        self.executor = Executor(self.store, self.invocations, secret_key=settings.secret_key)
         self.actors = declare_actors(self.broker, self.registry, self.executor.actor_body)
-        self.dispatcher.actors = self.actors
         # Periodiq and Dramatiq's CLI look the broker up globally.
         dramatiq.set_broker(self.broker)
+
+    @functools.cached_property
+    def schedules(self) -> ScheduleService:
+        """The schedules of `FERRY_SCHEDULES_MODULE`, loaded and checked on first use."""
+        return ScheduleService(Scheduler.from_runtime(self))
 
     def _lease_s(self, function_name: str) -> float:
         timeout = (

@@ -13,8 +13,8 @@ import structlog
 from sqlalchemy.orm import Session
 
 if TYPE_CHECKING:
-    from runtime.dispatch import Dispatcher
     from runtime.registry import FunctionSpec
+    from runtime.services.invocations import InvocationService
     from runtime.store import Store
     from runtime.store.claims import Claimed
     from runtime.store.views import InvocationView
@@ -37,7 +37,7 @@ MAX_KEY = 255
 
 
 class AcceptChild(Protocol):
-    """Accept a child invocation (`Dispatcher.accept`; `runtime.testing` keeps its own)."""
+    """Accept a child invocation (`InvocationService.accept`; `runtime.testing` keeps its own)."""
 
     def __call__(
         self,
@@ -124,7 +124,7 @@ class Context:
 
     @classmethod
     def for_claim(
-        cls, claimed: Claimed, *, store: Store, dispatcher: Dispatcher, secret_key: str
+        cls, claimed: Claimed, *, store: Store, invocations: InvocationService, secret_key: str
     ) -> Context:
         """The context of the attempt a worker claimed."""
         inv = claimed.invocation
@@ -137,7 +137,7 @@ class Context:
             function=inv.function,
             accepted_at=inv.created_at,
             store=store,
-            accept=dispatcher.accept,
+            accept=invocations.accept,
             secret_key=secret_key,
         )
 

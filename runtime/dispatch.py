@@ -1,17 +1,15 @@
-"""From "accepted" to "sent to the broker": the one path every invocation takes.
+"""From "accepted" to "sent to the broker": sending, and the sweep that sends again.
 
-HTTP, the CLI, schedules and `ctx.invoke` all call `Dispatcher.accept`; the sweep calls
-`Dispatcher.sweep`. Both end in `Dispatcher.send`, so tenant-fair dispatch (limits,
-round-robin across tenants) can be added here without touching the callers.
+`runtime.services.invocations` accepts an invocation (HTTP, the CLI, schedules and
+`ctx.invoke`) and hands it to `Dispatcher.dispatch`; the sweep calls `Dispatcher.sweep`.
+Both end in `Dispatcher.send`, so tenant-fair dispatch (limits, round-robin across
+tenants) can be added here without touching the callers.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,28 +17,18 @@ import dramatiq
 import redis
 import structlog
 
-from runtime.errors import BrokerUnavailable, TenantSuspended
+from runtime.errors import BrokerUnavailable, Unavailable
 from runtime.queues import queue_depths
-from runtime.registry import Registry
 from runtime.store import Store
-from runtime.store.invocations import NewInvocation
 from runtime.store.sweep import Dispatch
-from runtime.store.views import InvocationView
 
 log = structlog.get_logger("ferry.dispatch")
 
-TRIGGERS = ("http", "schedule", "invoke", "cli")
 #: An invocation's `dispatched_at` is stamped just before its message is built, so the
 #: message at a queue's head was sent a little after its own `dispatched_at`. Only what
 #: was dispatched this long before the head counts as ahead of it (lost); a lost message
 #: nearer the head waits until the head moves on.
 ENQUEUE_SLACK = timedelta(seconds=1)
-
-
-def request_hash(payload: Mapping[str, Any]) -> str:
-    """Hash of the canonical JSON of an input: equal inputs, equal hashes."""
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,74 +39,17 @@ class SweepReport:
 
 
 class Dispatcher:
-    def __init__(
-        self,
-        store: Store,
-        registry: Registry,
-        broker: dramatiq.Broker,
-        actors: Mapping[str, dramatiq.Actor[Any, Any]],
-        *,
-        redispatch_after_s: float,
-        id_factory: Callable[[], str] = lambda: str(uuid.uuid4()),
-    ) -> None:
+    """Sends invocations to the broker: each accepted one at once, and the sweep's."""
+
+    def __init__(self, store: Store, broker: dramatiq.Broker, *, redispatch_after_s: float) -> None:
         self.store = store
-        self.registry = registry
         self.broker = broker
-        self.actors = actors
         self.redispatch_after_s = redispatch_after_s
-        self.id_factory = id_factory
 
-    def accept(
-        self,
-        *,
-        tenant_id: str,
-        function: str,
-        payload: Any,
-        idempotency_key: str | None = None,
-        trigger: str = "http",
-        request_id: str | None = None,
-        parent_id: str | None = None,
-        scheduled_for: datetime | None = None,
-    ) -> tuple[InvocationView, bool]:
-        """Validate, store and (if due) send an invocation; or return the stored one.
-
-        Returns the invocation and whether this call created it. When this returns, the
-        invocation is committed in the store; if the broker refused it, it is withdrawn
-        and `BrokerUnavailable` raised, so nothing half-accepted remains.
-        """
-        fn = self.registry.get(function)
-        data = fn.validate_input(payload).model_dump(mode="json")
-        new_id = self.id_factory()
-        invocation, created = self.store.invocations.insert(
-            NewInvocation(
-                id=new_id,
-                tenant_id=tenant_id,
-                function=fn.name,
-                queue=fn.queue,
-                trigger=trigger,
-                idempotency_key=idempotency_key or new_id,
-                request_hash=request_hash(data),
-                request_id=request_id,
-                parent_id=parent_id,
-                payload=data,
-                max_retries=fn.max_retries,
-                scheduled_for=scheduled_for,
-            )
-        )
-        if created and invocation.status == "queued":
-            try:
-                self.send(Dispatch(invocation.id, tenant_id, fn.name, fn.queue))
-            except BrokerUnavailable:
-                self.store.invocations.withdraw(invocation.id)
-                raise
-        if created:
-            log.info(
-                "invocation_accepted",
-                **invocation.log_context(),
-                trigger=trigger,
-                status=invocation.status,
-            )
-        return invocation, created
+    @property
+    def actors(self) -> Mapping[str, dramatiq.Actor[Any, Any]]:
+        """The broker's actors by name: one per function once they are declared."""
+        return self.broker.actors
 
     def send(self, item: Dispatch) -> None:
         """Hand one invocation to the broker; the message carries ids, never the input."""
@@ -131,20 +62,23 @@ class Dispatcher:
         except (redis.RedisError, OSError) as ex:
             raise BrokerUnavailable(f"the broker is unreachable: {type(ex).__name__}") from ex
 
-    def requeue(self, invocation_id: str, tenant_id: str | None) -> InvocationView:
-        """Queue a failed or cancelled invocation again (an operator's retry)."""
-        owner = self.store.invocations.get(invocation_id, tenant_id).tenant_id
-        if not self.store.tenants.get(owner).active:
-            raise TenantSuspended(f"tenant {owner!r} is suspended")
-        invocation = self.store.invocations.requeue(invocation_id, tenant_id)
-        # If the send fails the invocation stays queued and the sweep sends it later.
+    def dispatch(self, item: Dispatch) -> bool:
+        """Send a committed invocation now, or leave it to the sweep; True if it was sent.
+
+        The invocation is accepted already, so a broker that does not answer changes
+        nothing for the caller: the invocation is marked unsent and the next sweep sends it.
+        """
         try:
-            self.send(
-                Dispatch(invocation.id, invocation.tenant_id, invocation.function, invocation.queue)
-            )
+            self.send(item)
+            return True
         except BrokerUnavailable:
-            log.warning("requeue_send_deferred", invocation_id=invocation.id)
-        return invocation
+            log.warning("send_deferred_to_sweep", invocation_id=item.id, tenant_id=item.tenant_id)
+        try:
+            self.store.invocations.mark_unsent(item.id)
+        except Unavailable:
+            # The sweep still sends it, once `redispatch_after_s` has passed.
+            log.warning("mark_unsent_failed", invocation_id=item.id)
+        return False
 
     def sweep(self) -> SweepReport:
         """Recover lost attempts, then send everything due or stale."""

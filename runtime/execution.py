@@ -4,7 +4,7 @@ This runs as the Dramatiq actor's body, after the claim middleware won the invoc
 Recording happens here, not in an `after_process_message` hook, because Dramatiq only
 logs exceptions raised in "after" hooks: an outcome that must be written cannot live
 there. Retries are Ferry's too, not Dramatiq's `Retries` middleware: the next attempt
-is a row in the store (`retrying`, `scheduled_for`) that the dispatcher sends when due,
+is a row in the store (`retrying`, `scheduled_for`) that the sweep sends when due,
 so a Redis restart or a killed worker cannot lose it.
 """
 
@@ -26,7 +26,7 @@ from runtime.registry import Function
 from runtime.store.db import translate_errors
 
 if TYPE_CHECKING:
-    from runtime.dispatch import Dispatcher
+    from runtime.services.invocations import InvocationService
     from runtime.store import Store
     from runtime.store.claims import Claimed
 
@@ -59,13 +59,13 @@ class Executor:
     def __init__(
         self,
         store: Store,
-        dispatcher: Dispatcher,
+        invocations: InvocationService,
         *,
         secret_key: str,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self.store = store
-        self.dispatcher = dispatcher
+        self.invocations = invocations
         self.secret_key = secret_key
         self.rand = rand
 
@@ -83,7 +83,7 @@ class Executor:
         if claimed is None or claimed.invocation.id != invocation_id:
             raise RuntimeError("an attempt ran without its claim; is the claim middleware missing?")
         ctx = Context.for_claim(
-            claimed, store=self.store, dispatcher=self.dispatcher, secret_key=self.secret_key
+            claimed, store=self.store, invocations=self.invocations, secret_key=self.secret_key
         )
         token = current_context.set(ctx)
         try:

@@ -64,9 +64,9 @@ import pydantic
 from sqlalchemy.engine import Connection
 
 from runtime.context import Context, current_context, derive_tenant_secret
-from runtime.dispatch import request_hash
 from runtime.errors import AlreadyExists
 from runtime.registry import Function, FunctionSpec, Registry
+from runtime.services.invocations import request_hash
 from runtime.settings import Settings
 from runtime.store import Clock, Store, utcnow
 from runtime.store.db import translate_errors

@@ -7,7 +7,7 @@ Sign-in, sessions and CSRF are in `sessions` and `auth`.
 
 from __future__ import annotations
 
-from gateway.dashboard import resources
+from gateway.dashboard import resources, schedule_pages
 from gateway.dashboard.auth import Gate
 from gateway.dashboard.readmodel import DashboardReadModel
 from gateway.dashboard.rendering import Renderer
@@ -15,7 +15,6 @@ from gateway.dashboard.sessions import SessionOptions, SessionSigner
 from gateway.types import WsgiApp
 from runtime.app import Runtime
 from runtime.heartbeat import HeartbeatOptions
-from runtime.scheduling.control import ScheduleControl
 
 
 def add_dashboard_routes(app: WsgiApp, runtime: Runtime) -> None:
@@ -26,24 +25,30 @@ def add_dashboard_routes(app: WsgiApp, runtime: Runtime) -> None:
         runtime.registry,
         runtime.broker,
         HeartbeatOptions.from_settings(settings),
-        ScheduleControl.from_runtime(runtime),
+        runtime.schedules,
     )
     signer = SessionSigner(settings.secret_key, SessionOptions.from_settings(settings))
     gate = Gate(read, signer, Renderer())
-    item = resources.InvocationItem(gate, runtime)
-    failed = resources.Failed(gate, runtime)
-    app.add_route("/dashboard", resources.Overview(gate, runtime))
-    app.add_route("/dashboard/login", resources.Login(gate, runtime))
-    app.add_route("/dashboard/logout", resources.Logout(gate, runtime))
-    app.add_route("/dashboard/functions", resources.Functions(gate, runtime))
-    app.add_route("/dashboard/invocations", resources.Invocations(gate, runtime))
+    services = resources.Services(
+        invocations=runtime.invocations,
+        tenants=runtime.tenants,
+        schedules=runtime.schedules,
+        function_names=tuple(f.name for f in runtime.registry),
+    )
+    item = resources.InvocationItem(gate, services)
+    failed = resources.Failed(gate, services)
+    app.add_route("/dashboard", resources.Overview(gate, services))
+    app.add_route("/dashboard/login", resources.Login(gate, services))
+    app.add_route("/dashboard/logout", resources.Logout(gate, services))
+    app.add_route("/dashboard/functions", resources.Functions(gate, services))
+    app.add_route("/dashboard/invocations", resources.Invocations(gate, services))
     app.add_route("/dashboard/invocations/{invocation_id}", item)
     app.add_route("/dashboard/invocations/{invocation_id}/retry", item, suffix="retry")
     app.add_route("/dashboard/invocations/{invocation_id}/cancel", item, suffix="cancel")
     app.add_route("/dashboard/failed", failed)
     app.add_route("/dashboard/failed/retry", failed, suffix="retry")
-    schedule = resources.ScheduleItem(gate, runtime)
-    app.add_route("/dashboard/schedules", resources.Schedules(gate, runtime))
+    schedule = schedule_pages.ScheduleItem(gate, services)
+    app.add_route("/dashboard/schedules", schedule_pages.Schedules(gate, services))
     app.add_route("/dashboard/schedules/{schedule_id}", schedule)
     for action in ("pause", "resume", "trigger"):
         app.add_route(f"/dashboard/schedules/{{schedule_id}}/{action}", schedule, suffix=action)

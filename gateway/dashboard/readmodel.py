@@ -20,7 +20,7 @@ from runtime.heartbeat import HeartbeatOptions
 from runtime.logs import redact
 from runtime.queues import queue_depths
 from runtime.registry import Registry
-from runtime.scheduling.control import ScheduleControl, ScheduleView
+from runtime.services.schedules import ScheduleService, ScheduleView
 from runtime.store import Store, models
 from runtime.store.models import FINISHED, Status
 from runtime.store.stats import FunctionFigures
@@ -223,7 +223,7 @@ class DashboardReadModel:
         registry: Registry,
         broker: dramatiq.Broker,
         heartbeat: HeartbeatOptions,
-        schedules: ScheduleControl,
+        schedules: ScheduleService,
         *,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
@@ -231,10 +231,7 @@ class DashboardReadModel:
         self.registry = registry
         self.broker = broker
         self.heartbeat = heartbeat
-        # NOTE(store): the dashboard's schedule actions reach this control through the read
-        # model; they move to the schedule service (runtime/services/schedules.py) with the
-        # dashboard resources. The read model itself only reads it.
-        self.schedule_control = schedules
+        self.schedule_service = schedules
         self.clock = clock or store.db.clock
 
     # --- who is looking -------------------------------------------------------------------------
@@ -382,10 +379,10 @@ class DashboardReadModel:
         """The schedules this viewer sees, with their next run and recent runs.
 
         A tenant sees the schedules that make invocations in it, with its own runs only
-        (`runtime.scheduling.control`); None sees all.
+        (`runtime.services.schedules`); None sees all.
         """
-        return self.schedule_control.list(read_tenant)
+        return self.schedule_service.list(read_tenant)
 
     def schedule(self, read_tenant: str | None, schedule_id: str) -> ScheduleView:
         """One schedule with its upcoming runs and history; `ScheduleNotFound` if unseen."""
-        return self.schedule_control.get(schedule_id, read_tenant)
+        return self.schedule_service.get(schedule_id, read_tenant)

@@ -1,4 +1,4 @@
-"""The dashboard's pages and actions: thin resources over the read model and the runtime.
+"""The dashboard's pages and actions: thin resources over the read model and the services.
 
 Actions answer with a redirect (POST, then redirect, then GET), so a reload never
 repeats one; the outcome shows as a notice chosen from a fixed list, never text taken
@@ -7,8 +7,8 @@ from the request.
 
 from __future__ import annotations
 
+import dataclasses
 import re
-import secrets
 import urllib.parse
 from datetime import UTC, datetime
 from typing import Any
@@ -21,9 +21,10 @@ from gateway.dashboard.auth import Gate, Viewer, action, first, page, redirect, 
 from gateway.dashboard.readmodel import InvocationFilter
 from gateway.dashboard.rendering import STATIC, page_headers
 from gateway.dashboard.sessions import LOGIN_COOKIE, LOGIN_FORM_MAX_AGE_S, SESSION_COOKIE
-from runtime.app import Runtime
-from runtime.errors import BadRequest, InvalidState, NotFound, TenantSuspended
-from runtime.store.views import InvocationView
+from runtime.errors import BadRequest
+from runtime.services.invocations import InvocationService
+from runtime.services.schedules import ScheduleService
+from runtime.services.tenants import TenantService
 
 log = structlog.get_logger("ferry.dashboard")
 
@@ -36,8 +37,6 @@ NOTICES = {
     "signed-out": "Signed out.",
     "nothing-selected": "Select at least one invocation.",
 }
-#: Invocations one bulk retry may name.
-MAX_BULK = 200
 _DATETIME_LOCAL = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2})?")
 
 
@@ -80,13 +79,24 @@ def _filter(req: falcon.Request, viewer: Viewer) -> InvocationFilter:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class Services:
+    """What the dashboard's actions call: the use cases the API calls too."""
+
+    invocations: InvocationService
+    tenants: TenantService
+    schedules: ScheduleService
+    #: The deployment's function names, for the listings' filters.
+    function_names: tuple[str, ...]
+
+
 class Base:
     public = True  # the dashboard checks its own session; the API's bearer auth is not asked
 
-    def __init__(self, gate: Gate, runtime: Runtime) -> None:
+    def __init__(self, gate: Gate, services: Services) -> None:
         self.gate = gate
         self.read = gate.read
-        self.runtime = runtime
+        self.services = services
 
     def render(
         self, resp: falcon.Response, template: str, viewer: Viewer | None, **context: Any
@@ -135,7 +145,7 @@ class Login(Base):
                 resp, 403, "This login form has expired; reload it and try again.", None
             )
             return
-        principal = self.runtime.store.tenants.authenticate((first(form, "api_key") or "").strip())
+        principal = self.services.tenants.authenticate((first(form, "api_key") or "").strip())
         if principal is None:
             log.info("dashboard_login_refused", reason="unknown_key")
             resp.set_header("WWW-Authenticate", 'Bearer realm="ferry"')
@@ -211,7 +221,7 @@ class Invocations(Base):
             where=where,
             raw_from=req.get_param("from") or "",
             raw_to=req.get_param("to") or "",
-            functions=[f.name for f in self.runtime.registry],
+            functions=self.services.function_names,
             statuses=params.STATUSES,
             tenants=self.read.tenant_ids() if viewer.is_admin else [],
         )
@@ -235,7 +245,7 @@ class Failed(Base):
             page=listing,
             where=where,
             notice=notice_of(req),
-            functions=[f.name for f in self.runtime.registry],
+            functions=self.services.function_names,
             tenants=self.read.tenant_ids() if viewer.is_admin else [],
         )
 
@@ -243,17 +253,12 @@ class Failed(Base):
     def on_post_retry(
         self, req: falcon.Request, resp: falcon.Response, viewer: Viewer, form: dict[str, list[str]]
     ) -> None:
-        ids = list(dict.fromkeys(form.get("id", [])))[:MAX_BULK]
+        ids = form.get("id", [])
         if not ids:
             redirect(resp, "/dashboard/failed" + viewer.query(notice="nothing-selected"))
             return
-        retried = skipped = 0
-        for invocation_id in ids:
-            try:
-                retry(self.runtime, viewer, invocation_id)
-                retried += 1
-            except (NotFound, InvalidState, TenantSuspended):
-                skipped += 1
+        done = self.services.invocations.retry_failed(ids, acting_tenant(viewer))
+        retried, skipped = len(done.retried), len(done.skipped)
         log.info(
             "dashboard_bulk_retry", key_id=viewer.principal.key_id, retried=retried, skipped=skipped
         )
@@ -263,33 +268,23 @@ class Failed(Base):
         )
 
 
-def acting_tenant(
-    runtime: Runtime, viewer: Viewer, invocation_id: str
-) -> tuple[InvocationView, str]:
-    """The invocation and the tenant an action on it acts for.
+def acting_tenant(viewer: Viewer) -> str | None:
+    """The tenant an action on an invocation acts for.
 
     A tenant key acts for its own tenant (another tenant's invocation is not found); an
-    admin key acts for the invocation's tenant, as the API does with `X-Tenant-ID`.
+    admin key (None) acts for the invocation's tenant, as the API does with `X-Tenant-ID`.
     """
-    read_tenant = None if viewer.is_admin else viewer.principal.tenant_id
-    view = runtime.store.invocations.get(invocation_id, read_tenant)
-    return view, view.tenant_id
+    return None if viewer.is_admin else viewer.principal.tenant_id
 
 
-def retry(runtime: Runtime, viewer: Viewer, invocation_id: str) -> InvocationView:
-    """Queue a failed or cancelled invocation again, with the API's rules."""
-    _view, tenant_id = acting_tenant(runtime, viewer, invocation_id)
-    if not runtime.store.tenants.get(tenant_id).active:
-        raise TenantSuspended(f"tenant {tenant_id!r} is suspended")
-    done = runtime.dispatcher.requeue(invocation_id, tenant_id)
+def _logged(viewer: Viewer, action: str, invocation_id: str, tenant_id: str) -> None:
     log.info(
         "dashboard_action",
-        action="retry",
+        action=action,
         invocation_id=invocation_id,
         tenant_id=tenant_id,
         key_id=viewer.principal.key_id,
     )
-    return done
 
 
 class InvocationItem(Base):
@@ -317,7 +312,8 @@ class InvocationItem(Base):
         form: dict[str, list[str]],
         invocation_id: str,
     ) -> None:
-        retry(self.runtime, viewer, invocation_id)
+        done = self.services.invocations.retry(invocation_id, acting_tenant(viewer))
+        _logged(viewer, "retry", invocation_id, done.tenant_id)
         redirect(resp, invocation_path(invocation_id) + "?notice=retried")
 
     @action("manage")
@@ -329,113 +325,9 @@ class InvocationItem(Base):
         form: dict[str, list[str]],
         invocation_id: str,
     ) -> None:
-        _view, tenant_id = acting_tenant(self.runtime, viewer, invocation_id)
-        self.runtime.store.invocations.cancel(invocation_id, tenant_id)
-        log.info(
-            "dashboard_action",
-            action="cancel",
-            invocation_id=invocation_id,
-            tenant_id=tenant_id,
-            key_id=viewer.principal.key_id,
-        )
+        done = self.services.invocations.cancel(invocation_id, acting_tenant(viewer))
+        _logged(viewer, "cancel", invocation_id, done.tenant_id)
         redirect(resp, invocation_path(invocation_id) + "?notice=cancelled")
-
-
-def schedule_path(schedule_id: str) -> str:
-    return f"/dashboard/schedules/{urllib.parse.quote(schedule_id, safe='')}"
-
-
-_TRIGGER_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")
-
-
-class Schedules(Base):
-    """GET /dashboard/schedules."""
-
-    @page
-    def on_get(self, req: falcon.Request, resp: falcon.Response, viewer: Viewer) -> None:
-        schedules = self.read.schedules(viewer.read_tenant)
-        tenants = self.read.tenant_ids() if viewer.is_admin else []
-        self.render(
-            resp, "schedules.html", viewer, nav="schedules", schedules=schedules, tenants=tenants
-        )
-
-
-class ScheduleItem(Base):
-    """GET /dashboard/schedules/{id}; POST .../pause, .../resume and .../trigger (admin).
-
-    An admin acts as in the API: across tenants, or for the tenant it filters by (a
-    trigger then runs the schedule in that tenant alone).
-    """
-
-    @page
-    def on_get(
-        self, req: falcon.Request, resp: falcon.Response, viewer: Viewer, schedule_id: str
-    ) -> None:
-        schedule = self.read.schedule(viewer.read_tenant, schedule_id)
-        self.render(
-            resp,
-            "schedule.html",
-            viewer,
-            nav="schedules",
-            schedule=schedule,
-            notice=notice_of(req),
-            # A trigger form carries a token: submitting it twice runs the schedule once.
-            trigger_token=secrets.token_urlsafe(16),
-        )
-
-    def _done(self, resp: falcon.Response, viewer: Viewer, schedule_id: str, notice: str) -> None:
-        log.info(
-            "dashboard_action",
-            action=notice,
-            schedule_id=schedule_id,
-            key_id=viewer.principal.key_id,
-            tenant_id=viewer.read_tenant,
-        )
-        redirect(resp, schedule_path(schedule_id) + viewer.query(notice=notice))
-
-    @action("admin")
-    def on_post_pause(
-        self,
-        req: falcon.Request,
-        resp: falcon.Response,
-        viewer: Viewer,
-        form: dict[str, list[str]],
-        schedule_id: str,
-    ) -> None:
-        self.read.schedule_control.pause(schedule_id, viewer.read_tenant)
-        self._done(resp, viewer, schedule_id, "paused")
-
-    @action("admin")
-    def on_post_resume(
-        self,
-        req: falcon.Request,
-        resp: falcon.Response,
-        viewer: Viewer,
-        form: dict[str, list[str]],
-        schedule_id: str,
-    ) -> None:
-        self.read.schedule_control.resume(schedule_id, viewer.read_tenant)
-        self._done(resp, viewer, schedule_id, "resumed")
-
-    @action("admin")
-    def on_post_trigger(
-        self,
-        req: falcon.Request,
-        resp: falcon.Response,
-        viewer: Viewer,
-        form: dict[str, list[str]],
-        schedule_id: str,
-    ) -> None:
-        token = first(form, "token") or ""
-        if not _TRIGGER_TOKEN.fullmatch(token):
-            raise BadRequest("the trigger form lacks its token; reload the page")
-        self.read.schedule_control.trigger(
-            schedule_id,
-            viewer.read_tenant,
-            token=f"dashboard:{token}",
-            request_id=str(req.context.get("request_id") or "") or None,
-        )
-        self._done(resp, viewer, schedule_id, "triggered")
 
 
 class Stylesheet:

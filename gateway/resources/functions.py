@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import time
 import urllib.parse
-from collections.abc import Callable
 from typing import Any
 
 import falcon
@@ -15,9 +13,8 @@ from gateway.middleware import caller_of, request_id_of
 from gateway.openapi import ApiPart, json_content, model_schemas, problems, schema_name, schema_ref
 from gateway.types import WsgiApp
 from runtime.app import Runtime
-from runtime.errors import Unavailable
 from runtime.registry import Function, Registry
-from runtime.store.views import InvocationView
+from runtime.services.invocations import InvocationService
 
 
 def invoke_url(name: str) -> str:
@@ -36,8 +33,8 @@ def function_object(function: Function) -> dict[str, Any]:
 class FunctionCollection:
     """GET /v1/functions."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.registry = runtime.registry
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
 
     @falcon.before(require_scope("read"))
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -47,8 +44,8 @@ class FunctionCollection:
 class FunctionItem:
     """GET /v1/functions/{name}."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.registry = runtime.registry
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
 
     @falcon.before(require_scope("read"))
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
@@ -65,25 +62,18 @@ class FunctionInvocations:
     `Idempotent-Replayed: true`; every answer carries `Location` of the invocation.
     """
 
-    #: How often `?wait=` looks at the store, growing to `_POLL_MAX_S`.
-    _POLL_FIRST_S = 0.02
-    _POLL_MAX_S = 0.25
-
     def __init__(
         self,
-        runtime: Runtime,
+        registry: Registry,
+        invocations: InvocationService,
         *,
-        sleep: Callable[[float], None] = time.sleep,
-        monotonic: Callable[[], float] = time.monotonic,
+        max_body_bytes: int,
+        max_wait_s: float,
     ) -> None:
-        self.registry = runtime.registry
-        self.dispatcher = runtime.dispatcher
-        self.invocations = runtime.store.invocations
-        self.clock = runtime.store.db.clock
-        self.max_body_bytes = runtime.settings.max_body_bytes
-        self.max_wait_s = runtime.settings.max_wait_s
-        self.sleep = sleep
-        self.monotonic = monotonic
+        self.registry = registry  # for the `known_function` hook
+        self.invocations = invocations
+        self.max_body_bytes = max_body_bytes  # for the `json_object_body` hook
+        self.max_wait_s = max_wait_s
 
     @falcon.before(require_scope("invoke"))
     @falcon.before(known_function)
@@ -91,47 +81,38 @@ class FunctionInvocations:
     def on_post(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         key = params.idempotency_key(req)
         wait_s = params.seconds(req, "wait", maximum=self.max_wait_s)
-        scheduled_for = params.scheduled_for(req, self.clock())
-        caller = caller_of(req)
-        invocation, created = self.dispatcher.accept(
-            tenant_id=caller.tenant_id,
+        invocation, created = self.invocations.accept(
+            tenant_id=caller_of(req).tenant_id,
             function=name,
             payload=req.context.payload,
             idempotency_key=key,
             trigger="http",
             request_id=request_id_of(req),
-            scheduled_for=scheduled_for,
+            delay_s=params.seconds(req, "delay"),
+            at=params.rfc3339(req, "at"),
         )
         if wait_s and not invocation.finished:
-            invocation = self._wait(invocation, wait_s)
+            invocation = self.invocations.wait(invocation, wait_s)
         resp.status = falcon.HTTP_200 if invocation.finished else falcon.HTTP_202
         resp.location = invocation_url(invocation.id)
         if not created:
             resp.set_header("Idempotent-Replayed", "true")
         resp.media = invocation.as_dict()
 
-    def _wait(self, invocation: InvocationView, wait_s: float) -> InvocationView:
-        """Poll the store until the invocation finishes or `wait_s` runs out."""
-        deadline = self.monotonic() + wait_s
-        interval = self._POLL_FIRST_S
-        while not invocation.finished:
-            left = deadline - self.monotonic()
-            if left <= 0:
-                break
-            self.sleep(min(interval, left))
-            interval = min(interval * 2, self._POLL_MAX_S)
-            try:
-                invocation = self.invocations.get(invocation.id, invocation.tenant_id)
-            except Unavailable:
-                # It was accepted already; answer 202 with what we know rather than 503.
-                break
-        return invocation
-
 
 def add_routes(app: WsgiApp, runtime: Runtime) -> None:
-    app.add_route("/v1/functions", FunctionCollection(runtime))
-    app.add_route("/v1/functions/{name}", FunctionItem(runtime))
-    app.add_route("/v1/functions/{name}/invocations", FunctionInvocations(runtime))
+    settings = runtime.settings
+    app.add_route("/v1/functions", FunctionCollection(runtime.registry))
+    app.add_route("/v1/functions/{name}", FunctionItem(runtime.registry))
+    app.add_route(
+        "/v1/functions/{name}/invocations",
+        FunctionInvocations(
+            runtime.registry,
+            runtime.invocations,
+            max_body_bytes=settings.max_body_bytes,
+            max_wait_s=settings.max_wait_s,
+        ),
+    )
 
 
 # --- OpenAPI ----------------------------------------------------------------------------------

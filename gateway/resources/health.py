@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import falcon
 
 from gateway.errors import unavailable
@@ -24,11 +26,12 @@ class Readiness:
 
     public = True
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
+    def __init__(self, readiness: Callable[[], dict[str, str]]) -> None:
+        #: `ok` or what failed, by backing service (`Runtime.readiness`).
+        self.readiness = readiness
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        checks = self.runtime.readiness()
+        checks = self.readiness()
         failed = sorted(name for name, state in checks.items() if state != "ok")
         if failed:
             raise unavailable(
@@ -42,7 +45,7 @@ class Readiness:
 
 def add_routes(app: WsgiApp, runtime: Runtime) -> None:
     app.add_route("/healthz", Liveness())
-    app.add_route("/readyz", Readiness(runtime))
+    app.add_route("/readyz", Readiness(runtime.readiness))
 
 
 def describe_api(runtime: Runtime) -> ApiPart:

@@ -18,14 +18,14 @@ from gateway.openapi import ApiPart, json_content, problems, schema_ref
 from gateway.resources.functions import invocation_url
 from gateway.types import WsgiApp
 from runtime.app import Runtime
-from runtime.errors import TenantSuspended
+from runtime.services.invocations import InvocationService
 
 
 class InvocationCollection:
     """GET /v1/invocations?function=&status=&limit=&cursor=, newest first."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.invocations = runtime.store.invocations
+    def __init__(self, invocations: InvocationService) -> None:
+        self.invocations = invocations
 
     @falcon.before(require_scope("read"))
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -44,39 +44,35 @@ class InvocationCollection:
 class InvocationItem:
     """GET /v1/invocations/{id}; POST .../cancel and .../retry."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.store = runtime.store
-        self.dispatcher = runtime.dispatcher
+    def __init__(self, invocations: InvocationService) -> None:
+        self.invocations = invocations
 
     @falcon.before(require_scope("read"))
     def on_get(self, req: falcon.Request, resp: falcon.Response, invocation_id: str) -> None:
-        view = self.store.invocations.get(invocation_id, caller_of(req).read_tenant_id)
-        attempts = self.store.invocations.attempts(view.id)
-        resp.media = {**view.as_dict(), "attempt_log": [a.as_dict() for a in attempts]}
+        found = self.invocations.get(invocation_id, caller_of(req).read_tenant_id)
+        resp.media = {
+            **found.invocation.as_dict(),
+            "attempt_log": [a.as_dict() for a in found.attempts],
+        }
 
     @falcon.before(require_scope("manage"))
     def on_post_cancel(
         self, req: falcon.Request, resp: falcon.Response, invocation_id: str
     ) -> None:
-        view = self.store.invocations.cancel(invocation_id, caller_of(req).tenant_id)
+        view = self.invocations.cancel(invocation_id, caller_of(req).tenant_id)
         resp.media = view.as_dict()
 
     @falcon.before(require_scope("manage"))
     def on_post_retry(self, req: falcon.Request, resp: falcon.Response, invocation_id: str) -> None:
-        tenant_id = caller_of(req).tenant_id
-        # 404 for another tenant's first; then a suspended tenant runs nothing new.
-        self.store.invocations.get(invocation_id, tenant_id)
-        if not self.store.tenants.get(tenant_id).active:
-            raise TenantSuspended(f"tenant {tenant_id!r} is suspended")
-        view = self.dispatcher.requeue(invocation_id, tenant_id)
+        view = self.invocations.retry(invocation_id, caller_of(req).tenant_id)
         resp.status = falcon.HTTP_202
         resp.location = invocation_url(view.id)
         resp.media = view.as_dict()
 
 
 def add_routes(app: WsgiApp, runtime: Runtime) -> None:
-    item = InvocationItem(runtime)
-    app.add_route("/v1/invocations", InvocationCollection(runtime))
+    item = InvocationItem(runtime.invocations)
+    app.add_route("/v1/invocations", InvocationCollection(runtime.invocations))
     app.add_route("/v1/invocations/{invocation_id}", item)
     app.add_route("/v1/invocations/{invocation_id}/cancel", item, suffix="cancel")
     app.add_route("/v1/invocations/{invocation_id}/retry", item, suffix="retry")

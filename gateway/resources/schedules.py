@@ -3,7 +3,7 @@
 Reads need `read` and show what the caller's tenant sees (an admin key without
 `X-Tenant-ID` sees everything): the schedules that make invocations in its tenant,
 with its own runs only; another tenant's schedule answers 404 like a missing one (see
-`runtime.scheduling.control`). Every change needs `admin`. With `X-Tenant-ID`, an admin
+`runtime.services.schedules`). Every change needs `admin`. With `X-Tenant-ID`, an admin
 acts for that tenant: a trigger then runs the schedule in that tenant alone.
 """
 
@@ -20,13 +20,13 @@ from gateway.openapi import ApiPart, json_content, problems, schema_ref
 from gateway.resources.functions import invocation_url
 from gateway.types import WsgiApp
 from runtime.app import Runtime
-from runtime.scheduling.control import ScheduleControl
+from runtime.services.schedules import ScheduleService
 
 
 class ScheduleCollection:
     """GET /v1/schedules."""
 
-    def __init__(self, control: ScheduleControl) -> None:
+    def __init__(self, control: ScheduleService) -> None:
         self.control = control
 
     @falcon.before(require_scope("read"))
@@ -38,7 +38,7 @@ class ScheduleCollection:
 class ScheduleItem:
     """GET and DELETE /v1/schedules/{id}; POST .../trigger, .../pause and .../resume."""
 
-    def __init__(self, control: ScheduleControl) -> None:
+    def __init__(self, control: ScheduleService) -> None:
         self.control = control
 
     @falcon.before(require_scope("read"))
@@ -78,7 +78,7 @@ class ScheduleItem:
 class ScheduleRestore:
     """POST /v1/schedules/restore: every schedule in the code is registered again."""
 
-    def __init__(self, control: ScheduleControl) -> None:
+    def __init__(self, control: ScheduleService) -> None:
         self.control = control
 
     @falcon.before(require_scope("admin"))
@@ -90,7 +90,7 @@ class ScheduleRestore:
 
 def add_routes(app: WsgiApp, runtime: Runtime) -> None:
     """Mount the schedule routes; loading the schedules here stops start-up on a bad one."""
-    control = ScheduleControl.from_runtime(runtime)
+    control = runtime.schedules
     item = ScheduleItem(control)
     app.add_route("/v1/schedules", ScheduleCollection(control))
     app.add_route("/v1/schedules/restore", ScheduleRestore(control))

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from runtime.errors import ConfigurationError
+from runtime.services.tenants import TenantService
 from runtime.settings import Settings
 from runtime.store import Store
 
@@ -49,3 +50,10 @@ def open_runtime(settings: Settings) -> Iterator[Runtime]:
         yield runtime
     finally:
         runtime.close()
+
+
+@contextlib.contextmanager
+def open_tenants(settings: Settings) -> Iterator[TenantService]:
+    """The tenants-and-keys service over the store, for one command."""
+    with open_store(settings) as store:
+        yield TenantService(store)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from typing import Any
 
 from runtime.cli.connect import open_runtime
@@ -17,8 +16,6 @@ from runtime.cli.output import (
 )
 from runtime.errors import BadRequest
 from runtime.settings import Settings
-from runtime.store import Store
-from runtime.store.views import InvocationView
 
 
 def _parse_payload(text: str) -> Any:
@@ -32,22 +29,6 @@ def _printable_ascii(text: str) -> bool:
     return all(" " <= c <= "~" for c in text)
 
 
-def _wait(store: Store, invocation: InvocationView, seconds: float) -> InvocationView:
-    """The invocation once it has finished, or as it is after `seconds`."""
-    deadline = time.monotonic() + seconds
-    while not invocation.finished and time.monotonic() < deadline:
-        time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
-        invocation = store.invocations.get(invocation.id)
-    return invocation
-
-
-def _with_attempts(store: Store, invocation: InvocationView) -> dict[str, Any]:
-    """The invocation as JSON, with its attempt log."""
-    shown = invocation.as_dict()
-    shown["attempt_log"] = [a.as_dict() for a in store.invocations.attempts(invocation.id)]
-    return shown
-
-
 def cmd_invoke(args: argparse.Namespace, settings: Settings) -> int:
     payload = _parse_payload(args.data)
     if args.key is not None and not (0 < len(args.key) <= 255 and _printable_ascii(args.key)):
@@ -55,7 +36,7 @@ def cmd_invoke(args: argparse.Namespace, settings: Settings) -> int:
     if args.wait is not None and args.wait < 0:
         raise BadRequest("--wait takes a number of seconds, 0 or more")
     with open_runtime(settings) as runtime:
-        invocation, created = runtime.dispatcher.accept(
+        invocation, created = runtime.invocations.accept(
             tenant_id=args.tenant,
             function=args.name,
             payload=payload,
@@ -74,8 +55,10 @@ def cmd_invoke(args: argparse.Namespace, settings: Settings) -> int:
                 "or a `ferry worker` on the same store picks it up"
             )
         if args.wait:
-            invocation = _wait(runtime.store, invocation, args.wait)
-        print_json(_with_attempts(runtime.store, invocation))
+            invocation = runtime.invocations.wait(invocation, args.wait)
+        shown = runtime.invocations.get(invocation.id, args.tenant)
+        invocation = shown.invocation
+        print_json({**invocation.as_dict(), "attempt_log": [a.as_dict() for a in shown.attempts]})
     if invocation.status in ("failed", "cancelled"):
         return EXIT_USER_ERROR
     if args.wait and not invocation.finished:

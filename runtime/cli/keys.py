@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import argparse
-from datetime import datetime
 from typing import Any
 
-from runtime.cli.connect import open_store
+from runtime.cli.connect import open_tenants
 from runtime.cli.output import EXIT_OK, add_json_flag, say, show
 from runtime.settings import Settings
-from runtime.store import Store
-from runtime.store.tenants import parse_scopes
-from runtime.store.views import ApiKeyView, rfc3339
+from runtime.store.views import rfc3339
 
 
 def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
-    scopes = parse_scopes(args.scopes)
-    with open_store(settings) as store:
-        view, plaintext = store.tenants.create_key(args.tenant, scopes, name=args.name)
+    with open_tenants(settings) as service:
+        view, plaintext = service.create_key(args.tenant, args.scopes, name=args.name)
     say(
         f"created key {view.id} for tenant {view.tenant_id} with scopes "
         f"{','.join(sorted(view.scopes))}; it is shown this once, store it now:"
@@ -26,44 +22,30 @@ def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def _find_keys(store: Store, tenant_id: str | None) -> tuple[list[ApiKeyView], datetime]:
-    """The keys (of one tenant, or all), and the store's time to judge their expiry by."""
-    if tenant_id:
-        store.tenants.get(tenant_id)  # an unknown tenant is an error, not an empty list
-    return store.tenants.list_keys(tenant_id), store.db.clock()
-
-
-def _state(key: ApiKeyView, now: datetime) -> str:
-    if key.revoked_at is not None:
-        return "revoked"
-    if key.expires_at is not None and key.expires_at <= now:
-        return "expired"
-    return "active"
-
-
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
-    with open_store(settings) as store:
-        keys, now = _find_keys(store, args.tenant)
+    with open_tenants(settings) as service:
+        keys = service.list_keys(args.tenant)
+        states = [service.key_state(k) for k in keys]
     records = [
         {
             "id": k.id,
             "tenant_id": k.tenant_id,
             "name": k.name,
             "scopes": sorted(k.scopes),
-            "state": _state(k, now),
+            "state": state,
             "created_at": rfc3339(k.created_at),
             "expires_at": rfc3339(k.expires_at),
             "revoked_at": rfc3339(k.revoked_at),
         }
-        for k in keys
+        for k, state in zip(keys, states, strict=True)
     ]
     show(args.json, "keys", records, ["id", "tenant_id", "name", "scopes", "state", "created_at"])
     return EXIT_OK
 
 
 def cmd_revoke(args: argparse.Namespace, settings: Settings) -> int:
-    with open_store(settings) as store:
-        key = store.tenants.revoke_key(args.key_id)
+    with open_tenants(settings) as service:
+        key = service.revoke_key(args.key_id)
     say(f"key {key.id} of tenant {key.tenant_id} is revoked")
     return EXIT_OK
 

@@ -13,16 +13,16 @@ from typing import Any
 
 from runtime.cli.connect import open_runtime
 from runtime.cli.output import EXIT_OK, add_json_flag, print_json, say, table, warn
-from runtime.scheduling.control import ScheduleControl, ScheduleView
+from runtime.services.schedules import ScheduleService, ScheduleView
 from runtime.settings import Settings
 from runtime.store.views import rfc3339
 
 
 @contextlib.contextmanager
-def _control(settings: Settings) -> Iterator[ScheduleControl]:
+def _control(settings: Settings) -> Iterator[ScheduleService]:
     """Schedule control as an operator across all tenants, for one command."""
     with open_runtime(settings) as runtime:
-        yield ScheduleControl.from_runtime(runtime)
+        yield runtime.schedules
 
 
 def _record(view: ScheduleView) -> dict[str, Any]:

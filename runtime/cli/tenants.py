@@ -3,28 +3,24 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from typing import Any
 
-from runtime.cli.connect import open_store
+from runtime.cli.connect import open_tenants
 from runtime.cli.output import EXIT_OK, add_json_flag, say, show
 from runtime.settings import Settings
-from runtime.store.models import TenantStatus
 from runtime.store.views import rfc3339
-
-Command = Callable[[argparse.Namespace, Settings], int]
 
 
 def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
-    with open_store(settings) as store:
-        tenant = store.tenants.create(args.tenant_id, args.name)
+    with open_tenants(settings) as service:
+        tenant = service.create(args.tenant_id, args.name)
     say(f"created tenant {tenant.id} ({tenant.name})")
     return EXIT_OK
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
-    with open_store(settings) as store:
-        tenants = store.tenants.list()
+    with open_tenants(settings) as service:
+        tenants = service.list()
     records = [
         {"id": t.id, "name": t.name, "status": t.status, "created_at": rfc3339(t.created_at)}
         for t in tenants
@@ -33,14 +29,18 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def _set_status(status: TenantStatus) -> Command:
-    def command(args: argparse.Namespace, settings: Settings) -> int:
-        with open_store(settings) as store:
-            tenant = store.tenants.set_status(args.tenant_id, status)
-        say(f"tenant {tenant.id} is {tenant.status}")
-        return EXIT_OK
+def cmd_suspend(args: argparse.Namespace, settings: Settings) -> int:
+    with open_tenants(settings) as service:
+        tenant = service.suspend(args.tenant_id)
+    say(f"tenant {tenant.id} is {tenant.status}")
+    return EXIT_OK
 
-    return command
+
+def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
+    with open_tenants(settings) as service:
+        tenant = service.resume(args.tenant_id)
+    say(f"tenant {tenant.id} is {tenant.status}")
+    return EXIT_OK
 
 
 def add_commands(sub: Any) -> None:
@@ -54,7 +54,7 @@ def add_commands(sub: Any) -> None:
     listing = tsub.add_parser("list", help="list tenants")
     add_json_flag(listing)
     listing.set_defaults(run=cmd_list)
-    for action, status in (("suspend", TenantStatus.SUSPENDED), ("resume", TenantStatus.ACTIVE)):
+    for action, command in (("suspend", cmd_suspend), ("resume", cmd_resume)):
         parser = tsub.add_parser(action, help=f"{action} a tenant")
         parser.add_argument("tenant_id", metavar="ID")
-        parser.set_defaults(run=_set_status(status))
+        parser.set_defaults(run=command)

@@ -8,9 +8,10 @@ from runtime.scheduling import ALL_ACTIVE, schedule
 
 The parts: `definition` (declaring and loading schedules), `crontime` (cron in a time
 zone, across daylight-saving changes), `ticks` (which ticks fire now: a pure function),
-`state` (what the store keeps), `scheduler` (`fire_due`, manual triggers), `control`
-(what operators see and do), `loop` (the `ferry dev` thread) and `periodiq_entry` (the
-`scheduler` process). `ferry schedules ...` lives in `runtime.cli.schedules`.
+`scheduler` (`fire_due`, manual triggers), `loop` (the `ferry dev` thread) and
+`periodiq_entry` (the `scheduler` process). Schedule state is kept by
+`runtime.store.schedules`; what operators see and do is `runtime.services.schedules`;
+`ferry schedules ...` lives in `runtime.cli.schedules`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Turn due ticks into invocations, through the same `Dispatcher.accept` as HTTP.
+"""Turn due ticks into invocations, through the same `InvocationService.accept` as HTTP.
 
 `Scheduler.fire_due(now)` is all a clock has to call, once a minute or more often; any
 number of processes may call it at once. Each process:
@@ -43,7 +43,7 @@ from runtime.store.views import InvocationView, rfc3339
 
 if TYPE_CHECKING:
     from runtime.app import Runtime
-    from runtime.dispatch import Dispatcher
+    from runtime.services.invocations import InvocationService
     from runtime.store.tenants import Tenants
 
 log = structlog.get_logger("ferry.scheduler")
@@ -78,14 +78,14 @@ class FireReport:
 
 
 class Scheduler:
-    """Fires the schedules of one `ScheduleBook` into a runtime's dispatcher."""
+    """Fires the schedules of one `ScheduleBook` as invocations of a runtime."""
 
     def __init__(
         self,
         book: ScheduleBook,
         store: Schedules,
         tenants: Tenants,
-        dispatcher: Dispatcher,
+        invocations: InvocationService,
         *,
         clock: Clock = utcnow,
         new_token: Callable[[], str] = lambda: uuid.uuid4().hex,
@@ -93,13 +93,13 @@ class Scheduler:
         self.book = book
         self.store = store
         self.tenants = tenants
-        self.dispatcher = dispatcher
+        self.invocations = invocations
         self.clock = clock
         self.new_token = new_token
 
     @classmethod
     def from_runtime(cls, runtime: Runtime, book: ScheduleBook | None = None) -> Scheduler:
-        """The scheduler of a runtime: its store, tenants, dispatcher and clock.
+        """The scheduler of a runtime: its store, tenants, invocations and clock.
 
         Without `book`, the schedules of `FERRY_SCHEDULES_MODULE` are loaded and checked
         against the runtime's functions (`ScheduleDefinitionError` names a bad one).
@@ -110,7 +110,7 @@ class Scheduler:
             book,
             runtime.store.schedules,
             runtime.store.tenants,
-            runtime.dispatcher,
+            runtime.invocations,
             clock=runtime.store.db.clock,
         )
 
@@ -180,13 +180,13 @@ class Scheduler:
         key = tick_key(definition.id, tick)
         for tenant_id in self._tenants_of(definition):
             try:
-                invocation, created = self.dispatcher.accept(
+                invocation, created = self.invocations.accept(
                     tenant_id=tenant_id,
                     function=definition.function,
                     payload=dict(definition.input),
                     idempotency_key=key,
                     trigger="schedule",
-                    scheduled_for=tick + jitter(definition, tick, tenant_id),
+                    at=tick + jitter(definition, tick, tenant_id),
                 )
             except Unavailable:
                 raise  # the tick stays due: the next call fires it (the key dedupes the rest)
@@ -256,14 +256,14 @@ class Scheduler:
         key = manual_key(schedule_id, token or self.new_token())
         invocations = []
         for tenant in tenants:
-            invocation, _created = self.dispatcher.accept(
+            invocation, _created = self.invocations.accept(
                 tenant_id=tenant,
                 function=definition.function,
                 payload=dict(definition.input),
                 idempotency_key=key,
                 trigger="schedule",
                 request_id=request_id,
-                scheduled_for=now,
+                at=now,
             )
             self.store.record_run(
                 schedule_id=schedule_id,

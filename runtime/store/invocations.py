@@ -89,7 +89,7 @@ class Invocations:
             return view, True
         self._check_tenant(new.tenant_id)
         existing = self.find_by_key(new.tenant_id, new.function, new.idempotency_key)
-        if existing is None:  # the winner was deleted (its broker send failed); try again
+        if existing is None:  # the holder of the key was removed meanwhile; try again
             return self.insert(new)
         if existing.request_hash != new.request_hash:
             raise IdempotencyConflict(
@@ -114,11 +114,13 @@ class Invocations:
             ).one_or_none()
             return None if row is None else InvocationView.from_row(row)
 
-    def withdraw(self, invocation_id: str) -> None:
-        """Delete an invocation that was never handed to a broker (the send failed)."""
-        with self.db.session() as s:
-            s.execute(
-                sa.delete(I).where(I.id == invocation_id, I.attempts == 0, I.status.in_(CLAIMABLE))
+    def mark_unsent(self, invocation_id: str) -> None:
+        """Clear `dispatched_at` of a queued invocation whose send failed: the sweep sends it."""
+        with self.db.statements() as connection:
+            connection.execute(
+                sa.update(I)
+                .where(I.id == invocation_id, I.status == Status.QUEUED)
+                .values(dispatched_at=None)
             )
 
     # --- reading ------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Nothing accepted is lost: a worker killed mid-run, Redis restarted empty."""
+"""Nothing accepted is lost: a worker killed mid-run, Redis down, then restarted empty."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def test_a_worker_killed_mid_run_loses_nothing_and_runs_nothing_twice(
     try:
         runtime.store.tenants.create("t-kill")
         ids = [
-            runtime.dispatcher.accept(
+            runtime.invocations.accept(
                 tenant_id="t-kill", function="echo", payload={"message": f"m{n}", "sleep_s": 4}
             )[0].id
             for n in range(20)
@@ -103,13 +103,15 @@ def test_redis_restarted_empty_loses_no_accepted_invocation(
     assert broker.llen(f"{redis_namespace}:default") == 400
     broker.close()
 
-    # When Redis dies: the gateway refuses new work with 503 and stores none of it
+    # When Redis dies: the gateway still accepts what the store commits (202), for the
+    # sweep to send once Redis is back
     private_redis.kill()
-    refused = client.invoke("echo", {"message": "while redis is down"})
-    assert refused.status_code == 503
-    assert refused.headers["Retry-After"]
+    while_down = client.invoke("echo", {"message": "while redis is down"})
+    assert while_down.status_code == 202, while_down.text
+    ids.append(while_down.json()["id"])
+    assert ledger.statuses([ids[-1]]) == {ids[-1]: "queued"}
     assert client.readyz().status_code == 503
-    assert ledger.total() == 500
+    assert ledger.total() == 501
 
     # And comes back empty
     private_redis.start()
@@ -123,12 +125,12 @@ def test_redis_restarted_empty_loses_no_accepted_invocation(
     procs.worker(env, name="worker-a", threads=8)
     procs.worker(env, name="worker-b", threads=8)
 
-    # Then all 500 run, each exactly once
+    # Then all 501 run, each exactly once
     wait_for(
-        lambda: ledger.count_status(ids, "succeeded") == 500,
+        lambda: ledger.count_status(ids, "succeeded") == 501,
         timeout=180,
         interval=0.5,
-        what="all 500 invocations to succeed",
+        what="all 501 invocations to succeed",
     )
     executions = ledger.executions()
     assert {i: executions.get(i) for i in ids} == dict.fromkeys(ids, 1)

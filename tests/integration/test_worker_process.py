@@ -21,7 +21,7 @@ def accept_echoes(deployment: Deployment, tenant: str, count: int, sleep_s: floa
     try:
         runtime.store.tenants.create(tenant)
         return [
-            runtime.dispatcher.accept(
+            runtime.invocations.accept(
                 tenant_id=tenant,
                 function="echo",
                 payload={"message": f"m{n}", "sleep_s": sleep_s},

@@ -142,8 +142,8 @@ def test_a_tenant_key_sees_only_its_own_tenants_invocations(
 ):
     # Given two tenants with one invocation each
     mine, theirs = make_tenant(), make_tenant()
-    own, _ = runtime.dispatcher.accept(tenant_id=mine, function="echo", payload={"message": "o"})
-    other, _ = runtime.dispatcher.accept(
+    own, _ = runtime.invocations.accept(tenant_id=mine, function="echo", payload={"message": "o"})
+    other, _ = runtime.invocations.accept(
         tenant_id=theirs, function="echo", payload={"message": "t"}
     )
     b = signed_in(browser, make_key(mine, "read,manage"))
@@ -170,8 +170,8 @@ def test_an_admin_key_sees_every_tenant_and_can_filter_by_one(
     runtime, browser, make_tenant, make_key
 ):
     first, second = make_tenant(), make_tenant()
-    a, _ = runtime.dispatcher.accept(tenant_id=first, function="echo", payload={"message": "a"})
-    b_inv, _ = runtime.dispatcher.accept(
+    a, _ = runtime.invocations.accept(tenant_id=first, function="echo", payload={"message": "a"})
+    b_inv, _ = runtime.invocations.accept(
         tenant_id=second, function="echo", payload={"message": "b"}
     )
     b = signed_in(browser, make_key(first, "admin"))
@@ -185,7 +185,7 @@ def test_an_admin_key_sees_every_tenant_and_can_filter_by_one(
 
 def test_the_input_is_shown_only_to_manage_and_admin_keys(runtime, browser, make_tenant, make_key):
     tenant = make_tenant()
-    inv, _ = runtime.dispatcher.accept(
+    inv, _ = runtime.invocations.accept(
         tenant_id=tenant, function="echo", payload={"message": "the-input-text"}
     )
     reader = signed_in(browser, make_key(tenant, "read"))
@@ -205,13 +205,13 @@ def test_a_failed_invocation_is_retried_and_a_delayed_one_cancelled(
     runtime, worker, browser, make_tenant, make_key
 ):
     tenant = make_tenant()
-    failed, _ = runtime.dispatcher.accept(
+    failed, _ = runtime.invocations.accept(
         tenant_id=tenant, function="flaky", payload={"permanent": True}
     )
     wait_for(finished(runtime, failed.id))
     later = runtime.store.db.clock() + timedelta(hours=1)
-    delayed, _ = runtime.dispatcher.accept(
-        tenant_id=tenant, function="echo", payload={"message": "later"}, scheduled_for=later
+    delayed, _ = runtime.invocations.accept(
+        tenant_id=tenant, function="echo", payload={"message": "later"}, at=later
     )
     b = signed_in(browser, make_key(tenant, "read,manage"))
     # Given the failed invocation's page, with its error and traceback
@@ -243,11 +243,11 @@ def test_failed_invocations_are_retried_in_bulk(runtime, worker, browser, make_t
     tenant, other = make_tenant(), make_tenant()
     ids = []
     for _ in range(3):
-        inv, _ = runtime.dispatcher.accept(
+        inv, _ = runtime.invocations.accept(
             tenant_id=tenant, function="flaky", payload={"permanent": True}
         )
         ids.append(inv.id)
-    theirs, _ = runtime.dispatcher.accept(
+    theirs, _ = runtime.invocations.accept(
         tenant_id=other, function="flaky", payload={"permanent": True}
     )
     for invocation_id in [*ids, theirs.id]:
@@ -274,7 +274,7 @@ def test_failed_invocations_are_retried_in_bulk(runtime, worker, browser, make_t
 
 def test_a_read_only_key_cannot_act(runtime, worker, browser, make_tenant, make_key):
     tenant = make_tenant()
-    inv, _ = runtime.dispatcher.accept(
+    inv, _ = runtime.invocations.accept(
         tenant_id=tenant, function="flaky", payload={"permanent": True}
     )
     wait_for(finished(runtime, inv.id))
@@ -288,7 +288,7 @@ def test_a_read_only_key_cannot_act(runtime, worker, browser, make_tenant, make_
 
 def test_a_suspended_tenant_retries_nothing(runtime, worker, browser, make_tenant, make_key):
     tenant = make_tenant()
-    inv, _ = runtime.dispatcher.accept(
+    inv, _ = runtime.invocations.accept(
         tenant_id=tenant, function="flaky", payload={"permanent": True}
     )
     wait_for(finished(runtime, inv.id))
@@ -309,9 +309,9 @@ def test_overview_shows_counts_rates_queues_and_live_workers(
 ):
     tenant = make_tenant()
     for payload in ({"message": "x"}, {"message": "y"}):
-        inv, _ = runtime.dispatcher.accept(tenant_id=tenant, function="echo", payload=payload)
+        inv, _ = runtime.invocations.accept(tenant_id=tenant, function="echo", payload=payload)
         wait_for(finished(runtime, inv.id))
-    bad, _ = runtime.dispatcher.accept(
+    bad, _ = runtime.invocations.accept(
         tenant_id=tenant, function="flaky", payload={"permanent": True}
     )
     wait_for(finished(runtime, bad.id))
@@ -333,7 +333,7 @@ def test_functions_page_shows_schema_options_and_run_times(
     runtime, worker, browser, make_tenant, make_key
 ):
     tenant = make_tenant()
-    inv, _ = runtime.dispatcher.accept(tenant_id=tenant, function="echo", payload={"message": "x"})
+    inv, _ = runtime.invocations.accept(tenant_id=tenant, function="echo", payload={"message": "x"})
     wait_for(finished(runtime, inv.id))
     page = signed_in(browser, make_key(tenant, "read")).get("/dashboard/functions").text
     assert 'id="fn-echo"' in page and 'id="fn-flaky"' in page
@@ -348,10 +348,12 @@ def test_invocations_filter_by_function_status_and_time_and_page(
 ):
     tenant = make_tenant()
     echoes = [
-        runtime.dispatcher.accept(tenant_id=tenant, function="echo", payload={"message": str(n)})[0]
+        runtime.invocations.accept(
+            tenant_id=tenant, function="echo", payload={"message": str(n)}
+        ).invocation
         for n in range(3)
     ]
-    runtime.dispatcher.accept(tenant_id=tenant, function="flaky", payload={})
+    runtime.invocations.accept(tenant_id=tenant, function="flaky", payload={})
     b = signed_in(browser, make_key(tenant, "read"))
     assert invocation_ids(b.get("/dashboard/invocations?function=echo").text) == {
         e.id for e in echoes

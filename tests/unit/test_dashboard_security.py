@@ -170,7 +170,7 @@ def test_every_action_without_the_csrf_token_is_refused(
     runtime, worker, browser, make_tenant, make_key
 ):
     tenant = make_tenant()
-    inv, _ = runtime.dispatcher.accept(
+    inv, _ = runtime.invocations.accept(
         tenant_id=tenant, function="flaky", payload={"permanent": True}
     )
     wait_for(finished(runtime, inv.id))
@@ -341,7 +341,7 @@ def test_a_stored_error_carrying_a_key_is_shown_redacted(
 ):
     tenant = make_tenant()
     key = make_key(tenant, "read")
-    inv, _ = runtime.dispatcher.accept(
+    inv, _ = runtime.invocations.accept(
         tenant_id=tenant, function="flaky", payload={"permanent": True}
     )
     wait_for(finished(runtime, inv.id))

@@ -18,7 +18,7 @@ def test_a_function_runs_once_and_its_result_is_stored(runtime, worker, make_ten
     # Given a tenant
     tenant = make_tenant()
     # When an invocation is accepted
-    inv, created = runtime.dispatcher.accept(
+    inv, created = runtime.invocations.accept(
         tenant_id=tenant, function="echo", payload={"message": "hello"}
     )
     # Then it succeeds with the handler's output, run once in its tenant's context
@@ -34,7 +34,7 @@ def test_a_function_runs_once_and_its_result_is_stored(runtime, worker, make_ten
 
 def test_retries_back_off_and_then_succeed(runtime, worker, make_tenant):
     tenant = make_tenant()
-    inv, _ = runtime.dispatcher.accept(
+    inv, _ = runtime.invocations.accept(
         tenant_id=tenant, function="flaky", payload={"fail_times": 2}
     )
     done = wait_for(finished(runtime, inv.id), what="flaky to finish")
@@ -48,7 +48,7 @@ def test_retries_back_off_and_then_succeed(runtime, worker, make_tenant):
 
 def test_retries_run_out_and_the_invocation_fails_with_its_error(runtime, worker, make_tenant):
     tenant = make_tenant()
-    inv, _ = runtime.dispatcher.accept(
+    inv, _ = runtime.invocations.accept(
         tenant_id=tenant, function="flaky", payload={"fail_times": 10}
     )
     done = wait_for(finished(runtime, inv.id), what="flaky to fail")
@@ -60,7 +60,7 @@ def test_retries_run_out_and_the_invocation_fails_with_its_error(runtime, worker
 
 def test_a_permanent_error_is_not_retried(runtime, worker, make_tenant):
     tenant = make_tenant()
-    inv, _ = runtime.dispatcher.accept(
+    inv, _ = runtime.invocations.accept(
         tenant_id=tenant, function="flaky", payload={"permanent": True}
     )
     done = wait_for(finished(runtime, inv.id))
@@ -70,7 +70,7 @@ def test_a_permanent_error_is_not_retried(runtime, worker, make_tenant):
 
 def test_an_output_that_does_not_validate_fails_permanently(runtime, worker, make_tenant):
     tenant = make_tenant()
-    inv, _ = runtime.dispatcher.accept(tenant_id=tenant, function="bad_output", payload={})
+    inv, _ = runtime.invocations.accept(tenant_id=tenant, function="bad_output", payload={})
     done = wait_for(finished(runtime, inv.id))
     assert done.status == "failed" and done.attempts == 1
     assert done.error["type"] == "ValidationError"
@@ -78,7 +78,7 @@ def test_an_output_that_does_not_validate_fails_permanently(runtime, worker, mak
 
 def test_timeout_stops_the_attempt_with_time_limit_exceeded(runtime, worker, make_tenant):
     tenant = make_tenant()
-    inv, _ = runtime.dispatcher.accept(tenant_id=tenant, function="slow", payload={"seconds": 30})
+    inv, _ = runtime.invocations.accept(tenant_id=tenant, function="slow", payload={"seconds": 30})
     done = wait_for(finished(runtime, inv.id), timeout=15)
     assert done.status == "failed"
     assert done.error["type"] == "TimeLimitExceeded"
@@ -89,7 +89,7 @@ def test_timeout_stops_the_attempt_with_time_limit_exceeded(runtime, worker, mak
 
 def test_a_duplicate_delivery_does_nothing(runtime, worker, make_tenant):
     tenant = make_tenant()
-    inv, _ = runtime.dispatcher.accept(
+    inv, _ = runtime.invocations.accept(
         tenant_id=tenant, function="echo", payload={"message": "once"}
     )
     wait_for(finished(runtime, inv.id))
@@ -105,7 +105,7 @@ def test_a_duplicate_delivery_does_nothing(runtime, worker, make_tenant):
 
 def test_a_duplicate_delivery_while_running_does_nothing(runtime, worker, make_tenant):
     tenant = make_tenant()
-    inv, _ = runtime.dispatcher.accept(
+    inv, _ = runtime.invocations.accept(
         tenant_id=tenant, function="echo", payload={"message": "slowly", "sleep_s": 0.5}
     )
     wait_for(lambda: runtime.store.invocations.get(inv.id).status == "running")
@@ -117,20 +117,20 @@ def test_a_duplicate_delivery_while_running_does_nothing(runtime, worker, make_t
 
 def test_idempotent_accept_returns_the_first_invocation(runtime, make_tenant):
     tenant = make_tenant()
-    first, created = runtime.dispatcher.accept(
+    first, created = runtime.invocations.accept(
         tenant_id=tenant, function="echo", payload={"message": "a"}, idempotency_key="k1"
     )
-    again, created_again = runtime.dispatcher.accept(
+    again, created_again = runtime.invocations.accept(
         tenant_id=tenant, function="echo", payload={"message": "a"}, idempotency_key="k1"
     )
     assert created and not created_again and again.id == first.id
     with pytest.raises(IdempotencyConflict):
-        runtime.dispatcher.accept(
+        runtime.invocations.accept(
             tenant_id=tenant, function="echo", payload={"message": "b"}, idempotency_key="k1"
         )
     # Keys are per tenant and per function.
     other = make_tenant()
-    theirs, created_other = runtime.dispatcher.accept(
+    theirs, created_other = runtime.invocations.accept(
         tenant_id=other, function="echo", payload={"message": "a"}, idempotency_key="k1"
     )
     assert created_other and theirs.id != first.id
@@ -139,7 +139,7 @@ def test_idempotent_accept_returns_the_first_invocation(runtime, make_tenant):
 def test_invalid_input_is_refused_before_anything_is_stored(runtime, make_tenant):
     tenant = make_tenant()
     with pytest.raises(InputInvalid) as caught:
-        runtime.dispatcher.accept(tenant_id=tenant, function="echo", payload={"message": ""})
+        runtime.invocations.accept(tenant_id=tenant, function="echo", payload={"message": ""})
     assert caught.value.errors[0]["loc"] == ["message"]
     assert runtime.store.invocations.list(tenant)[0] == []
 
@@ -148,14 +148,14 @@ def test_a_suspended_tenant_cannot_invoke(runtime, make_tenant):
     tenant = make_tenant()
     runtime.store.tenants.set_status(tenant, TenantStatus.SUSPENDED)
     with pytest.raises(TenantSuspended):
-        runtime.dispatcher.accept(tenant_id=tenant, function="echo", payload={"message": "x"})
+        runtime.invocations.accept(tenant_id=tenant, function="echo", payload={"message": "x"})
 
 
 def test_children_get_keys_derived_from_the_parent_and_are_not_duplicated_by_retries(
     runtime, worker, make_tenant
 ):
     tenant = make_tenant()
-    inv, _ = runtime.dispatcher.accept(
+    inv, _ = runtime.invocations.accept(
         tenant_id=tenant, function="parent", payload={"children": 2}, idempotency_key="p-1"
     )
     done = wait_for(finished(runtime, inv.id))
@@ -174,8 +174,8 @@ def test_a_delayed_invocation_waits_until_due(runtime, worker, make_tenant):
 
     tenant = make_tenant()
     due = runtime.store.db.clock() + timedelta(seconds=1)
-    inv, _ = runtime.dispatcher.accept(
-        tenant_id=tenant, function="echo", payload={"message": "later"}, scheduled_for=due
+    inv, _ = runtime.invocations.accept(
+        tenant_id=tenant, function="echo", payload={"message": "later"}, at=due
     )
     assert inv.status == "scheduled"
     done = wait_for(finished(runtime, inv.id))
@@ -191,7 +191,7 @@ def test_queued_invocations_left_by_a_stopped_process_run_after_restart(backend,
     first = prepare(Runtime(settings))
     first.store.tenants.create("acme")
     accepted = [
-        first.dispatcher.accept(tenant_id="acme", function="echo", payload={"message": str(n)})[0]
+        first.invocations.accept(tenant_id="acme", function="echo", payload={"message": str(n)})[0]
         for n in range(5)
     ]
     first.broker.flush_all()  # what the broker held dies with the process
@@ -212,7 +212,7 @@ def test_queued_invocations_left_by_a_stopped_process_run_after_restart(backend,
 
 def test_a_suspended_tenants_queued_work_waits_until_it_is_resumed(runtime, make_tenant):
     tenant = make_tenant()
-    inv, _ = runtime.dispatcher.accept(tenant_id=tenant, function="echo", payload={"message": "x"})
+    inv, _ = runtime.invocations.accept(tenant_id=tenant, function="echo", payload={"message": "x"})
     runtime.store.tenants.set_status(tenant, TenantStatus.SUSPENDED)
     handle = runtime.start_worker()
     try:

@@ -101,7 +101,7 @@ def test_no_grace_deletes_every_expired_or_revoked_key(harness):
 def test_the_cleanup_runs_through_the_runtime(runtime, worker, make_tenant):
     tenant = make_tenant()
     make_keys(runtime.store, tenant)
-    inv, _ = runtime.dispatcher.accept(
+    inv, _ = runtime.invocations.accept(
         tenant_id=tenant, function="cleanup_expired_keys", payload={"grace_days": 0}
     )
     done = wait_for(finished(runtime, inv.id), what="the cleanup")
@@ -115,7 +115,7 @@ def test_the_cleanup_runs_through_the_runtime(runtime, worker, make_tenant):
 def test_bad_input_is_refused_before_anything_is_stored(runtime, make_tenant, payload):
     tenant = make_tenant()
     with pytest.raises(InputInvalid):
-        runtime.dispatcher.accept(
+        runtime.invocations.accept(
             tenant_id=tenant, function="cleanup_expired_keys", payload=payload
         )
     assert runtime.store.invocations.list(tenant)[0] == []

@@ -39,7 +39,7 @@ def test_echo_time_upper_cases_on_request(harness):
 
 def test_echo_time_runs_through_the_runtime(runtime, worker, make_tenant):
     tenant = make_tenant()
-    inv, _ = runtime.dispatcher.accept(
+    inv, _ = runtime.invocations.accept(
         tenant_id=tenant, function="echo_time", payload={"message": "hello, ferry"}
     )
     done = wait_for(finished(runtime, inv.id), what="echo_time to finish")
@@ -54,7 +54,7 @@ def test_echo_time_runs_through_the_runtime(runtime, worker, make_tenant):
 def test_echo_time_refuses_bad_input_before_storing_anything(runtime, make_tenant, payload):
     tenant = make_tenant()
     with pytest.raises(InputInvalid):
-        runtime.dispatcher.accept(tenant_id=tenant, function="echo_time", payload=payload)
+        runtime.invocations.accept(tenant_id=tenant, function="echo_time", payload=payload)
     assert runtime.store.invocations.list(tenant)[0] == []
 
 

@@ -116,7 +116,7 @@ def event_for(url: str) -> dict:
 
 
 def accept_delivery(runtime, tenant: str, url: str, **extra):
-    inv, _ = runtime.dispatcher.accept(
+    inv, _ = runtime.invocations.accept(
         tenant_id=tenant, function="send_webhook", payload=event_for(url), **extra
     )
     return inv
@@ -287,7 +287,7 @@ def test_bad_input_is_refused_before_anything_is_stored(runtime, make_tenant, ch
     tenant = make_tenant()
     payload = {"url": "https://example.com/hook", "event": "invoice.paid", "data": {}} | change
     with pytest.raises(InputInvalid):
-        runtime.dispatcher.accept(tenant_id=tenant, function="send_webhook", payload=payload)
+        runtime.invocations.accept(tenant_id=tenant, function="send_webhook", payload=payload)
     assert runtime.store.invocations.list(tenant)[0] == []
 
 

@@ -33,7 +33,7 @@ HEADER = [
 
 
 def accept(runtime, tenant, function, payload, **extra):
-    inv, _ = runtime.dispatcher.accept(
+    inv, _ = runtime.invocations.accept(
         tenant_id=tenant, function=function, payload=payload, **extra
     )
     return inv
@@ -77,8 +77,8 @@ def test_the_report_counts_the_tenants_invocations_by_function_and_status(
         ],
     )
     tomorrow = runtime.store.db.clock() + timedelta(days=1)
-    accept(runtime, ours, "echo", {"message": "later"}, scheduled_for=tomorrow)
-    cancelled = accept(runtime, ours, "echo", {"message": "never"}, scheduled_for=tomorrow)
+    accept(runtime, ours, "echo", {"message": "later"}, at=tomorrow)
+    cancelled = accept(runtime, ours, "echo", {"message": "never"}, at=tomorrow)
     runtime.store.invocations.cancel(cancelled.id, ours)
     # And another tenant with invocations of the same function and of one only it uses
     run_all(runtime, theirs, [("echo", {"message": "x"})] * 4 + [("bad_output", {})])
@@ -171,7 +171,7 @@ def test_a_since_later_than_the_default_until_fails_permanently():
 def test_a_bad_period_is_refused_before_anything_is_stored(runtime, make_tenant, payload):
     tenant = make_tenant()
     with pytest.raises(InputInvalid):
-        runtime.dispatcher.accept(tenant_id=tenant, function="usage_report", payload=payload)
+        runtime.invocations.accept(tenant_id=tenant, function="usage_report", payload=payload)
     assert runtime.store.invocations.list(tenant)[0] == []
 
 

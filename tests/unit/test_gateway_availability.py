@@ -1,4 +1,8 @@
-"""Health, readiness, and 503 with Retry-After when the store or the broker is unreachable."""
+"""Health, readiness, 503 with Retry-After when the store is unreachable, and a broker outage.
+
+Once the store has committed an invocation it is accepted, whatever the broker does: the
+answer is 202 and the sweep sends it when the broker is back.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,10 @@ from falcon.testing import TestClient
 
 from gateway.app import create_app
 from runtime.app import Runtime
-from tests.conftest import require_services
+from runtime.errors import BrokerUnavailable
+from tests.conftest import executions, require_services
 from tests.unit.conftest import assert_problem, closed_port, invoke
-from tests.waiting import wait_for
+from tests.waiting import finished, wait_for
 
 A_KEY = {"Authorization": "Bearer fy_000000000000_" + "A" * 43}
 
@@ -51,26 +56,80 @@ def test_an_unreachable_store_answers_503_with_retry_after(backend, runtime_with
     assert client.simulate_get("/healthz").status_code == 200
 
 
-def test_an_unreachable_broker_answers_503_and_nothing_is_accepted(
+def test_an_unreachable_broker_still_accepts_what_the_store_committed(
     runtime, runtime_with, headers, tenant
 ):
     # Given a gateway on the working store whose broker cannot be reached
     down = runtime_with(broker_url=f"redis://127.0.0.1:{closed_port()}/0")
     client = TestClient(create_app(down))
     # When a function is invoked
-    result = invoke(client, {**headers, "Idempotency-Key": "k-1"}, "echo", {"message": "m"})
-    # Then 503 with Retry-After, and nothing was stored
-    assert_problem(result, 503, "broker-unavailable")
-    assert int(result.headers["retry-after"]) > 0
-    assert runtime.store.invocations.list(tenant)[0] == []
+    key = {**headers, "Idempotency-Key": "k-1"}
+    result = invoke(client, key, "echo", {"message": "m"})
+    # Then it is accepted: 202 with the committed invocation, queued in the store
+    assert result.status_code == 202, result.text
+    assert result.json["status"] == "queued"
+    assert [i.id for i in runtime.store.invocations.list(tenant)[0]] == [result.json["id"]]
+    # and a replay of the key answers with that same invocation
+    replay = invoke(client, key, "echo", {"message": "m"})
+    assert replay.status_code == 202 and replay.headers["idempotent-replayed"] == "true"
+    assert replay.json["id"] == result.json["id"]
     # /readyz names the broker
     problem = assert_problem(client.simulate_get("/readyz"), 503, "not-ready")
     assert problem["checks"] == {"store": "ok", "broker": problem["checks"]["broker"]}
     assert problem["checks"]["broker"].startswith("unavailable")
-    # And once the broker is back, the same key is accepted as a new invocation
-    working = TestClient(create_app(runtime))
-    retried = invoke(working, {**headers, "Idempotency-Key": "k-1"}, "echo", {"message": "m"})
-    assert retried.status_code == 202 and "idempotent-replayed" not in retried.headers
+    # And once a broker answers, the next sweep sends it at once (not only after
+    # redispatch_after_s), and it runs exactly once
+    assert runtime.dispatcher.sweep().sent == 1
+    handle = runtime.start_worker()
+    try:
+        assert wait_for(finished(runtime, result.json["id"])).status == "succeeded"
+    finally:
+        handle.stop(grace_s=5)
+    assert executions(runtime, result.json["id"]) == 1
+
+
+def test_a_replay_while_the_first_send_fails_gets_the_invocation_that_then_runs_once(
+    runtime, client, headers, tenant, monkeypatch
+):
+    # Given a broker whose send hangs, then fails (issue 11: the withdraw race)
+    sending, release = threading.Event(), threading.Event()
+
+    def hanging_then_failing_send(item):
+        sending.set()
+        release.wait(10)
+        raise BrokerUnavailable("the broker is unreachable: ConnectionError")
+
+    monkeypatch.setattr(runtime.dispatcher, "send", hanging_then_failing_send)
+    key = {**headers, "Idempotency-Key": "race-1"}
+    answers = {}
+    first = threading.Thread(
+        target=lambda: answers.setdefault("first", invoke(client, key, "echo", {"message": "m"}))
+    )
+    first.start()
+    try:
+        assert sending.wait(10), "the first request never reached the broker"
+        # When a replay of the key arrives while the first request's send hangs
+        replay = invoke(client, key, "echo", {"message": "m"})
+    finally:
+        release.set()
+        first.join(10)
+    # Then the replay answers 202 with the committed invocation, and so does the first
+    # request once its send has failed
+    assert replay.status_code == 202 and replay.headers["idempotent-replayed"] == "true"
+    assert answers["first"].status_code == 202, answers["first"].text
+    invocation_id = answers["first"].json["id"]
+    assert replay.json["id"] == invocation_id
+    # And afterwards the invocation is still there, and once the broker works it runs once
+    assert runtime.store.invocations.get(invocation_id, tenant).status == "queued"
+    monkeypatch.undo()
+    handle = runtime.start_worker()
+    try:
+        assert wait_for(finished(runtime, invocation_id)).status == "succeeded"
+    finally:
+        handle.stop(grace_s=5)
+    assert executions(runtime, invocation_id) == 1
+    fetched = client.simulate_get(f"/v1/invocations/{invocation_id}", headers=headers)
+    assert fetched.status_code == 200 and fetched.json["status"] == "succeeded"
 
 
 @pytest.mark.integration

@@ -164,7 +164,7 @@ def test_queue_length_and_oldest_age_come_from_the_broker(runtime, make_tenant):
     # Given two invocations sent to the broker and no worker consuming
     tenant = make_tenant()
     for n in range(2):
-        runtime.dispatcher.accept(tenant_id=tenant, function="echo", payload={"message": str(n)})
+        runtime.invocations.accept(tenant_id=tenant, function="echo", payload={"message": str(n)})
     time.sleep(0.05)  # let the oldest message age measurably (not a timing assertion)
     # When the queues are read
     depths = {d.queue: d for d in queue_depths(runtime.broker)}
@@ -198,7 +198,7 @@ def test_tenant_is_a_label_only_when_the_setting_is_on(runtime, make_tenant):
     handle = runtime.start_worker()
     try:
         tenant = make_tenant()
-        inv, _ = runtime.dispatcher.accept(
+        inv, _ = runtime.invocations.accept(
             tenant_id=tenant, function="echo", payload={"message": "x"}
         )
         wait_for(finished(runtime, inv.id))
@@ -236,7 +236,7 @@ def test_a_failure_to_record_is_logged_and_counted_and_the_attempt_still_succeed
     handle = runtime.start_worker()
     try:
         with capture_logs() as logs:
-            inv, _ = runtime.dispatcher.accept(
+            inv, _ = runtime.invocations.accept(
                 tenant_id=make_tenant(), function="echo", payload={"message": "x"}
             )
             # When an attempt runs, Then it succeeds all the same

@@ -18,7 +18,7 @@ from tests.waiting import finished, wait_for
 
 def test_an_attempt_whose_worker_died_runs_again_once_its_lease_expires(runtime, make_tenant):
     tenant = make_tenant()
-    inv, _ = runtime.dispatcher.accept(
+    inv, _ = runtime.invocations.accept(
         tenant_id=tenant, function="echo", payload={"message": "survive"}
     )
     # Given a worker that claimed the invocation and died (its message died with it)
@@ -44,7 +44,7 @@ def test_an_attempt_whose_worker_died_runs_again_once_its_lease_expires(runtime,
 def test_lost_attempts_count_against_the_retry_budget(runtime, make_tenant):
     tenant = make_tenant()
     # `slow` allows no retries: one lost attempt and it has failed for good.
-    inv, _ = runtime.dispatcher.accept(tenant_id=tenant, function="slow", payload={"seconds": 0})
+    inv, _ = runtime.invocations.accept(tenant_id=tenant, function="slow", payload={"seconds": 0})
     assert isinstance(runtime.store.claims.claim(inv.id, "dead-worker", lease_s=0), Claimed)
     assert runtime.store.sweep.reclaim_lost() == []
     failed = runtime.store.invocations.get(inv.id)
@@ -53,7 +53,7 @@ def test_lost_attempts_count_against_the_retry_budget(runtime, make_tenant):
 
 def test_a_result_from_a_worker_that_lost_its_lease_is_discarded(runtime, make_tenant):
     tenant = make_tenant()
-    inv, _ = runtime.dispatcher.accept(tenant_id=tenant, function="echo", payload={"message": "x"})
+    inv, _ = runtime.invocations.accept(tenant_id=tenant, function="echo", payload={"message": "x"})
     first = runtime.store.claims.claim(inv.id, "slow-worker", lease_s=0)
     assert isinstance(first, Claimed)
     # The lease expires and another worker takes over and finishes.
@@ -73,7 +73,9 @@ def test_a_result_from_a_worker_that_lost_its_lease_is_discarded(runtime, make_t
 def test_queued_invocations_the_broker_lost_are_sent_again(runtime, make_tenant):
     tenant = make_tenant()
     accepted = [
-        runtime.dispatcher.accept(tenant_id=tenant, function="echo", payload={"message": str(n)})[0]
+        runtime.invocations.accept(
+            tenant_id=tenant, function="echo", payload={"message": str(n)}
+        ).invocation
         for n in range(10)
     ]
     runtime.broker.flush_all()  # Redis restarted empty / the process holding them died
@@ -97,9 +99,9 @@ def test_a_backlog_waiting_in_the_broker_is_not_sent_again_but_what_it_lost_is(
 
     def accept(n: int) -> list[str]:
         return [
-            runtime.dispatcher.accept(tenant_id=tenant, function="echo", payload={"message": "x"})[
-                0
-            ].id
+            runtime.invocations.accept(
+                tenant_id=tenant, function="echo", payload={"message": "x"}
+            ).invocation.id
             for _ in range(n)
         ]
 
@@ -147,7 +149,7 @@ def test_fifty_concurrent_identical_requests_make_one_invocation_and_one_executi
     tenant = make_tenant()
 
     def accept(_n: int) -> tuple[str, bool]:
-        inv, created = runtime.dispatcher.accept(
+        inv, created = runtime.invocations.accept(
             tenant_id=tenant,
             function="echo",
             payload={"message": "same"},

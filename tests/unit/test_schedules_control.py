@@ -14,8 +14,8 @@ import pytest
 from runtime.app import Runtime
 from runtime.errors import ScheduleNotFound, TenantSuspended
 from runtime.scheduling import ALL_ACTIVE
-from runtime.scheduling.control import ScheduleControl
 from runtime.scheduling.scheduler import Scheduler
+from runtime.services.schedules import ScheduleService
 from runtime.store.models import TenantStatus
 from tests.conftest import prepare
 from tests.unit.test_schedules_support import (
@@ -57,10 +57,10 @@ def rt(build) -> Runtime:
     return runtime
 
 
-def start(runtime: Runtime, *definitions) -> tuple[Scheduler, ScheduleControl]:
+def start(runtime: Runtime, *definitions) -> tuple[Scheduler, ScheduleService]:
     scheduler = scheduler_for(runtime, *definitions)
     scheduler.register()
-    return scheduler, ScheduleControl(scheduler)
+    return scheduler, ScheduleService(scheduler)
 
 
 def tick(clock: FakeClock, scheduler: Scheduler, minute: int, second: float = 0.01) -> int:

@@ -82,7 +82,7 @@ def every_minute(schedule_id: str = "every-minute", **options: Any) -> ScheduleD
 
 
 def scheduler_for(runtime: Runtime, *definitions: ScheduleDefinition) -> Scheduler:
-    """A scheduler of these definitions over the runtime's store, dispatcher and clock."""
+    """A scheduler of these definitions over the runtime's store, invocations and clock."""
     book = ScheduleBook.of(definitions, runtime.registry)
     return Scheduler.from_runtime(runtime, book)
 

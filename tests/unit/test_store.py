@@ -60,10 +60,10 @@ def test_migrate_twice_is_harmless(runtime):
 
 def test_a_tenant_session_cannot_read_another_tenants_rows(runtime, make_tenant):
     mine, theirs = make_tenant(), make_tenant()
-    secret, _ = runtime.dispatcher.accept(
+    secret, _ = runtime.invocations.accept(
         tenant_id=theirs, function="echo", payload={"message": "s"}
     )
-    own, _ = runtime.dispatcher.accept(tenant_id=mine, function="echo", payload={"message": "o"})
+    own, _ = runtime.invocations.accept(tenant_id=mine, function="echo", payload={"message": "o"})
     with runtime.store.db.session(mine) as s:
         # By primary key, by query, by join, by aggregate: only my rows exist.
         assert s.get(models.Invocation, secret.id) is None
@@ -128,9 +128,9 @@ def test_a_new_row_in_a_tenant_session_gets_the_tenant(runtime, make_tenant):
 def test_listing_pages_newest_first_with_a_cursor(runtime, make_tenant):
     tenant = make_tenant()
     ids = [
-        runtime.dispatcher.accept(tenant_id=tenant, function="echo", payload={"message": str(n)})[
-            0
-        ].id
+        runtime.invocations.accept(
+            tenant_id=tenant, function="echo", payload={"message": str(n)}
+        ).invocation.id
         for n in range(7)
     ]
     seen, cursor = [], None
@@ -146,10 +146,10 @@ def test_listing_pages_newest_first_with_a_cursor(runtime, make_tenant):
 
 def test_listing_filters_by_creation_time(runtime, make_tenant):
     tenant = make_tenant()
-    first, _ = runtime.dispatcher.accept(
+    first, _ = runtime.invocations.accept(
         tenant_id=tenant, function="echo", payload={"message": "1"}
     )
-    second, _ = runtime.dispatcher.accept(
+    second, _ = runtime.invocations.accept(
         tenant_id=tenant, function="echo", payload={"message": "2"}
     )
     # From inclusive, to exclusive: one query for the API's and the dashboard's listings.
@@ -161,7 +161,7 @@ def test_listing_filters_by_creation_time(runtime, make_tenant):
 
 def test_another_tenants_invocation_is_not_found(runtime, make_tenant):
     mine, theirs = make_tenant(), make_tenant()
-    inv, _ = runtime.dispatcher.accept(tenant_id=theirs, function="echo", payload={"message": "s"})
+    inv, _ = runtime.invocations.accept(tenant_id=theirs, function="echo", payload={"message": "s"})
     for action in (
         runtime.store.invocations.get,
         runtime.store.invocations.cancel,
@@ -175,8 +175,8 @@ def test_another_tenants_invocation_is_not_found(runtime, make_tenant):
 def test_cancel_only_before_running_and_retry_only_after_failing(runtime, make_tenant):
     tenant = make_tenant()
     later = runtime.store.db.clock() + timedelta(hours=1)
-    inv, _ = runtime.dispatcher.accept(
-        tenant_id=tenant, function="echo", payload={"message": "x"}, scheduled_for=later
+    inv, _ = runtime.invocations.accept(
+        tenant_id=tenant, function="echo", payload={"message": "x"}, at=later
     )
     with pytest.raises(InvalidState):
         runtime.store.invocations.requeue(inv.id, tenant)

@@ -16,16 +16,13 @@ from __future__ import annotations
 import builtins
 import dataclasses
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from runtime.errors import ScheduleNotFound
 from runtime.scheduling.definition import ScheduleDefinition
 from runtime.scheduling.scheduler import Scheduler
 from runtime.store.schedules import ScheduleRunView, ScheduleStateView
 from runtime.store.views import InvocationView, rfc3339
-
-if TYPE_CHECKING:
-    from runtime.app import Runtime
 
 #: Runs shown per schedule in a listing, and in the single-schedule view.
 HISTORY_IN_LIST = 5
@@ -93,7 +90,7 @@ def _unregistered(schedule_id: str, now: datetime) -> ScheduleStateView:
     )
 
 
-class ScheduleControl:
+class ScheduleService:
     """List, show, pause, resume, delete, restore and trigger the schedules of a book."""
 
     def __init__(self, scheduler: Scheduler) -> None:
@@ -101,10 +98,6 @@ class ScheduleControl:
         self.book = scheduler.book
         self.store = scheduler.store
         self.clock = scheduler.clock
-
-    @classmethod
-    def from_runtime(cls, runtime: Runtime) -> ScheduleControl:
-        return cls(Scheduler.from_runtime(runtime))
 
     # --- reading ------------------------------------------------------------------------------
 

@@ -1,0 +1,274 @@
+"""Invocations' use cases, once for the API, the dashboard, the CLI, schedules and `ctx.invoke`.
+
+Accepting commits the invocation in the store first; from then on it is accepted,
+whatever the broker does: a failed send leaves it to the sweep (`Dispatcher.dispatch`).
+Every read and action takes the tenant it acts for; another tenant's invocation is
+reported exactly like a missing one. `None` as the tenant is an operator acting across
+tenants.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import hashlib
+import json
+import math
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
+
+import structlog
+
+from runtime.dispatch import Dispatcher
+from runtime.errors import (
+    BadRequest,
+    InvalidState,
+    NotFound,
+    TenantSuspended,
+    Unavailable,
+)
+from runtime.registry import Registry
+from runtime.store import Store
+from runtime.store.invocations import NewInvocation
+from runtime.store.models import Status
+from runtime.store.sweep import Dispatch
+from runtime.store.views import AttemptView, InvocationView
+
+log = structlog.get_logger("ferry.invocations")
+
+TRIGGERS = ("http", "schedule", "invoke", "cli")
+#: The largest page a listing returns.
+MAX_PAGE = 200
+#: Invocations one bulk retry may name; more are left out.
+MAX_BULK_RETRY = 200
+
+
+def request_hash(payload: Mapping[str, Any]) -> str:
+    """Hash of the canonical JSON of an input: equal inputs, equal hashes."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def new_invocation_id() -> str:
+    """A new invocation id: a random UUID."""
+    return str(uuid.uuid4())
+
+
+class Accepted(NamedTuple):
+    """An accepted invocation, and whether this call created it (else: a replay)."""
+
+    invocation: InvocationView
+    created: bool
+
+
+class InvocationPage(NamedTuple):
+    """One page of a newest-first listing; `next_cursor` is None on the last page."""
+
+    invocations: builtins.list[InvocationView]
+    next_cursor: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class InvocationWithAttempts:
+    """An invocation and its attempt log, oldest attempt first."""
+
+    invocation: InvocationView
+    attempts: tuple[AttemptView, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class BulkRetry:
+    """What a bulk retry did: the invocations queued again and the ids passed over."""
+
+    retried: tuple[InvocationView, ...]
+    #: No longer failed, missing, another tenant's, or of a suspended tenant.
+    skipped: tuple[str, ...]
+
+
+class InvocationService:
+    """Accept, wait for, read, cancel and retry invocations."""
+
+    #: How often `wait` looks at the store: the first interval, doubling up to the last.
+    POLL_FIRST_S = 0.02
+    POLL_MAX_S = 0.25
+
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        dispatcher: Dispatcher,
+        *,
+        id_factory: Callable[[], str] = new_invocation_id,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.dispatcher = dispatcher
+        self.id_factory = id_factory
+        self.sleep = sleep
+        self.monotonic = monotonic
+
+    # --- accepting ----------------------------------------------------------------------------
+
+    def accept(
+        self,
+        *,
+        tenant_id: str,
+        function: str,
+        payload: Any,
+        idempotency_key: str | None = None,
+        trigger: str = "http",
+        request_id: str | None = None,
+        parent_id: str | None = None,
+        at: datetime | None = None,
+        delay_s: float | None = None,
+    ) -> Accepted:
+        """Validate, store and (if due) send an invocation; or return the stored one.
+
+        `at` or `delay_s` (not both) runs it later. The same idempotency key and input
+        from the same tenant give back the invocation stored first (a replay); another
+        input under that key raises `IdempotencyConflict`. Once this returns, the
+        invocation is committed; a broker that does not answer leaves it to the sweep.
+        """
+        if trigger not in TRIGGERS:
+            raise ValueError(f"trigger must be one of {', '.join(TRIGGERS)}; got {trigger!r}")
+        scheduled_for = self._due_at(at, delay_s)
+        fn = self.registry.get(function)
+        data = fn.validate_input(payload).model_dump(mode="json")
+        new_id = self.id_factory()
+        invocation, created = self.store.invocations.insert(
+            NewInvocation(
+                id=new_id,
+                tenant_id=tenant_id,
+                function=fn.name,
+                queue=fn.queue,
+                trigger=trigger,
+                idempotency_key=idempotency_key or new_id,
+                request_hash=request_hash(data),
+                request_id=request_id,
+                parent_id=parent_id,
+                payload=data,
+                max_retries=fn.max_retries,
+                scheduled_for=scheduled_for,
+            )
+        )
+        if created and invocation.status == Status.QUEUED:
+            self.dispatcher.dispatch(_dispatch_of(invocation))
+        if created:
+            log.info(
+                "invocation_accepted",
+                **invocation.log_context(),
+                trigger=trigger,
+                status=invocation.status,
+            )
+        return Accepted(invocation, created)
+
+    def _due_at(self, at: datetime | None, delay_s: float | None) -> datetime | None:
+        """When to run: `at`, or `delay_s` from now; None for now."""
+        if at is not None and delay_s is not None:
+            raise BadRequest("give delay or at, not both")
+        if at is not None:
+            if at.tzinfo is None:
+                raise BadRequest("at must carry its UTC offset")
+            return at
+        if delay_s is None:
+            return None
+        if not math.isfinite(delay_s) or delay_s < 0:
+            raise BadRequest(f"delay must be a number of seconds, 0 or more; got {delay_s!r}")
+        try:
+            return self.store.db.clock() + timedelta(seconds=delay_s)
+        except OverflowError as ex:
+            raise BadRequest(f"delay is too far in the future: {delay_s:g} seconds") from ex
+
+    def wait(self, invocation: InvocationView, timeout_s: float) -> InvocationView:
+        """Poll the store until the invocation finishes or `timeout_s` runs out.
+
+        Returns the last state seen. A store that stops answering ends the wait early
+        with that state: the invocation is accepted already, so this is not an error.
+        """
+        deadline = self.monotonic() + timeout_s
+        interval = self.POLL_FIRST_S
+        while not invocation.finished:
+            left = deadline - self.monotonic()
+            if left <= 0:
+                break
+            self.sleep(min(interval, left))
+            interval = min(interval * 2, self.POLL_MAX_S)
+            try:
+                invocation = self.store.invocations.get(invocation.id, invocation.tenant_id)
+            except Unavailable:
+                log.warning("wait_store_unavailable", **invocation.log_context())
+                break
+        return invocation
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def get(self, invocation_id: str, tenant_id: str | None) -> InvocationWithAttempts:
+        """One invocation with its attempt log."""
+        invocation = self.store.invocations.get(invocation_id, tenant_id)
+        attempts = self.store.invocations.attempts(invocation.id)
+        return InvocationWithAttempts(invocation, tuple(attempts))
+
+    def list(
+        self,
+        tenant_id: str | None,
+        *,
+        function: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> InvocationPage:
+        """Invocations newest first, in pages of `limit`; `cursor` continues a listing."""
+        if status is not None and status not in set(Status):
+            raise BadRequest(f"status must be one of {', '.join(Status)}; got {status!r}")
+        if not 1 <= limit <= MAX_PAGE:
+            raise BadRequest(f"limit must be a whole number from 1 to {MAX_PAGE}; got {limit}")
+        views, next_cursor = self.store.invocations.list(
+            tenant_id, function=function, status=status, limit=limit, cursor=cursor
+        )
+        return InvocationPage(views, next_cursor)
+
+    # --- operator actions ---------------------------------------------------------------------
+
+    def cancel(self, invocation_id: str, tenant_id: str | None) -> InvocationView:
+        """Cancel an invocation that is not running yet (`InvalidState` otherwise)."""
+        return self.store.invocations.cancel(invocation_id, tenant_id)
+
+    def retry(self, invocation_id: str, tenant_id: str | None) -> InvocationView:
+        """Queue a failed or cancelled invocation again, with a fresh retry budget.
+
+        Another tenant's invocation is not found before anything else is said about it;
+        then a suspended tenant runs nothing new. `None` acts for the invocation's tenant.
+        """
+        owner = self.store.invocations.get(invocation_id, tenant_id).tenant_id
+        if not self.store.tenants.get(owner).active:
+            raise TenantSuspended(f"tenant {owner!r} is suspended")
+        invocation = self.store.invocations.requeue(invocation_id, owner)
+        self.dispatcher.dispatch(_dispatch_of(invocation))
+        log.info("invocation_requeued", **invocation.log_context())
+        return invocation
+
+    def retry_failed(self, invocation_ids: Iterable[str], tenant_id: str | None) -> BulkRetry:
+        """Retry each named invocation that is failed now; skip the others.
+
+        Each id is tried once, in order, up to `MAX_BULK_RETRY` of them.
+        """
+        retried: builtins.list[InvocationView] = []
+        skipped: builtins.list[str] = []
+        for invocation_id in builtins.list(dict.fromkeys(invocation_ids))[:MAX_BULK_RETRY]:
+            try:
+                current = self.store.invocations.get(invocation_id, tenant_id)
+                if current.status != Status.FAILED:
+                    raise InvalidState(f"invocation is {current.status}, not failed")
+                retried.append(self.retry(invocation_id, tenant_id))
+            except (NotFound, InvalidState, TenantSuspended):
+                skipped.append(invocation_id)
+        return BulkRetry(tuple(retried), tuple(skipped))
+
+
+def _dispatch_of(invocation: InvocationView) -> Dispatch:
+    return Dispatch(invocation.id, invocation.tenant_id, invocation.function, invocation.queue)

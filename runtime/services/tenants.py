@@ -1,0 +1,98 @@
+"""Tenants and their API keys: the rules the CLI, the API and the dashboard share.
+
+A tenant id matches `TENANT_ID`; a key has some of `SCOPES` and is shown once, when it is
+created. A key authenticates until it is revoked or expires; a remembered key (see
+`runtime.keycache`) answers without a lookup for at most `auth_cache_s` seconds.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Iterable
+from datetime import datetime
+from typing import NamedTuple
+
+from runtime.keycache import KeyCache
+from runtime.store import Store
+from runtime.store.models import TenantStatus
+from runtime.store.tenants import TENANT_ID, Principal, parse_scopes
+from runtime.store.views import ApiKeyView, TenantView
+
+__all__ = ["TENANT_ID", "NewKey", "Principal", "TenantService"]
+
+
+class NewKey(NamedTuple):
+    """A key just created, and its secret: shown now and never again."""
+
+    key: ApiKeyView
+    secret: str
+
+
+class TenantService:
+    """Create, list, suspend and resume tenants; create, list, revoke and check keys."""
+
+    def __init__(self, store: Store, *, auth_cache_s: float = 0.0) -> None:
+        self.tenants = store.tenants
+        self.clock = store.db.clock
+        self.keys = KeyCache(store.tenants, ttl_s=auth_cache_s)
+
+    # --- tenants ------------------------------------------------------------------------------
+
+    def create(self, tenant_id: str, name: str | None = None) -> TenantView:
+        """A new active tenant; `AlreadyExists` if the id is taken."""
+        return self.tenants.create(tenant_id, name)
+
+    def get(self, tenant_id: str) -> TenantView:
+        """One tenant; `TenantNotFound` if there is none."""
+        return self.tenants.get(tenant_id)
+
+    def list(self, *, status: str | None = None) -> builtins.list[TenantView]:
+        """Every tenant (or those in `status`), by id."""
+        return self.tenants.list(status=status)
+
+    def suspend(self, tenant_id: str) -> TenantView:
+        """Stop a tenant: nothing new of it runs until it is resumed."""
+        return self.tenants.set_status(tenant_id, TenantStatus.SUSPENDED)
+
+    def resume(self, tenant_id: str) -> TenantView:
+        """Let a suspended tenant run again."""
+        return self.tenants.set_status(tenant_id, TenantStatus.ACTIVE)
+
+    # --- keys ---------------------------------------------------------------------------------
+
+    def create_key(
+        self,
+        tenant_id: str,
+        scopes: str | Iterable[str],
+        *,
+        name: str = "",
+        expires_at: datetime | None = None,
+    ) -> NewKey:
+        """A new key of `tenant_id`; `scopes` comma-separated or as names."""
+        wanted = parse_scopes(scopes if isinstance(scopes, str) else ",".join(scopes))
+        view, secret = self.tenants.create_key(tenant_id, wanted, name=name, expires_at=expires_at)
+        return NewKey(view, secret)
+
+    def list_keys(self, tenant_id: str | None = None) -> builtins.list[ApiKeyView]:
+        """Every key (or one tenant's), oldest first; an unknown tenant is `TenantNotFound`."""
+        if tenant_id is not None:
+            self.tenants.get(tenant_id)
+        return self.tenants.list_keys(tenant_id)
+
+    def revoke_key(self, key_id: str) -> ApiKeyView:
+        """Revoke a key; here at once, in other processes within their `auth_cache_s`."""
+        key = self.tenants.revoke_key(key_id)
+        self.keys.forget()
+        return key
+
+    def key_state(self, key: ApiKeyView) -> str:
+        """`active`, `revoked` or `expired`."""
+        if key.revoked_at is not None:
+            return "revoked"
+        if key.expires_at is not None and key.expires_at <= self.clock():
+            return "expired"
+        return "active"
+
+    def authenticate(self, token: str) -> Principal | None:
+        """The principal of a presented key; None for an unknown, revoked or expired one."""
+        return self.keys.authenticate(token)
