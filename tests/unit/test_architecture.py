@@ -20,8 +20,7 @@ PACKAGES = ("runtime", "gateway")
 MAX_LINES = 400
 STATEMENTS = frozenset({"select", "insert", "update", "delete", "text"})
 #: Modules of other helpers' work still in flight; each entry goes when its split lands.
-KNOWN_LONG: dict[str, str] = {
-}
+KNOWN_LONG: dict[str, str] = {}
 #: Import cycles still in flight, as sorted tuples of module names; same rule as above.
 KNOWN_CYCLES: set[tuple[str, ...]] = set()
 
