@@ -16,7 +16,6 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from gateway.types import WsgiApp
 from runtime.app import Runtime
-from runtime.heartbeat import HeartbeatOptions
 from runtime.metrics import (
     Metrics,
     StateCollector,
@@ -25,6 +24,7 @@ from runtime.metrics import (
     process_metrics,
     scrape_registry,
 )
+from runtime.recovery.heartbeat import HeartbeatOptions
 
 log = structlog.get_logger("ferry.gateway")
 

@@ -3,8 +3,8 @@
 Two kinds of figures:
 
 - **Counted where they happen** (`Metrics`): attempts, invocations finished, retries and
-  run time in worker processes (`runtime.middleware.metrics`), HTTP requests and latency
-  in gateway processes (`gateway.metrics`), worker starts and losses (`runtime.heartbeat`).
+  run time in worker processes (`runtime.worker.middleware.metrics`), HTTP requests and latency
+  in gateway processes (`gateway.metrics`), worker starts and losses (`runtime.recovery.heartbeat`).
 - **Read at scrape time** (`StateCollector`): queue lengths and the age of each queue's
   oldest message from the broker, workers by state from the store. Both are shared by
   all processes, so any gateway process answers with the whole picture; with several
@@ -51,9 +51,9 @@ from prometheus_client.exposition import choose_encoder, start_http_server
 from prometheus_client.registry import Collector
 
 from runtime.errors import ConfigurationError
-from runtime.queues import QueueDepth, queue_depths
 from runtime.settings import Settings
 from runtime.store.workers import DISPLAY_STATES, Workers, WorkerView
+from runtime.worker.queues import QueueDepth, queue_depths
 
 log = structlog.get_logger("ferry.metrics")
 

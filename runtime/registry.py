@@ -3,7 +3,7 @@
 `@function` only describes: it checks the handler's signature and options and returns a
 `FunctionSpec`. Nothing is bound to a broker at import time; `Registry.load` collects the
 specs of a package and the runtime declares one Dramatiq actor per spec on the broker it
-built (see `runtime.broker`).
+built (see `runtime.worker.broker`).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ class Settings(BaseSettings):
     broker_url: str = "memory://"
     #: Prefix of every Redis key this deployment writes, so deployments can share a server.
     redis_namespace: str = "ferry"
-    #: Idle Redis consumers block on a wake-up list instead of polling (runtime/redis_broker.py);
+    #: Idle Redis consumers block on a wake-up list instead of polling (runtime/worker/redis_broker.py);
     #: off falls back to Dramatiq's polling consumer. `python -m bench` measures both.
     redis_consumer_wakeup: bool = True
     #: Python package whose modules define the functions.

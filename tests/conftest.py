@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from runtime.app import Runtime, WorkerHandle
+from runtime.app import Runtime
 from runtime.settings import Settings
 from runtime.store.tenants import parse_scopes
+from runtime.worker.consumer import WorkerHandle
 
 PG_ADMIN_URL = os.environ.get(
     "FERRY_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

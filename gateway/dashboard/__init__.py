@@ -14,7 +14,7 @@ from gateway.dashboard.rendering import Renderer
 from gateway.dashboard.sessions import SessionOptions, SessionSigner
 from gateway.types import WsgiApp
 from runtime.app import Runtime
-from runtime.heartbeat import HeartbeatOptions
+from runtime.recovery.heartbeat import HeartbeatOptions
 
 
 def add_dashboard_routes(app: WsgiApp, runtime: Runtime) -> None:

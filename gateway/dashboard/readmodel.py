@@ -16,9 +16,8 @@ from typing import Any
 import dramatiq
 
 from runtime.errors import BadRequest
-from runtime.heartbeat import HeartbeatOptions
 from runtime.logs import redact
-from runtime.queues import queue_depths
+from runtime.recovery.heartbeat import HeartbeatOptions
 from runtime.registry import Registry
 from runtime.services.schedules import ScheduleService, ScheduleView
 from runtime.store import Store, models
@@ -27,6 +26,7 @@ from runtime.store.stats import FunctionFigures
 from runtime.store.tenants import Principal
 from runtime.store.views import AttemptView, InvocationView
 from runtime.store.workers import WorkerView
+from runtime.worker.queues import queue_depths
 
 #: How far back function statistics look.
 FUNCTION_WINDOW = timedelta(hours=24)

@@ -37,7 +37,7 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from runtime.worker import run_worker
+    from runtime.worker.process import run_worker
 
     if args.threads is not None and args.threads < 1:
         raise BadRequest("--threads takes a number of threads, 1 or more")

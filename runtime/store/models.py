@@ -245,7 +245,7 @@ class ScheduleRun(TenantScoped, Base):
 
 
 class WorkerState(enum.StrEnum):
-    """What a worker process last said about itself (see `runtime.heartbeat`)."""
+    """What a worker process last said about itself (see `runtime.recovery.heartbeat`)."""
 
     #: Consuming; `last_seen_at` is its latest heartbeat.
     RUNNING = "running"

@@ -1,4 +1,4 @@
-"""The `workers` table: every statement about worker processes (`runtime.heartbeat` runs them)."""
+"""The `workers` table: every statement about worker processes (`runtime.recovery.heartbeat` runs them)."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ import pytest
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
-from runtime.redis_broker import WakingRedisBroker
+from runtime.worker.redis_broker import WakingRedisBroker
 from tests.conftest import REDIS_URL
 from tests.waiting import wait_for
 
@@ -306,8 +306,8 @@ def test_bad_options_are_refused() -> None:
 
 
 def test_the_waking_broker_is_the_default_and_the_setting_turns_it_off(redis_namespace):
-    from runtime.broker import build_broker
     from runtime.settings import Settings
+    from runtime.worker.broker import build_broker
 
     url = "redis://127.0.0.1:6379/0"
     on = build_broker(Settings.from_env(broker_url=url, redis_namespace=redis_namespace))

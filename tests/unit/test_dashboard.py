@@ -21,9 +21,9 @@ from gateway.dashboard import add_dashboard_routes
 from gateway.metrics import add_metrics
 from runtime.app import Runtime
 from runtime.errors import StoreUnavailable
-from runtime.heartbeat import Heartbeat, HeartbeatOptions
 from runtime.metrics import process_metrics
-from runtime.middleware.metrics import MetricsMiddleware
+from runtime.recovery.heartbeat import Heartbeat, HeartbeatOptions
+from runtime.worker.middleware.metrics import MetricsMiddleware
 from tests.waiting import finished, wait_for
 
 embedded_only = pytest.mark.parametrize("backend", ["embedded"])

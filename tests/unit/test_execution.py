@@ -218,7 +218,7 @@ def test_a_suspended_tenants_queued_work_waits_until_it_is_resumed(runtime, make
     try:
         # The delivery already in the broker is skipped, and the sweep does not resend it.
         runtime.broker.join("default", timeout=10_000)
-        runtime.dispatcher.sweep()
+        runtime.sweep()
         assert runtime.store.invocations.get(inv.id).status == "queued"
         assert executions(runtime, inv.id) == 0
         # Once resumed, the sweep sends it again and it runs.

@@ -79,7 +79,7 @@ def test_an_unreachable_broker_still_accepts_what_the_store_committed(
     assert problem["checks"]["broker"].startswith("unavailable")
     # And once a broker answers, the next sweep sends it at once (not only after
     # redispatch_after_s), and it runs exactly once
-    assert runtime.dispatcher.sweep().sent == 1
+    assert runtime.sweep().sent == 1
     handle = runtime.start_worker()
     try:
         assert wait_for(finished(runtime, result.json["id"])).status == "succeeded"

@@ -19,10 +19,11 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
-from runtime.app import Runtime, WorkerHandle
+from runtime.app import Runtime
 from runtime.metrics import Metrics, tenant_label_enabled
-from runtime.middleware.metrics import MetricsMiddleware
-from runtime.queues import queue_depths
+from runtime.worker.consumer import WorkerHandle
+from runtime.worker.middleware.metrics import MetricsMiddleware
+from runtime.worker.queues import queue_depths
 from tests.unit.test_dashboard import build_app, with_heartbeat, with_worker_metrics
 from tests.waiting import finished, wait_for
 

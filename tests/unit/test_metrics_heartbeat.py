@@ -14,8 +14,8 @@ from structlog.testing import capture_logs
 
 from runtime.app import Runtime
 from runtime.errors import SettingsInvalid
-from runtime.heartbeat import Heartbeat, HeartbeatOptions
 from runtime.metrics import Metrics
+from runtime.recovery.heartbeat import Heartbeat, HeartbeatOptions
 from runtime.settings import Settings
 from runtime.store.workers import Workers
 from tests.conftest import prepare

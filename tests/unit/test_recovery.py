@@ -8,10 +8,10 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from runtime.dispatch import ENQUEUE_SLACK
-from runtime.queues import queue_depths
+from runtime.recovery.sweeper import ENQUEUE_SLACK
 from runtime.store import models
 from runtime.store.claims import Claimed
+from runtime.worker.queues import queue_depths
 from tests.conftest import executions
 from tests.waiting import finished, wait_for
 
@@ -111,7 +111,7 @@ def test_a_backlog_waiting_in_the_broker_is_not_sent_again_but_what_it_lost_is(
     waiting = accept(5)
     time.sleep(0.7)
     # When the sweep runs
-    report = runtime.dispatcher.sweep()
+    report = runtime.sweep()
     # Then it sends again just the lost ones, which were dispatched before the oldest
     # message still waiting; the backlog behind it keeps its single message each
     assert report.sent == 5
@@ -121,7 +121,7 @@ def test_a_backlog_waiting_in_the_broker_is_not_sent_again_but_what_it_lost_is(
     }
     assert resent == set(lost)
     # and a second sweep right away sends nothing more
-    assert runtime.dispatcher.sweep().sent == 0
+    assert runtime.sweep().sent == 0
     # and once a worker runs, each invocation runs exactly once
     handle = runtime.start_worker()
     try:

@@ -102,7 +102,7 @@ def test_registry_fills_defaults_from_settings_and_validates_input():
 def test_every_module_registers_under_the_broker_it_is_given():
     from dramatiq.brokers.stub import StubBroker
 
-    from runtime.broker import declare_actors
+    from runtime.worker.broker import declare_actors
 
     settings = Settings.from_env()
     registry = Registry.load("functions,tests.fixtures.functions", settings)

@@ -283,4 +283,4 @@ def test_an_unreachable_broker_still_fires_the_tick_and_the_sweep_sends_it(build
     # Then it fires nothing again, and the sweep sends the invocation the broker missed
     assert scheduler_for(rt, every_minute()).fire_due().created == []
     assert [k for _, k in tick_keys(rt, "every-minute")] == [KEY_1000]
-    assert rt.dispatcher.sweep().sent == 1
+    assert rt.sweep().sent == 1

@@ -166,7 +166,7 @@ def test_a_failed_send_leaves_the_accepted_invocation_to_the_next_sweep(
     assert dispatched_at(runtime, accepted.invocation.id) is None
     # And once the broker answers, the next sweep sends it at once, and it runs once
     monkeypatch.undo()
-    assert runtime.dispatcher.sweep().sent == 1
+    assert runtime.sweep().sent == 1
     handle = runtime.start_worker()
     try:
         assert wait_for(finished(runtime, accepted.invocation.id)).status == "succeeded"
@@ -178,7 +178,7 @@ def test_a_failed_send_leaves_the_accepted_invocation_to_the_next_sweep(
 def test_a_send_that_works_is_not_sent_again_by_the_sweep(runtime, make_tenant):
     invocation = accept(runtime, make_tenant())
     assert dispatched_at(runtime, invocation.id) is not None
-    assert runtime.dispatcher.sweep().sent == 0
+    assert runtime.sweep().sent == 0
 
 
 # --- wait -----------------------------------------------------------------------------------
@@ -310,7 +310,7 @@ def test_a_retry_whose_send_fails_is_left_to_the_next_sweep(runtime, make_tenant
     assert runtime.invocations.retry(invocation.id, tenant).status == "queued"
     assert dispatched_at(runtime, invocation.id) is None
     monkeypatch.undo()
-    assert runtime.dispatcher.sweep().sent == 1
+    assert runtime.sweep().sent == 1
 
 
 def test_retry_failed_retries_each_failed_one_once_and_skips_the_rest(runtime, make_tenant):

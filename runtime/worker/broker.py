@@ -11,20 +11,20 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage, ShutdownNotifications, TimeLimit
 
 from runtime.metrics import Metrics
-from runtime.middleware.claim import ClaimMiddleware
-from runtime.middleware.logging import LogContextMiddleware
-from runtime.middleware.metrics import MetricsMiddleware
-from runtime.redis_broker import WakingRedisBroker
 from runtime.registry import Registry
 from runtime.settings import Settings
 from runtime.store.claims import Claims
+from runtime.worker.middleware.claim import ClaimMiddleware
+from runtime.worker.middleware.logging import LogContextMiddleware
+from runtime.worker.middleware.metrics import MetricsMiddleware
+from runtime.worker.redis_broker import WakingRedisBroker
 
 
 def build_broker(settings: Settings) -> dramatiq.Broker:
     """The in-process broker (embedded mode) or Redis, with Dramatiq's own middleware.
 
     Dramatiq's `Retries` and `AgeLimit` are left out on purpose: retries are rows in the
-    store (see `runtime.execution`), and nothing accepted may age out of the broker.
+    store (see `runtime.worker.execution`), and nothing accepted may age out of the broker.
     """
     base: list[dramatiq.Middleware] = [
         TimeLimit(interval=200),

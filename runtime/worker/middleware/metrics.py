@@ -1,7 +1,7 @@
 """Count attempts, their run time, retries and finished invocations in worker processes.
 
 The outcome of an attempt is recorded in the store by the unit of work
-(`runtime.execution`), which returns normally whether the handler succeeded or not; so
+(`runtime.worker.execution`), which returns normally whether the handler succeeded or not; so
 this middleware reads the attempt's outcome and the invocation's new status back from
 the store after the message was processed. That runs in an "after" hook, where Dramatiq
 logs and swallows exceptions: metrics are best effort. A failure to record is logged

@@ -29,11 +29,12 @@ from types import FrameType
 
 import structlog
 
-from runtime.app import Runtime, WorkerHandle
+from runtime.app import Runtime
 from runtime.errors import ConfigurationError
 from runtime.logs import configure_logging
 from runtime.metrics import mark_process_dead
 from runtime.settings import Settings
+from runtime.worker.consumer import WorkerHandle
 
 log = structlog.get_logger("ferry.worker")
 

@@ -1,1 +1,0 @@
-"""Dramatiq middleware for Ferry's workers, one concern a module; the order is fixed in `runtime.broker`."""

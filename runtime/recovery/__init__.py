@@ -1,0 +1,10 @@
+"""Recovery: what happens when a worker dies, a broker forgets, or work comes due.
+
+- `sweeper`: the sweep, run by every worker process and `ferry dev`: reclaims attempts
+  whose lease expired, sends due delayed and retrying invocations, and sends again what
+  the broker lost (`Sweep`), on a thread (`SweepThread`);
+- `leases`: how long a claim holds an invocation before the sweep may take it back;
+- `heartbeat`: each worker process's row in the store, and marking dead ones lost.
+
+The SQL of all three is in `runtime.store.sweep` and `runtime.store.workers`.
+"""
