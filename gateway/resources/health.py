@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import falcon
 
+from gateway import schemas
 from gateway.errors import unavailable
-from gateway.openapi import ApiPart, json_content
 from gateway.types import WsgiApp
 from runtime.app import Runtime
 
@@ -16,7 +16,7 @@ class Liveness:
     public = True
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = {"status": "ok"}
+        resp.media = schemas.Liveness(status="ok").media()
 
 
 class Readiness:
@@ -37,53 +37,9 @@ class Readiness:
                 f"unavailable: {', '.join(failed)}",
                 checks=checks,
             )
-        resp.media = {"status": "ready", "checks": checks}
+        resp.media = schemas.Readiness(status="ready", checks=checks).media()
 
 
 def add_routes(app: WsgiApp, runtime: Runtime) -> None:
     app.add_route("/healthz", Liveness())
     app.add_route("/readyz", Readiness(runtime))
-
-
-def describe_api(runtime: Runtime) -> ApiPart:
-    checks = {"type": "object", "additionalProperties": {"type": "string"}}
-    return ApiPart(
-        paths={
-            "/healthz": {
-                "get": {
-                    "operationId": "healthz",
-                    "summary": "Liveness: 200 while the process lives.",
-                    "tags": ["operations"],
-                    "security": [],
-                    "responses": {
-                        "200": {
-                            "description": "Alive.",
-                            "content": json_content(
-                                {"type": "object", "properties": {"status": {"const": "ok"}}}
-                            ),
-                        }
-                    },
-                }
-            },
-            "/readyz": {
-                "get": {
-                    "operationId": "readyz",
-                    "summary": "Readiness: 200 when the store and the broker answer.",
-                    "tags": ["operations"],
-                    "security": [],
-                    "responses": {
-                        "200": {
-                            "description": "Ready.",
-                            "content": json_content(
-                                {
-                                    "type": "object",
-                                    "properties": {"status": {"const": "ready"}, "checks": checks},
-                                }
-                            ),
-                        },
-                        "503": {"$ref": "#/components/responses/Unavailable"},
-                    },
-                }
-            },
-        }
-    )

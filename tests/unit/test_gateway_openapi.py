@@ -7,7 +7,6 @@ from typing import Any
 from pydantic import BaseModel
 
 from gateway.openapi import build_document
-from gateway.resources.functions import function_paths
 from runtime import Context, function
 from runtime.registry import Registry
 from runtime.settings import Settings
@@ -82,11 +81,12 @@ def test_a_functions_invoke_path_carries_its_input_and_output_schema(client, run
         assert invocation == {"$ref": "#/components/schemas/Invocation"}
         output_ref = with_result["properties"]["result"]["anyOf"][0]["$ref"]
         assert resolve(document, output_ref)["properties"]["message"]["type"] == "string"
-        assert {"location", "idempotent-replayed"} == {
+        assert {"location", "idempotent-replayed", "x-request-id"} == {
             h.lower() for h in operation["responses"][status]["headers"]
         }
     assert {"400", "401", "403", "404", "413", "415", "422", "503"} <= set(operation["responses"])
-    wait = next(p for p in operation["parameters"] if p.get("name") == "wait")
+    parameters = [resolve(document, p["$ref"]) for p in operation["parameters"]]
+    wait = next(p for p in parameters if p["name"] == "wait")
     assert wait["schema"]["maximum"] == runtime.settings.max_wait_s
     # A function without an output model has a null result
     slow = document["paths"]["/v1/functions/slow/invocations"]["post"]
@@ -121,8 +121,8 @@ def ship(ctx: Context, payload: NestedIn) -> NestedOut:
 def test_nested_and_recursive_models_move_their_defs_to_components():
     # Given a function whose models nest other models, one of them recursive
     registry = Registry({"ship": ship.resolve(Settings.from_env())})
-    # When its part of the document is built
-    document = build_document([function_paths(registry, max_wait_s=30)])
+    # When the document is built
+    document = build_document(registry, max_wait_s=30)
     schemas = document["components"]["schemas"]
     # Then each nested model is a component under the function's name, and every ref resolves
     assert {
