@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import urllib.parse
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
@@ -18,11 +18,18 @@ from runtime.registry import Function as FunctionRuntime
 from runtime.scheduling.control import ScheduleView
 from runtime.scheduling.definition import Misfire
 from runtime.store.models import Status
-from runtime.store.views import AttemptView, InvocationView, rfc3339
+from runtime.store.views import AttemptView, InvocationView
+
+
+def _rfc3339(value: datetime) -> str:
+    """RFC 3339 in UTC with milliseconds; the year has four digits even before 1000."""
+    utc = value.astimezone(UTC) if value.tzinfo is not None else value
+    return utc.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+
 
 Time = Annotated[
     datetime,
-    PlainSerializer(rfc3339, return_type=str),
+    PlainSerializer(_rfc3339, return_type=str),
     WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
 Trigger = Literal["http", "schedule", "invoke", "cli"]
