@@ -1,4 +1,4 @@
-"""The API's bodies as pydantic models: every answer renders through one, and they make /openapi.json.
+"""The API's bodies as pydantic models: they render every answer and make /openapi.json.
 
 Field names are the contract's. Times are RFC 3339 in UTC with milliseconds. Models read
 the runtime's views by attribute (`model_validate(view)`), so no field is mapped by hand.
