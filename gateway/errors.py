@@ -191,13 +191,6 @@ def serialize_problem(req: falcon.Request, resp: falcon.Response, error: falcon.
     resp.data = json.dumps(problem_document(req, error).media()).encode()
 
 
-def _handle_invalid_param(
-    req: falcon.Request, resp: falcon.Response, error: falcon.HTTPInvalidParam, params: Any
-) -> None:
-    # Falcon's `get_param_as_*` helpers: the same problem as any other malformed parameter.
-    raise problem_of(errors.BadRequest(error.description))
-
-
 def install(app: WsgiApp) -> None:
     """Register the error handlers and the problem+json serializer on `app`."""
     # Added first, so the more specific handlers below win by class.
@@ -209,5 +202,4 @@ def install(app: WsgiApp) -> None:
     app.add_error_handler(sa_exc.TimeoutError, _handle_store_driver_error)
     app.add_error_handler(redis.ConnectionError, _handle_broker_driver_error)
     app.add_error_handler(redis.TimeoutError, _handle_broker_driver_error)
-    app.add_error_handler(falcon.HTTPInvalidParam, _handle_invalid_param)
     app.set_error_serializer(serialize_problem)

@@ -1,14 +1,17 @@
 """Query parameters and headers of the API, parsed strictly: a bad value answers 400.
 
-Numbers go through Falcon's own `get_param_as_*` helpers (their `HTTPInvalidParam` answers
-as a `bad-request` problem, see `gateway.errors`). The patterns and bounds here are also
-what /openapi.json documents for each parameter.
+Numbers go through Falcon's own `get_param_as_*` helpers; their `HTTPInvalidParam` becomes
+the `BadRequest` every caller expects (the API answers it as a `bad-request` problem, the
+dashboard as its own 400 page). The patterns and bounds here are also what /openapi.json
+documents for each parameter.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import falcon
@@ -31,6 +34,14 @@ DEFAULT_LIMIT, MAX_LIMIT = 50, 200
 STATUSES = tuple(status.value for status in Status)
 
 
+@contextlib.contextmanager
+def _bad_request() -> Iterator[None]:
+    try:
+        yield
+    except falcon.HTTPInvalidParam as ex:
+        raise BadRequest(str(ex.description)) from ex
+
+
 def idempotency_key(req: falcon.Request) -> str | None:
     key = req.get_header("Idempotency-Key")
     if key is not None and not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key):
@@ -40,7 +51,8 @@ def idempotency_key(req: falcon.Request) -> str | None:
 
 def seconds(req: falcon.Request, name: str, *, maximum: float) -> float | None:
     """A finite number of seconds from 0 to `maximum`; None if absent."""
-    value = req.get_param_as_float(name, min_value=0, max_value=maximum)
+    with _bad_request():
+        value = req.get_param_as_float(name, min_value=0, max_value=maximum)
     # Falcon lets "nan" through its bounds.
     if value is not None and not math.isfinite(value):
         raise BadRequest(f"{name} must be a number of seconds, 0 to {maximum:g}")
@@ -82,7 +94,10 @@ def status(req: falcon.Request) -> str | None:
 
 
 def limit(req: falcon.Request) -> int:
-    return req.get_param_as_int("limit", min_value=1, max_value=MAX_LIMIT, default=DEFAULT_LIMIT)
+    with _bad_request():
+        return req.get_param_as_int(
+            "limit", min_value=1, max_value=MAX_LIMIT, default=DEFAULT_LIMIT
+        )
 
 
 def cursor(req: falcon.Request) -> str | None:
