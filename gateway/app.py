@@ -15,21 +15,19 @@ from gateway.types import WsgiApp
 from runtime.app import Runtime
 from runtime.errors import ConfigurationError
 
-#: Modules under `gateway/resources/` the app mounts, each with its part of the OpenAPI
-#: document; adding a resource module is adding its name here.
+#: Modules under `gateway/resources/` the app mounts; adding a resource module is adding its
+#: name here (and its operations to `gateway.openapi.OPERATIONS`).
 RESOURCE_MODULES = ("health", "functions", "invocations", "schedules")
 
 
 class ResourceModule(Protocol):
     def add_routes(self, app: WsgiApp, runtime: Runtime) -> None: ...
 
-    def describe_api(self, runtime: Runtime) -> openapi.ApiPart: ...
-
 
 def _resource_module(name: str) -> ResourceModule:
     module = importlib.import_module(f"gateway.resources.{name}")
-    if not (hasattr(module, "add_routes") and hasattr(module, "describe_api")):
-        raise ConfigurationError(f"gateway.resources.{name} lacks add_routes or describe_api")
+    if not hasattr(module, "add_routes"):
+        raise ConfigurationError(f"gateway.resources.{name} lacks add_routes")
     return cast(ResourceModule, module)
 
 
@@ -46,12 +44,10 @@ def create_app(runtime: Runtime) -> WsgiApp:
         ]
     )
     errors.install(app)
-    modules = [_resource_module(name) for name in RESOURCE_MODULES]
-    for module in modules:
-        module.add_routes(app, runtime)
-    parts = [module.describe_api(runtime) for module in modules]
-    parts.append(openapi.ApiPart(paths=openapi.OPENAPI_PATH))
-    app.add_route("/openapi.json", openapi.OpenApiDocument(openapi.build_document(parts)))
+    for name in RESOURCE_MODULES:
+        _resource_module(name).add_routes(app, runtime)
+    document = openapi.build_document(runtime.registry, max_wait_s=runtime.settings.max_wait_s)
+    app.add_route("/openapi.json", openapi.OpenApiDocument(document))
     add_metrics_route(app, runtime)
     add_dashboard_routes(app, runtime)
     return app

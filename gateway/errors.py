@@ -17,6 +17,7 @@ import redis
 import structlog
 from sqlalchemy import exc as sa_exc
 
+from gateway import schemas
 from gateway.types import WsgiApp
 from runtime import errors
 
@@ -155,20 +156,19 @@ def _handle_unexpected(
     )
 
 
-def problem_document(req: falcon.Request, error: falcon.HTTPError) -> dict[str, Any]:
-    """The RFC 9457 members of an error, for Ferry's problems and Falcon's own errors alike."""
+def problem_document(req: falcon.Request, error: falcon.HTTPError) -> schemas.Problem:
+    """The RFC 9457 problem of an error, for Ferry's problems and Falcon's own errors alike."""
     status = error.status_code
     if isinstance(error, Problem):
-        document: dict[str, Any] = {
-            "type": error.type_uri,
-            "title": error.title,
-            "status": status,
-            "detail": error.description,
-        }
-        if error.errors is not None:
-            document["errors"] = error.errors
-        document.update(error.extensions)
-        return document
+        members: dict[str, Any] = {"errors": error.errors} if error.errors is not None else {}
+        return schemas.Problem(
+            type=error.type_uri,
+            title=error.title,
+            status=status,
+            detail=error.description,
+            **members,
+            **error.extensions,
+        )
     try:
         phrase = http.HTTPStatus(status).phrase
     except ValueError:
@@ -183,12 +183,12 @@ def problem_document(req: falcon.Request, error: falcon.HTTPError) -> dict[str, 
         detail = f"{req.method} is not allowed on {req.path}"
     else:
         detail = title
-    return {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    return schemas.Problem(type="about:blank", title=title, status=status, detail=detail)
 
 
 def serialize_problem(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPError) -> None:
     resp.content_type = PROBLEM_JSON
-    resp.data = json.dumps(problem_document(req, error)).encode()
+    resp.data = json.dumps(problem_document(req, error).media()).encode()
 
 
 def install(app: WsgiApp) -> None:

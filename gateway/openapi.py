@@ -1,36 +1,77 @@
-"""The OpenAPI 3.1 document: shared parts here, each resource module adds its own paths.
+"""The OpenAPI 3.1 document: a table of operations over the response models of `gateway.schemas`.
 
-A resource module's `describe_api(runtime)` returns an `ApiPart` (its paths and any
-schemas it brings, such as each function's input and output); `build_document` merges
-them under the shared components below.
+Bodies are the models' JSON schemas (components/schemas); each function adds its own invoke
+path with its input as the body and its output as `result`. Parameters and problem answers
+are written once, under components, and named by the operations.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import http
 import importlib.metadata
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import falcon
 import pydantic
+from pydantic.json_schema import models_json_schema
 
-from runtime.store.models import Status
+from gateway import params
+from gateway.errors import PROBLEM_JSON
+from gateway.schemas import (
+    MODELS,
+    Function,
+    FunctionList,
+    Invocation,
+    InvocationDetail,
+    InvocationList,
+    Liveness,
+    NotReady,
+    Problem,
+    Readiness,
+    Schedule,
+    ScheduleList,
+    ScheduleRestored,
+    ScheduleTriggered,
+    invoke_url,
+)
+from runtime.registry import Registry
 
 OPENAPI_VERSION = "3.1.0"
+JSON = "application/json"
+
+
+#: What an answer's body is: a model, a plain JSON schema, or nothing (None).
+BodySchema = type[pydantic.BaseModel] | dict[str, Any] | None
 
 
 @dataclasses.dataclass(frozen=True)
-class ApiPart:
-    """What one resource module adds to the document."""
+class Operation:
+    """One method on one path, as the document tells it."""
 
-    paths: dict[str, Any]
-    schemas: dict[str, Any] = dataclasses.field(default_factory=dict)
+    method: str
+    path: str
+    operation_id: str
+    summary: str
+    tag: str
+    #: Status code -> body of the answers that are not the shared problems below.
+    answers: Mapping[int, BodySchema]
+    #: Problem statuses besides those every operation with a key can answer (401, 403, 404, 503).
+    problems: tuple[int, ...] = ()
+    #: Names under components/parameters.
+    parameters: tuple[str, ...] = ()
+    #: Headers (under components/headers) of the success answers.
+    headers: tuple[str, ...] = ()
+    #: No API key needed.
+    public: bool = False
+    request_body: dict[str, Any] | None = None
+    description: str = ""
 
 
-def schema_ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+def ref(kind: str, name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/{kind}/{name}"}
 
 
 def schema_name(text: str) -> str:
@@ -39,159 +80,236 @@ def schema_name(text: str) -> str:
 
 
 def model_schemas(model: type[pydantic.BaseModel], name: str) -> dict[str, Any]:
-    """A pydantic model's JSON schema as components: `name`, and its `$defs` as `name.Def`.
-
-    The `$defs` move to components/schemas, so every `$ref` in them and in the model's own
-    schema is rewritten to point there (pydantic's `ref_template` writes them so).
-    """
+    """A function's model as components: `name`, and its `$defs` as `name.Def`."""
     schema = model.model_json_schema(ref_template=f"#/components/schemas/{name}.{{model}}")
     definitions = schema.pop("$defs", {})
     return {name: schema, **{f"{name}.{key}": value for key, value in definitions.items()}}
 
 
-#: Problem responses by status code, shared by every operation.
-PROBLEM_RESPONSES = {
-    "400": ("BadRequest", "A parameter or the JSON body is malformed."),
-    "401": ("Unauthenticated", "The API key is missing, unknown, revoked or expired."),
-    "403": ("Forbidden", "The API key lacks the scope, or the tenant is suspended."),
-    "404": ("NotFound", "No such resource (another tenant's looks the same)."),
-    "409": ("Conflict", "The invocation is not in a state that allows this."),
-    "413": ("PayloadTooLarge", "The body is over the size limit."),
-    "415": ("UnsupportedMediaType", "The body is not application/json."),
-    "422": ("Unprocessable", "The input is not valid, or the Idempotency-Key was reused."),
-    "503": ("Unavailable", "The store or the broker is unreachable; nothing was accepted."),
+#: Problem answers by status: the component's name, and when it happens.
+PROBLEMS = {
+    400: ("BadRequest", "A parameter, a header or the JSON body is malformed."),
+    401: ("Unauthenticated", "The API key is missing, unknown, revoked or expired."),
+    403: (
+        "Forbidden",
+        "The key lacks the scope, names another tenant, or the tenant is suspended.",
+    ),
+    404: (
+        "NotFound",
+        "No such resource (another tenant's looks the same), or no such X-Tenant-ID.",
+    ),
+    409: ("Conflict", "The resource is not in a state that allows this."),
+    413: ("PayloadTooLarge", "The body is over FERRY_MAX_BODY_BYTES."),
+    415: ("UnsupportedMediaType", "The body is not application/json (UTF-8)."),
+    422: ("Unprocessable", "The input is not valid for the function, or the key was reused."),
+    503: ("Unavailable", "The store is unreachable (nothing was done); try again later."),
 }
+PROBLEM_HEADERS = {401: ("WWWAuthenticate",), 503: ("RetryAfter",)}
+#: What any operation that needs a key may answer.
+KEYED_PROBLEMS = (401, 403, 404, 503)
+#: components/headers: key -> the header, what it says, whether always sent, its schema.
+HEADERS: dict[str, tuple[str, str, bool, dict[str, Any]]] = {
+    "XRequestId": ("X-Request-ID", "The client's valid X-Request-ID, else a new id.", True, {}),
+    "Location": ("Location", "The invocation's URL.", True, {}),
+    "MaybeLocation": ("Location", "The invocation's URL, when one was made.", False, {}),
+    "IdempotentReplayed": ("Idempotent-Replayed", "A replay.", False, {"const": "true"}),
+    "RetryAfter": ("Retry-After", "Seconds to wait.", True, {"type": "integer"}),
+    "WWWAuthenticate": ("WWW-Authenticate", "The scheme to use: Bearer.", True, {}),
+}
+INVOKE_PARAMETERS = ("IdempotencyKey", "wait", "delay", "at")
 
 
-def problems(*codes: int) -> dict[str, Any]:
-    """Responses for the given problem status codes (401 and 503 are always possible)."""
-    wanted = sorted({str(code) for code in (*codes, 401, 503)})
+def _parameters(max_wait_s: float) -> dict[str, Any]:
+    """components/parameters: each one's name, place, schema and meaning."""
+    text: dict[str, Any] = {"type": "string"}
+    # fmt: off
+    table: dict[str, tuple[str, str, dict[str, Any], str]] = {
+        "name": ("name", "path", text, "The function's name."),
+        "invocation_id": ("invocation_id", "path", text, "The invocation's id."),
+        "schedule_id": ("schedule_id", "path", text, "The schedule's id."),
+        "XTenantId": ("X-Tenant-ID", "header", text, "With an admin key: the tenant to act for "
+                      "(404 if there is none). Any other key may only name its own tenant."),
+        "IdempotencyKey": ("Idempotency-Key", "header", {"type": "string", "minLength": 1,
+                           "maxLength": 255, "pattern": params.IDEMPOTENCY_KEY_PATTERN},
+                           "1 to 255 printable ASCII characters. The same key and body from the "
+                           "same tenant give one invocation, however often sent; a retried "
+                           "trigger runs once."),
+        "wait": ("wait", "query", {"type": "number", "minimum": 0, "maximum": max_wait_s},
+                 "Seconds to hold the request until the invocation finishes."),
+        "delay": ("delay", "query", {"type": "number", "minimum": 0,
+                  "maximum": params.MAX_DELAY_S},
+                  "Run it this many seconds from now. Not together with `at` (that is a 400)."),
+        "at": ("at", "query", {"type": "string", "format": "date-time",
+               "pattern": params.RFC3339_PATTERN},
+               "Run it at this RFC 3339 time, with its offset. Not together with `delay`."),
+        "function": ("function", "query", text, "Only this function's."),
+        "status": ("status", "query", ref("schemas", "Status"), "Only those in this status."),
+        "limit": ("limit", "query", {"type": "integer", "minimum": 1, "maximum": params.MAX_LIMIT,
+                  "default": params.DEFAULT_LIMIT}, "Page size."),
+        "cursor": ("cursor", "query", {"type": "string", "pattern": params.CURSOR_PATTERN},
+                   "`next_cursor` of the previous page; any other value is a 400."),
+    }
+    # fmt: on
     return {
-        code: {"$ref": f"#/components/responses/{PROBLEM_RESPONSES[code][0]}"} for code in wanted
+        key: {"name": name, "in": where, "required": where == "path", "schema": schema}
+        | {"description": meaning}
+        for key, (name, where, schema, meaning) in table.items()
     }
 
 
-def json_content(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"application/json": {"schema": schema}}
+def _content(body: BodySchema, media_type: str) -> dict[str, Any]:
+    if body is None:
+        return {}
+    schema = ref("schemas", body.__name__) if isinstance(body, type) else body
+    return {"content": {media_type: {"schema": schema}}}
 
 
-def _nullable(type_name: str, **extra: Any) -> dict[str, Any]:
-    return {"type": [type_name, "null"], **extra}
-
-
-TIME = {"type": "string", "format": "date-time"}
-ERROR = {
-    "type": ["object", "null"],
-    "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
-}
-
-SHARED_SCHEMAS: dict[str, Any] = {
-    "Problem": {
-        "type": "object",
-        "description": "An RFC 9457 problem document.",
-        "required": ["type", "title", "status", "detail"],
-        "properties": {
-            "type": {"type": "string", "format": "uri-reference"},
-            "title": {"type": "string"},
-            "status": {"type": "integer"},
-            "detail": {"type": "string"},
-            "errors": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["loc", "msg"],
-                    "properties": {
-                        "loc": {"type": "array", "items": {"type": ["string", "integer"]}},
-                        "msg": {"type": "string"},
-                    },
-                },
-            },
-        },
-    },
-    "Invocation": {
-        "type": "object",
-        "required": [
-            "id",
-            "function",
-            "tenant_id",
-            "status",
-            "trigger",
-            "idempotency_key",
-            "attempts",
-            "max_retries",
-            "created_at",
-        ],
-        "properties": {
-            "id": {"type": "string"},
-            "function": {"type": "string"},
-            "tenant_id": {"type": "string"},
-            "status": {"type": "string", "enum": [s.value for s in Status]},
-            "trigger": {"type": "string", "enum": ["http", "schedule", "invoke", "cli"]},
-            "idempotency_key": {"type": "string"},
-            "request_id": _nullable("string"),
-            "parent_id": _nullable("string"),
-            "attempts": {"type": "integer", "description": "How many runs have started."},
-            "max_retries": {"type": "integer"},
-            "created_at": TIME,
-            "scheduled_for": _nullable("string", format="date-time"),
-            "started_at": _nullable("string", format="date-time"),
-            "finished_at": _nullable("string", format="date-time"),
-            "duration_ms": _nullable("integer"),
-            "result": {"description": "The function's output once it succeeded."},
-            "error": ERROR,
-        },
-    },
-    "Attempt": {
-        "type": "object",
-        "properties": {
-            "number": {"type": "integer"},
-            "started_at": TIME,
-            "finished_at": _nullable("string", format="date-time"),
-            "outcome": _nullable("string"),
-            "error": ERROR,
-        },
-    },
-    "InvocationDetail": {
-        "allOf": [
-            schema_ref("Invocation"),
-            {
-                "type": "object",
-                "properties": {"attempt_log": {"type": "array", "items": schema_ref("Attempt")}},
-            },
-        ]
-    },
-    "InvocationList": {
-        "type": "object",
-        "properties": {
-            "invocations": {"type": "array", "items": schema_ref("Invocation")},
-            "next_cursor": _nullable("string"),
-        },
-    },
-}
-
-
-def _problem_response(description: str) -> dict[str, Any]:
+def _answer(status: int, body: BodySchema, headers: Iterable[str] = ()) -> dict[str, Any]:
+    is_problem = isinstance(body, type) and issubclass(body, Problem)
+    if is_problem:
+        headers = (*headers, *PROBLEM_HEADERS.get(status, ()))
     return {
-        "description": description,
-        "content": {"application/problem+json": {"schema": schema_ref("Problem")}},
+        "description": PROBLEMS[status][1] if is_problem else http.HTTPStatus(status).phrase,
+        "headers": {HEADERS[h][0]: ref("headers", h) for h in ("XRequestId", *headers)},
+        **_content(body, PROBLEM_JSON if is_problem else JSON),
     }
 
 
-def build_document(parts: Iterable[ApiPart]) -> dict[str, Any]:
-    """Merge the resource modules' parts into one OpenAPI 3.1 document."""
+def _operation(op: Operation) -> dict[str, Any]:
+    problems = sorted({*op.problems, *(() if op.public else KEYED_PROBLEMS)} - set(op.answers))
+    parameters = [*op.parameters, *(() if op.public else ("XTenantId",))]
+    document: dict[str, Any] = {
+        "operationId": op.operation_id,
+        "summary": op.summary,
+        "tags": [op.tag],
+        "parameters": [ref("parameters", name) for name in parameters],
+        "responses": {
+            **{str(s): _answer(s, body, op.headers) for s, body in op.answers.items()},
+            **{str(s): ref("responses", PROBLEMS[s][0]) for s in problems},
+        },
+    }
+    if op.description:
+        document["description"] = op.description
+    if op.public:
+        document["security"] = []
+    if op.request_body is not None:
+        document["requestBody"] = {"required": True, "content": {JSON: {"schema": op.request_body}}}
+    return document
+
+
+def _invoke(
+    operation_id: str,
+    summary: str,
+    body: dict[str, Any],
+    answer: BodySchema,
+    path: str = "/v1/functions/{name}/invocations",
+    description: str = "",
+) -> Operation:
+    """An invoke operation: 200 when the invocation it answers with is finished, else 202."""
+    return Operation(
+        "post",
+        path,
+        operation_id,
+        summary,
+        "functions",
+        {200: answer, 202: answer},
+        problems=(400, 413, 415, 422),
+        parameters=(*re.findall(r"\{(\w+)\}", path), *INVOKE_PARAMETERS),
+        headers=("Location", "IdempotentReplayed"),
+        request_body=body,
+        description=description or INVOKE_DESCRIPTION,
+    )
+
+
+INVOKE_DESCRIPTION = (
+    "200 with the invocation once it is finished (after `wait`, or a replay of a finished "
+    "one); 202 while it is queued, scheduled or running."
+)
+ITEM, SCHEDULE = ("invocation_id",), ("schedule_id",)
+# fmt: off
+OPERATIONS = (
+    Operation("get", "/healthz", "healthz", "Liveness: 200 while the process lives.",
+              "operations", {200: Liveness}, public=True),
+    Operation("get", "/readyz", "readyz", "Readiness: 200 when the store answers.",
+              "operations", {200: Readiness, 503: NotReady}, public=True),
+    Operation("get", "/openapi.json", "openapi", "This OpenAPI 3.1 document.", "operations",
+              {200: {"type": "object", "required": ["openapi", "info", "paths"]}}, public=True),
+    Operation("get", "/v1/functions", "list_functions", "Every function of this deployment.",
+              "functions", {200: FunctionList}),
+    Operation("get", "/v1/functions/{name}", "get_function", "One function.", "functions",
+              {200: Function}, parameters=("name",)),
+    _invoke("invoke", "Invoke a function by name (each function's own path has its schemas).",
+            {"type": "object", "description": "The function's input: a JSON object."}, Invocation),
+    Operation("get", "/v1/invocations", "list_invocations", "Invocations, newest first, in pages.",
+              "invocations", {200: InvocationList}, problems=(400,),
+              parameters=("function", "status", "limit", "cursor")),
+    Operation("get", "/v1/invocations/{invocation_id}", "get_invocation",
+              "One invocation with its attempt log.", "invocations", {200: InvocationDetail},
+              parameters=ITEM),
+    Operation("post", "/v1/invocations/{invocation_id}/cancel", "cancel_invocation",
+              "Cancel an invocation that is not yet running.", "invocations", {200: Invocation},
+              problems=(409,), parameters=ITEM),
+    Operation("post", "/v1/invocations/{invocation_id}/retry", "retry_invocation",
+              "Queue a failed or cancelled invocation again.", "invocations", {202: Invocation},
+              problems=(409,), parameters=ITEM, headers=("Location",)),
+    Operation("get", "/v1/schedules", "list_schedules",
+              "Schedules with next run, last run and recent history.", "schedules",
+              {200: ScheduleList}),
+    Operation("post", "/v1/schedules/restore", "restore_schedules",
+              "Register every schedule in the code again (admin).", "schedules",
+              {200: ScheduleRestored}),
+    Operation("get", "/v1/schedules/{schedule_id}", "get_schedule",
+              "One schedule, its next five runs and its history.", "schedules", {200: Schedule},
+              parameters=SCHEDULE),
+    Operation("delete", "/v1/schedules/{schedule_id}", "delete_schedule",
+              "Stop a schedule until restored (admin).", "schedules", {204: None},
+              parameters=SCHEDULE),
+    Operation("post", "/v1/schedules/{schedule_id}/trigger", "trigger_schedule",
+              "Run a schedule now (admin).", "schedules", {202: ScheduleTriggered},
+              problems=(400,), parameters=(*SCHEDULE, "IdempotencyKey"),
+              headers=("MaybeLocation",)),
+    Operation("post", "/v1/schedules/{schedule_id}/pause", "pause_schedule",
+              "Pause a schedule; it stays paused across restarts (admin).", "schedules",
+              {200: Schedule}, parameters=SCHEDULE),
+    Operation("post", "/v1/schedules/{schedule_id}/resume", "resume_schedule",
+              "Resume a schedule from its next tick (admin).", "schedules", {200: Schedule},
+              parameters=SCHEDULE),
+)
+# fmt: on
+
+
+def function_operations(registry: Registry) -> tuple[list[Operation], dict[str, Any]]:
+    """Each function's own invoke path, its input as the body and its output as `result`."""
+    operations, schemas = [], {}
+    for function in registry:
+        prefix = schema_name(function.name)
+        schemas.update(model_schemas(function.spec.input_model, f"{prefix}.Input"))
+        result: dict[str, Any] = {"type": "null"}
+        if function.spec.output_model is not None:
+            schemas.update(model_schemas(function.spec.output_model, f"{prefix}.Output"))
+            result = {"anyOf": [ref("schemas", f"{prefix}.Output"), {"type": "null"}]}
+        answer = {"allOf": [ref("schemas", "Invocation"), {"properties": {"result": result}}]}
+        summary = (function.spec.description.splitlines() or [f"Invoke {function.name}."])[0]
+        body = ref("schemas", f"{prefix}.Input")
+        path, description = invoke_url(function.name), function.spec.description
+        operations.append(_invoke(f"invoke_{prefix}", summary, body, answer, path, description))
+    return operations, schemas
+
+
+def build_document(registry: Registry, *, max_wait_s: float) -> dict[str, Any]:
+    """The whole document for a deployment's functions."""
+    own, function_schemas = function_operations(registry)
     paths: dict[str, Any] = {}
-    schemas: dict[str, Any] = dict(SHARED_SCHEMAS)
-    for part in parts:
-        paths.update(part.paths)
-        schemas.update(part.schemas)
+    for op in (*OPERATIONS, *own):
+        paths.setdefault(op.path, {})[op.method] = _operation(op)
+    _, models = models_json_schema(
+        [(model, "serialization") for model in MODELS],
+        ref_template="#/components/schemas/{model}",
+    )
     try:
         version = importlib.metadata.version("ferry-runtime")
     except importlib.metadata.PackageNotFoundError:
         version = "0.0.0"
-    responses = {name: _problem_response(text) for name, text in PROBLEM_RESPONSES.values()}
-    responses["Unavailable"]["headers"] = {
-        "Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}
-    }
     return {
         "openapi": OPENAPI_VERSION,
         "info": {
@@ -203,23 +321,21 @@ def build_document(parts: Iterable[ApiPart]) -> dict[str, Any]:
         "paths": dict(sorted(paths.items())),
         "components": {
             "securitySchemes": {
-                "bearer": {
-                    "type": "http",
-                    "scheme": "bearer",
-                    "description": "An API key: Authorization: Bearer <key>.",
+                "bearer": {"type": "http", "scheme": "bearer", "description": "An API key."}
+            },
+            "parameters": _parameters(max_wait_s),
+            "headers": {
+                key: {
+                    "description": text,
+                    "required": always,
+                    "schema": {"type": "string"} | schema,
                 }
+                for key, (_name, text, always, schema) in HEADERS.items()
             },
-            "parameters": {
-                "XTenantId": {
-                    "name": "X-Tenant-ID",
-                    "in": "header",
-                    "required": False,
-                    "description": "With an admin key, the tenant to act for.",
-                    "schema": {"type": "string"},
-                },
+            "responses": {
+                name: _answer(status, Problem) for status, (name, _text) in PROBLEMS.items()
             },
-            "responses": responses,
-            "schemas": schemas,
+            "schemas": {**models["$defs"], **function_schemas},
         },
     }
 
@@ -234,16 +350,3 @@ class OpenApiDocument:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = self.document
-
-
-OPENAPI_PATH = {
-    "/openapi.json": {
-        "get": {
-            "operationId": "openapi",
-            "summary": "This OpenAPI 3.1 document.",
-            "tags": ["operations"],
-            "security": [],
-            "responses": {"200": {"description": "The document.", "content": json_content({})}},
-        }
-    }
-}

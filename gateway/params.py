@@ -1,10 +1,18 @@
-"""Query parameters and headers of the API, parsed strictly: a bad value answers 400."""
+"""Query parameters and headers of the API, parsed strictly: a bad value answers 400.
+
+Numbers go through Falcon's own `get_param_as_*` helpers; their `HTTPInvalidParam` becomes
+the `BadRequest` every caller expects (the API answers it as a `bad-request` problem, the
+dashboard as its own 400 page). The patterns and bounds here are also what /openapi.json
+documents for each parameter.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import falcon
 
@@ -12,33 +20,42 @@ from runtime.errors import BadRequest
 from runtime.store.models import Status
 
 #: `Idempotency-Key`: 1 to 255 printable ASCII characters.
-VALID_IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
+IDEMPOTENCY_KEY_PATTERN = r"^[\x20-\x7e]{1,255}$"
 #: RFC 3339 date-time; the offset is required ("Z" or "+hh:mm").
-RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+RFC3339_PATTERN = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
+#: A page cursor is unpadded base64url (what `next_cursor` holds).
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"
+#: The furthest `?delay` may put an invocation: ten years.
+MAX_DELAY_S = 10 * 365 * 86400
+DEFAULT_LIMIT, MAX_LIMIT = 50, 200
 STATUSES = tuple(status.value for status in Status)
+
+
+@contextlib.contextmanager
+def _bad_request() -> Iterator[None]:
+    try:
+        yield
+    except falcon.HTTPInvalidParam as ex:
+        raise BadRequest(str(ex.description)) from ex
 
 
 def idempotency_key(req: falcon.Request) -> str | None:
     key = req.get_header("Idempotency-Key")
-    if key is None:
-        return None
-    if not VALID_IDEMPOTENCY_KEY.fullmatch(key):
+    if key is not None and not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key):
         raise BadRequest("Idempotency-Key must be 1 to 255 printable ASCII characters")
     return key
 
 
-def seconds(req: falcon.Request, name: str, *, maximum: float | None = None) -> float | None:
-    """A non-negative number of seconds, at most `maximum`; None if absent."""
-    text = req.get_param(name)
-    if text is None:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < 0 or (maximum is not None and value > maximum):
-        bound = f"0 to {maximum:g}" if maximum is not None else "0 or more"
-        raise BadRequest(f"{name} must be a number of seconds, {bound}; got {text!r}")
+def seconds(req: falcon.Request, name: str, *, maximum: float) -> float | None:
+    """A finite number of seconds from 0 to `maximum`; None if absent."""
+    with _bad_request():
+        value = req.get_param_as_float(name, min_value=0, max_value=maximum)
+    # Falcon lets "nan" through its bounds.
+    if value is not None and not math.isfinite(value):
+        raise BadRequest(f"{name} must be a number of seconds, 0 to {maximum:g}")
     return value
 
 
@@ -48,8 +65,8 @@ def rfc3339(req: falcon.Request, name: str) -> datetime | None:
     if text is None:
         return None
     # An unencoded "+hh:mm" offset arrives as " hh:mm" (a "+" in a query string is a space).
-    text = re.sub(r"(?<=\d) (\d{2}:\d{2})$", r"+\1", text)
-    if not RFC3339.fullmatch(text):
+    text = re.sub(r"(?<=[0-9]) ([0-9]{2}:[0-9]{2})$", r"+\1", text)
+    if not re.fullmatch(RFC3339_PATTERN, text):
         raise BadRequest(
             f"{name} must be an RFC 3339 time with an offset, like 2030-01-31T09:00:00Z; "
             f"got {text!r}"
@@ -60,22 +77,6 @@ def rfc3339(req: falcon.Request, name: str) -> datetime | None:
         raise BadRequest(f"{name} is not a valid time: {ex}") from ex
 
 
-def scheduled_for(req: falcon.Request, now: datetime) -> datetime | None:
-    """When to run: `?delay=S` from now, or `?at=RFC3339`; None for now."""
-    delay = seconds(req, "delay")
-    at = rfc3339(req, "at")
-    if delay is not None and at is not None:
-        raise BadRequest("give delay or at, not both")
-    if at is not None:
-        return at
-    if delay is None:
-        return None
-    try:
-        return now + timedelta(seconds=delay)
-    except OverflowError as ex:
-        raise BadRequest(f"delay is too far in the future: {delay:g} seconds") from ex
-
-
 def status(req: falcon.Request) -> str | None:
     value = req.get_param("status")
     if value is not None and value not in STATUSES:
@@ -83,10 +84,15 @@ def status(req: falcon.Request) -> str | None:
     return value
 
 
-def limit(req: falcon.Request, *, default: int = 50, maximum: int = 200) -> int:
-    text = req.get_param("limit")
-    if text is None:
-        return default
-    if not re.fullmatch(r"[0-9]{1,9}", text) or not 1 <= int(text) <= maximum:
-        raise BadRequest(f"limit must be a whole number from 1 to {maximum}; got {text!r}")
-    return int(text)
+def limit(req: falcon.Request) -> int:
+    with _bad_request():
+        return req.get_param_as_int(
+            "limit", min_value=1, max_value=MAX_LIMIT, default=DEFAULT_LIMIT
+        )
+
+
+def cursor(req: falcon.Request) -> str | None:
+    value = req.get_param("cursor")
+    if value is not None and not re.fullmatch(CURSOR_PATTERN, value):
+        raise BadRequest("cursor is not one this API returned")
+    return value

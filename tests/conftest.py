@@ -23,6 +23,9 @@ from runtime.settings import Settings
 from runtime.store.tenants import parse_scopes
 from runtime.worker.consumer import WorkerHandle
 
+#: The schema check: every API answer the tests get is checked against /openapi.json.
+pytest_plugins = ("tests.openapi_check",)
+
 PG_ADMIN_URL = os.environ.get(
     "FERRY_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )

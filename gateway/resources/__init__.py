@@ -1,7 +1,7 @@
 """HTTP resources, one module per noun.
 
-Each module has `add_routes(app, runtime)` and `describe_api(runtime)` (its part of the
-OpenAPI document); `gateway.app.RESOURCE_MODULES` lists the modules the app mounts.
+Each module has `add_routes(app, runtime)`; `gateway.app.RESOURCE_MODULES` lists the modules
+the app mounts, and `gateway.openapi.OPERATIONS` describes their operations.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from gateway.params import MAX_DELAY_S
 from runtime.store.views import rfc3339
 from tests.conftest import executions
 from tests.unit.conftest import assert_problem, invoke, wait_finished
@@ -185,14 +186,21 @@ def test_at_with_an_unencoded_plus_offset_is_understood(client, headers, runtime
         {"at": "2030-13-01T09:00:00Z"},
         {"delay": "-5"},
         {"delay": "1e400"},
+        {"delay": "nan"},
+        {"delay": str(MAX_DELAY_S + 1)},
         {"delay": "5", "at": "2030-01-31T09:00:00Z"},
     ],
-    ids=["no-offset", "date-only", "words", "bad-month", "negative", "huge", "both"],
+    ids=["no-offset", "date-only", "words", "bad-month", "negative", "huge", "nan", "max", "both"],
 )
 def test_bad_delay_or_at_is_400_and_nothing_is_stored(client, headers, query, runtime, tenant):
     result = invoke(client, headers, "echo", {"message": "m"}, **query)
     assert_problem(result, 400, "bad-request")
     assert runtime.store.invocations.list(tenant)[0] == []
+
+
+def test_the_largest_delay_is_accepted(client, headers, runtime):
+    result = invoke(client, headers, "echo", {"message": "m"}, delay=MAX_DELAY_S)
+    assert result.status_code == 202 and result.json["status"] == "scheduled"
 
 
 def test_a_cancelled_delayed_invocation_can_be_retried_and_then_runs_once(

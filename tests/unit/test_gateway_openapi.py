@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import openapi_spec_validator
+import pytest
+from falcon.testing import TestClient
 from pydantic import BaseModel
 
+from gateway.app import create_app
 from gateway.openapi import build_document
-from gateway.resources.functions import function_paths
 from runtime import Context, function
 from runtime.registry import Registry
 from runtime.settings import Settings
+from tests.openapi_check import UndocumentedResponse
+from tests.unit.conftest import invoke
 
 ROUTES = {
     "/healthz": {"get"},
@@ -66,6 +71,7 @@ def test_the_document_lists_every_route_and_every_function(client, runtime):
     for fn in runtime.registry:
         assert f"/v1/functions/{fn.name}/invocations" in paths
     assert_refs_resolve(document)
+    openapi_spec_validator.validate(document)  # raises unless valid OpenAPI 3.1
 
 
 def test_a_functions_invoke_path_carries_its_input_and_output_schema(client, runtime):
@@ -82,11 +88,12 @@ def test_a_functions_invoke_path_carries_its_input_and_output_schema(client, run
         assert invocation == {"$ref": "#/components/schemas/Invocation"}
         output_ref = with_result["properties"]["result"]["anyOf"][0]["$ref"]
         assert resolve(document, output_ref)["properties"]["message"]["type"] == "string"
-        assert {"location", "idempotent-replayed"} == {
+        assert {"location", "idempotent-replayed", "x-request-id"} == {
             h.lower() for h in operation["responses"][status]["headers"]
         }
     assert {"400", "401", "403", "404", "413", "415", "422", "503"} <= set(operation["responses"])
-    wait = next(p for p in operation["parameters"] if p.get("name") == "wait")
+    parameters = [resolve(document, p["$ref"]) for p in operation["parameters"]]
+    wait = next(p for p in parameters if p["name"] == "wait")
     assert wait["schema"]["maximum"] == runtime.settings.max_wait_s
     # A function without an output model has a null result
     slow = document["paths"]["/v1/functions/slow/invocations"]["post"]
@@ -121,8 +128,8 @@ def ship(ctx: Context, payload: NestedIn) -> NestedOut:
 def test_nested_and_recursive_models_move_their_defs_to_components():
     # Given a function whose models nest other models, one of them recursive
     registry = Registry({"ship": ship.resolve(Settings.from_env())})
-    # When its part of the document is built
-    document = build_document([function_paths(registry, max_wait_s=30)])
+    # When the document is built
+    document = build_document(registry, max_wait_s=30)
     schemas = document["components"]["schemas"]
     # Then each nested model is a component under the function's name, and every ref resolves
     assert {
@@ -138,3 +145,53 @@ def test_nested_and_recursive_models_move_their_defs_to_components():
     assert children == {"$ref": "#/components/schemas/ship.Input.Node"}
     assert schemas["ship.Input.Address"]["properties"]["city"]["type"] == "string"
     assert_refs_resolve(document)
+
+
+def documented_by(runtime, change) -> TestClient:
+    """A client over an app whose published document was changed by `change(document)`."""
+    app = create_app(runtime)
+    resource, *_ = app._router.find("/openapi.json")
+    change(resource.document)
+    return TestClient(app)
+
+
+def test_the_schema_check_fails_an_answer_with_an_undocumented_status(runtime, headers):
+    # Given a document that does not tell that a cancel can answer 409
+    def forget_409(document):
+        del document["paths"]["/v1/invocations/{invocation_id}/cancel"]["post"]["responses"]["409"]
+
+    client = documented_by(runtime, forget_409)
+    created = invoke(client, headers, "echo", {"message": "m"}).json
+    client.simulate_post(f"/v1/invocations/{created['id']}/cancel", headers=headers)
+    # When the API answers 409, the request itself fails, naming the operation
+    with pytest.raises(UndocumentedResponse, match="409, which cancel_invocation does not"):
+        client.simulate_post(f"/v1/invocations/{created['id']}/cancel", headers=headers)
+
+
+def test_the_schema_check_fails_a_body_that_does_not_match(runtime, headers):
+    # Given a document whose invocations are never queued
+    def no_queued(document):
+        status = document["components"]["schemas"]["Status"]
+        status["enum"] = [s for s in status["enum"] if s != "queued"]
+
+    client = documented_by(runtime, no_queued)
+    # When the API answers with a queued invocation, the request fails, naming the field
+    with pytest.raises(UndocumentedResponse, match="status: 'queued' is not one of"):
+        invoke(client, headers, "echo", {"message": "m"})
+
+
+def test_the_schema_check_takes_only_errors_off_the_documented_operations(runtime):
+    # Given a route the document does not know, which answers 200
+    class Extra:
+        public = True
+
+        def on_get(self, req, resp):
+            resp.media = {"hello": "world"}
+
+    app = create_app(runtime)
+    app.add_route("/extra", Extra())
+    client = TestClient(app)
+    with pytest.raises(UndocumentedResponse, match="no operation is documented there"):
+        client.simulate_get("/extra")
+    # An unknown route answers a problem, which is fine
+    assert client.simulate_get("/v1/unknown").status_code == 404

@@ -10,8 +10,7 @@ import pytest
 from falcon.testing import TestClient
 
 from gateway import app as gateway_app
-from gateway.openapi import build_document
-from gateway.resources.schedules import add_routes, describe_api
+from gateway.resources.schedules import add_routes
 from runtime.scheduling import ALL_ACTIVE, schedule
 from runtime.store.models import TenantStatus
 from runtime.store.tenants import parse_scopes
@@ -213,9 +212,9 @@ def test_unknown_schedules_and_methods_answer_problem_json(api, admin):
     assert_problem(api.get("/v1/schedules/restore", admin), 405)
 
 
-def test_the_openapi_part_describes_every_route(api):
-    document = build_document([describe_api(api.runtime)])
-    paths = document["paths"]
+def test_the_openapi_document_describes_every_route(api):
+    document = api.client.simulate_get("/openapi.json").json
+    paths = {path: ops for path, ops in document["paths"].items() if "schedules" in path}
     assert set(paths) == {
         "/v1/schedules",
         "/v1/schedules/restore",

@@ -1,0 +1,247 @@
+"""The API's bodies as pydantic models: they render every answer and make /openapi.json.
+
+Field names are the contract's. Times are RFC 3339 in UTC with milliseconds. Models read
+the runtime's views by attribute (`model_validate(view)`), so no field is mapped by hand.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
+from pydantic.json_schema import SkipJsonSchema
+
+from runtime.registry import Function as FunctionRuntime
+from runtime.scheduling.definition import Misfire
+from runtime.services.schedules import ScheduleView
+from runtime.store.models import Status
+from runtime.store.views import AttemptView, InvocationView
+
+
+def _rfc3339(value: datetime) -> str:
+    """RFC 3339 in UTC with milliseconds; the year has four digits even before 1000."""
+    utc = value.astimezone(UTC) if value.tzinfo is not None else value
+    return utc.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+
+
+Time = Annotated[
+    datetime,
+    PlainSerializer(_rfc3339, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+Trigger = Literal["http", "schedule", "invoke", "cli"]
+JsonObject = dict[str, Any]
+
+
+def invoke_url(name: str) -> str:
+    return f"/v1/functions/{urllib.parse.quote(name, safe='')}/invocations"
+
+
+def invocation_url(invocation_id: str) -> str:
+    return f"/v1/invocations/{urllib.parse.quote(invocation_id, safe='')}"
+
+
+class Body(BaseModel):
+    """A JSON body with exactly these fields; read from a view's attributes or from a dict."""
+
+    model_config = ConfigDict(from_attributes=True, extra="forbid")
+
+    def media(self) -> dict[str, Any]:
+        """The body as Falcon's `resp.media`."""
+        return self.model_dump(mode="json")
+
+
+class FieldError(Body):
+    """Where a validation failure is (`loc`) and what it is (`msg`)."""
+
+    loc: list[str | int]
+    msg: str
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    # A member that is left out when it has nothing to tell is never sent as null.
+    schema.pop("default", None)
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document; validation failures add `errors`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(json_schema_extra={"format": "uri-reference"})
+    title: str
+    status: int = Field(ge=400, le=599)
+    detail: str
+    errors: list[FieldError] | SkipJsonSchema[None] = Field(
+        default=None, description="Only for validation failures.", json_schema_extra=_no_default
+    )
+
+    def media(self) -> dict[str, Any]:
+        # Unset members stay out: `errors` only when there are errors to tell.
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+class NotReady(Problem):
+    """503 from /readyz: the problem, with the state of each dependency."""
+
+    checks: dict[str, str]
+
+
+class Function(Body):
+    """The contract's `function`."""
+
+    name: str
+    description: str = Field(description="The function module's docstring.")
+    queue: Literal["default", "heavy", "scheduled"]
+    max_retries: int
+    timeout_s: float
+    input_schema: JsonObject = Field(description="JSON Schema of the input.")
+    output_schema: JsonObject | None = Field(description="JSON Schema of `result`, if any.")
+    invoke_url: str
+
+    @classmethod
+    def of(cls, function: FunctionRuntime) -> Function:
+        return cls.model_validate({**function.describe(), "invoke_url": invoke_url(function.name)})
+
+
+class FunctionList(Body):
+    functions: list[Function]
+
+
+class InvocationError(Body):
+    type: str = Field(description="The exception's class name.")
+    message: str
+
+
+class Invocation(Body):
+    """The contract's `invocation` (the input is not shown)."""
+
+    id: str
+    function: str
+    tenant_id: str
+    status: Status
+    trigger: Trigger
+    idempotency_key: str
+    request_id: str | None
+    parent_id: str | None
+    attempts: int = Field(description="How many runs have started.")
+    max_retries: int
+    created_at: Time
+    scheduled_for: Time | None
+    started_at: Time | None
+    finished_at: Time | None
+    duration_ms: int | None
+    result: Any = Field(description="The function's output once it succeeded.")
+    error: InvocationError | None
+
+
+class Attempt(Body):
+    """One run of an invocation."""
+
+    number: int
+    started_at: Time
+    finished_at: Time | None
+    outcome: str | None = Field(description="succeeded, retrying, failed or timed_out.")
+    error: InvocationError | None
+
+
+class InvocationDetail(Invocation):
+    """One invocation with its attempt log."""
+
+    attempt_log: list[Attempt]
+
+    @classmethod
+    def of(cls, view: InvocationView, attempts: Iterable[AttemptView]) -> InvocationDetail:
+        fields = dict(Invocation.model_validate(view))
+        return cls(**fields, attempt_log=[Attempt.model_validate(a) for a in attempts])
+
+
+class InvocationList(Body):
+    invocations: list[Invocation]
+    next_cursor: str | None = Field(description="The `cursor` of the next page; null at the end.")
+
+
+class ScheduleRun(Body):
+    """One invocation a schedule made."""
+
+    tick_at: Time = Field(description="The tick, or when it was triggered.")
+    kind: Literal["tick", "manual"]
+    lateness_ms: int | None = Field(description="How long after `scheduled_for` it started.")
+    invocation: Invocation
+
+
+class Schedule(Body):
+    """A schedule as the caller's tenant sees it, with its recent runs."""
+
+    id: str
+    description: str
+    function: str
+    tenant: str = Field(description="A tenant id, or `*`: each active one.")
+    each_active_tenant: bool
+    cron: str
+    timezone: str = Field(description="IANA time zone of the cron fields.")
+    input: JsonObject
+    misfire: Misfire
+    misfire_grace_s: float
+    jitter_s: float
+    paused: bool
+    paused_at: Time | None
+    next_run_at: Time | None
+    next_run_times: list[Time] = Field(
+        description="Upcoming ticks (five in the single view); none while paused."
+    )
+    last_run_at: Time | None
+    last_invocation_id: str | None
+    history: list[ScheduleRun]
+
+    @classmethod
+    def of(cls, view: ScheduleView) -> Schedule:
+        return cls.model_validate(view.as_dict())
+
+
+class ScheduleList(Body):
+    schedules: list[Schedule]
+
+    @classmethod
+    def of(cls, views: Iterable[ScheduleView]) -> ScheduleList:
+        return cls(schedules=[Schedule.of(view) for view in views])
+
+
+class ScheduleTriggered(Body):
+    schedule_id: str
+    invocations: list[Invocation]
+
+
+class ScheduleRestored(Body):
+    restored: list[str] = Field(description="The ids registered again.")
+    schedules: list[Schedule]
+
+
+class Liveness(Body):
+    status: Literal["ok"]
+
+
+class Readiness(Body):
+    status: Literal["ready"]
+    checks: dict[str, str] = Field(description="`ok` or what failed, per dependency.")
+
+
+#: Every model the document lists under components/schemas.
+MODELS: tuple[type[BaseModel], ...] = (
+    Problem,
+    NotReady,
+    Function,
+    FunctionList,
+    Invocation,
+    InvocationDetail,
+    InvocationList,
+    Schedule,
+    ScheduleList,
+    ScheduleTriggered,
+    ScheduleRestored,
+    Liveness,
+    Readiness,
+)
