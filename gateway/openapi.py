@@ -133,7 +133,12 @@ def _parameters(max_wait_s: float) -> dict[str, Any]:
                            "maxLength": 255, "pattern": params.IDEMPOTENCY_KEY_PATTERN},
                            "1 to 255 printable ASCII characters. The same key and body from the "
                            "same tenant give one invocation, however often sent; a retried "
-                           "trigger runs once."),
+                           "trigger runs once. A key is kept as long as its invocation: "
+                           "until its retention ends after it finished (by default a day "
+                           "after it succeeded, a week after it failed or was cancelled; "
+                           "FERRY_RETENTION_SUCCEEDED_S, _FAILED_S, _CANCELLED_S and per "
+                           "tenant). Then the invocation is removed, and the key makes a new "
+                           "one. An unfinished invocation keeps its key."),
         "wait": ("wait", "query", {"type": "number", "minimum": 0, "maximum": max_wait_s},
                  "Seconds to hold the request until the invocation finishes."),
         "delay": ("delay", "query", {"type": "number", "minimum": 0,

@@ -13,6 +13,7 @@ from runtime.dispatch import Dispatcher
 from runtime.errors import BrokerUnavailable
 from runtime.metrics import process_metrics
 from runtime.recovery.leases import lease_for
+from runtime.recovery.retention import RetentionSweep
 from runtime.recovery.sweeper import Sweep
 from runtime.registry import Registry
 from runtime.scheduling.scheduler import Scheduler
@@ -60,6 +61,7 @@ class Runtime:
             self.dispatcher,
             self.broker,
             redispatch_after_s=settings.redispatch_after_s,
+            retention=RetentionSweep.from_settings(self.store, settings),
         )
         self.invocations = InvocationService(
             self.store,

@@ -65,6 +65,19 @@ class Settings(BaseSettings):
     #: How often the dispatcher looks for due, stale or lost invocations (seconds).
     sweep_interval_s: float = Field(default=1.0, gt=0)
 
+    # --- retention (runtime/store/retention.py, runtime/recovery/retention.py) ---------------
+    #: Seconds a finished invocation, its attempts and its idempotency key are kept after it
+    #: finished, per final status; 0 keeps them forever. A tenant may override each
+    #: (`ferry tenants set-retention`). Cancelled ones are kept like failed ones: both can be
+    #: retried by hand.
+    retention_succeeded_s: int = Field(default=86_400, ge=0)
+    retention_failed_s: int = Field(default=604_800, ge=0)
+    retention_cancelled_s: int = Field(default=604_800, ge=0)
+    #: How often the sweep removes expired invocations (seconds); sooner while it is behind.
+    retention_interval_s: float = Field(default=10.0, ge=0)
+    #: Invocations removed per statement: each batch is one short transaction.
+    retention_batch_size: int = Field(default=1000, ge=1, le=100_000)
+
     #: Server-side secret for signing (webhook keys, dashboard sessions). Set it in production.
     secret_key: str = Field(default="ferry-dev-secret-change-me", min_length=16)
 

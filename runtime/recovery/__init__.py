@@ -3,8 +3,9 @@
 - `sweeper`: the sweep, run by every worker process and `ferry dev`: reclaims attempts
   whose lease expired, sends due delayed and retrying invocations, and sends again what
   the broker lost (`Sweep`), on a thread (`SweepThread`);
+- `retention`: removing finished invocations once their retention ends, from the sweep;
 - `leases`: how long a claim holds an invocation before the sweep may take it back;
 - `heartbeat`: each worker process's row in the store, and marking dead ones lost.
 
-The SQL of all three is in `runtime.store.sweep` and `runtime.store.workers`.
+The SQL is in `runtime.store.sweep`, `runtime.store.retention` and `runtime.store.workers`.
 """

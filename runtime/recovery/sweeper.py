@@ -1,4 +1,4 @@
-"""The sweep: take back lost attempts, then send what is due or what the broker lost.
+"""The sweep: take back lost attempts, send what is due or what the broker lost, expire.
 
 Every worker process (and `ferry dev`) runs it every `FERRY_SWEEP_INTERVAL_S`; on
 PostgreSQL the rows are picked with `FOR UPDATE SKIP LOCKED`, so sweepers never contend.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import dramatiq
@@ -35,6 +36,8 @@ class SweepReport:
     lost: int
     sent: int
     failed_sends: int
+    #: Expired finished invocations removed (`runtime.recovery.retention`).
+    removed: int = 0
 
 
 class Sweep:
@@ -47,14 +50,17 @@ class Sweep:
         broker: dramatiq.Broker,
         *,
         redispatch_after_s: float,
+        retention: Callable[[], int] | None = None,
     ) -> None:
         self.store = store
         self.dispatcher = dispatcher
         self.broker = broker
         self.redispatch_after_s = redispatch_after_s
+        #: Removes expired finished invocations when due (a `RetentionSweep`); None: never.
+        self.retention = retention
 
     def __call__(self) -> SweepReport:
-        """Recover lost attempts, then send everything due or stale."""
+        """Recover lost attempts, send everything due or stale, then remove what expired."""
         lost = self.store.sweep.reclaim_lost()
         for invocation_id in lost:
             log.warning("attempt_lost", invocation_id=invocation_id)
@@ -77,7 +83,9 @@ class Sweep:
                 failed += 1
         if failed:
             log.warning("dispatch_failed", count=failed)
-        return SweepReport(lost=len(lost), sent=sent, failed_sends=failed)
+        # Last, so that a failure here delays no send and no recovery.
+        removed = self.retention() if self.retention is not None else 0
+        return SweepReport(lost=len(lost), sent=sent, failed_sends=failed, removed=removed)
 
     def _waiting_since(self) -> dict[str, datetime | None]:
         """When each queue's oldest waiting message was enqueued (None: queue empty).

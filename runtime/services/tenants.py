@@ -8,17 +8,25 @@ created. A key authenticates until it is revoked or expires; a remembered key (s
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import NamedTuple
 
 from runtime.keycache import KeyCache
 from runtime.store import Store
 from runtime.store.models import TenantStatus
+from runtime.store.retention import RetentionPolicy, TenantRetention
 from runtime.store.tenants import TENANT_ID, Principal, parse_scopes
 from runtime.store.views import ApiKeyView, TenantView
 
-__all__ = ["TENANT_ID", "NewKey", "Principal", "TenantService"]
+__all__ = [
+    "TENANT_ID",
+    "NewKey",
+    "Principal",
+    "RetentionPolicy",
+    "TenantRetention",
+    "TenantService",
+]
 
 
 class NewKey(NamedTuple):
@@ -57,6 +65,19 @@ class TenantService:
     def resume(self, tenant_id: str) -> TenantView:
         """Let a suspended tenant run again."""
         return self.tenants.set_status(tenant_id, TenantStatus.ACTIVE)
+
+    def retention(self, tenant_id: str) -> TenantRetention:
+        """The tenant's own retention per final status; None where it follows the default."""
+        return self.tenants.retention(tenant_id)
+
+    def set_retention(self, tenant_id: str, seconds: Mapping[str, int | None]) -> TenantRetention:
+        """Keep the tenant's invocations that end in each status named for that many seconds.
+
+        Keys are final statuses (`succeeded`, `failed`, `cancelled`); 0 keeps them forever,
+        None returns to the deployment's `FERRY_RETENTION_*_S`; statuses not named keep
+        their current value. The sweep applies it from its next retention run.
+        """
+        return self.tenants.set_retention(tenant_id, seconds)
 
     # --- keys ---------------------------------------------------------------------------------
 

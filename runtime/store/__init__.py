@@ -13,6 +13,7 @@ from runtime.settings import Settings
 from runtime.store.claims import Claims
 from runtime.store.db import Clock, Database, engine_from_settings, translate_errors, utcnow
 from runtime.store.invocations import Invocations
+from runtime.store.retention import Retention
 from runtime.store.schedules import Schedules
 from runtime.store.stats import Stats
 from runtime.store.sweep import Sweep
@@ -34,6 +35,7 @@ class Store:
         self.workers = Workers(db)
         self.schedules = Schedules(db)
         self.stats = Stats(db)
+        self.retention = Retention(db)
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Clock = utcnow) -> Store:

@@ -92,6 +92,8 @@ CLAIMABLE = (Status.QUEUED, Status.SCHEDULED, Status.RETRYING)
 FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 #: The rows the sweep's partial index covers: every state but the finished ones.
 UNFINISHED_SQL = "status IN ('queued', 'scheduled', 'retrying', 'running')"
+#: The rows retention's partial index covers: the finished ones (see `runtime.store.retention`).
+FINISHED_SQL = "status IN ('succeeded', 'failed', 'cancelled')"
 
 
 class TenantStatus(enum.StrEnum):
@@ -106,6 +108,11 @@ class Tenant(Base):
     name: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default=TenantStatus.ACTIVE)
     created_at: Mapped[datetime]
+    #: Seconds this tenant's finished invocations are kept, per final status; 0 keeps
+    #: them forever, NULL follows `FERRY_RETENTION_*_S` (see `runtime.store.retention`).
+    retention_succeeded_s: Mapped[int | None] = mapped_column(Integer)
+    retention_failed_s: Mapped[int | None] = mapped_column(Integer)
+    retention_cancelled_s: Mapped[int | None] = mapped_column(Integer)
 
 
 class ApiKey(TenantScoped, Base):
@@ -145,6 +152,16 @@ class Invocation(TenantScoped, Base):
         ),
         # Listing newest first per tenant.
         Index("ix_invocations_tenant_id_created_at", "tenant_id", "created_at"),
+        # Retention: a tenant's finished invocations of one status, oldest first. Partial,
+        # so unfinished work (the accept and claim path) adds no entry here.
+        Index(
+            "ix_invocations_finished",
+            "tenant_id",
+            "status",
+            "finished_at",
+            postgresql_where=sa.text(FINISHED_SQL),
+            sqlite_where=sa.text(FINISHED_SQL),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from runtime.errors import AlreadyExists, NotFound, RequestRejected, TenantNotFound
 from runtime.store import models
 from runtime.store.db import Database
+from runtime.store.retention import COLUMNS, MAX_RETENTION_S, TenantRetention
 from runtime.store.views import ApiKeyView, TenantView
 
 TENANT_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
@@ -111,6 +113,29 @@ class Tenants:
                 raise TenantNotFound(f"no tenant {tenant_id!r}")
             row.status = status
             return TenantView.from_row(row)
+
+    def retention(self, tenant_id: str) -> TenantRetention:
+        """The tenant's own retention per final status (None: the deployment's default)."""
+        with self.db.autocommit() as s:
+            row = s.get(models.Tenant, tenant_id)
+            if row is None:
+                raise TenantNotFound(f"no tenant {tenant_id!r}")
+            return TenantRetention.from_row(row)
+
+    def set_retention(self, tenant_id: str, seconds: Mapping[str, int | None]) -> TenantRetention:
+        """Set the tenant's retention of the final statuses named (None: back to the default)."""
+        unknown = set(seconds) - set(COLUMNS)
+        if unknown:
+            raise RequestRejected(f"no retention for {', '.join(sorted(unknown))}")
+        if any(v is not None and not 0 <= v <= MAX_RETENTION_S for v in seconds.values()):
+            raise RequestRejected(f"retention is a number of seconds from 0 to {MAX_RETENTION_S}")
+        with self.db.session() as s:
+            row = s.get(models.Tenant, tenant_id)
+            if row is None:
+                raise TenantNotFound(f"no tenant {tenant_id!r}")
+            for status, value in seconds.items():
+                setattr(row, COLUMNS[models.Status(status)], value)
+            return TenantRetention.from_row(row)
 
     # --- keys -------------------------------------------------------------------------------
 

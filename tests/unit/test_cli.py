@@ -173,6 +173,39 @@ def test_a_duplicate_tenant_is_refused(ferry, migrated):
     assert migrated.tenants.get("acme").name == "acme"
 
 
+def test_a_tenants_retention_is_set_shown_and_reset(ferry, migrated, monkeypatch):
+    monkeypatch.setenv("FERRY_RETENTION_FAILED_S", "3600")
+    assert ferry("tenants", "create", "acme").code == 0
+    # When some statuses get their own retention
+    ran = ferry("tenants", "set-retention", "acme", "--succeeded", "60", "--cancelled", "0")
+    # Then those are stored and shown, and the rest follow the settings
+    assert ran.code == 0, ran.err
+    assert "succeeded: 60 s (tenant)" in ran.out
+    assert "failed: 3600 s (default)" in ran.out
+    assert "cancelled: 0 s (tenant)" in ran.out
+    own = migrated.tenants.retention("acme")
+    assert (own.succeeded_s, own.failed_s, own.cancelled_s) == (60, None, 0)
+    # When one goes back to the default and no other is named, the others stay
+    assert ferry("tenants", "set-retention", "acme", "--succeeded", "default").code == 0
+    shown = ferry("tenants", "set-retention", "acme", "--json").json()
+    assert shown["retention"] == [
+        {"status": "succeeded", "seconds": 86400, "source": "default"},
+        {"status": "failed", "seconds": 3600, "source": "default"},
+        {"status": "cancelled", "seconds": 0, "source": "tenant"},
+    ]
+
+
+def test_set_retention_refuses_bad_values(ferry, migrated):
+    assert ferry("tenants", "create", "acme").code == 0
+    for value in ("-1", "soon"):
+        with pytest.raises(SystemExit) as exited:
+            main(["tenants", "set-retention", "acme", "--failed", value])
+        assert exited.value.code == 2
+    ran = ferry("tenants", "set-retention", "nobody", "--failed", "60")
+    assert ran.code == 1 and "no tenant" in ran.err
+    assert migrated.tenants.retention("acme").failed_s is None
+
+
 # --- keys -----------------------------------------------------------------------------------
 
 
