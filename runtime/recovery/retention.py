@@ -27,6 +27,8 @@ log = structlog.get_logger("ferry.recovery")
 
 #: Seconds one run may spend removing before it yields to the rest of the sweep.
 RUN_BUDGET_S = 0.5
+#: While it is behind, it logs what it removed at most this often (seconds).
+LOG_EVERY_S = 60.0
 
 
 class RetentionSweep:
@@ -51,6 +53,9 @@ class RetentionSweep:
         self._last_run: datetime | None = None
         #: Where a run cut short stopped (an index into that run's expiries); None: done.
         self._resume_at: int | None = None
+        #: Removed but not logged yet, and when it last logged.
+        self._unlogged = 0
+        self._logged_at = monotonic()
 
     @classmethod
     def from_settings(cls, store: Store, settings: Settings) -> RetentionSweep:
@@ -86,8 +91,16 @@ class RetentionSweep:
                     break  # this expiry is done
                 if self.monotonic() >= deadline:
                     self._resume_at = index
-                    log.info("invocations_removed", count=removed, behind=True)
+                    self._log(removed, behind=True)
                     return removed
-        if removed:
-            log.info("invocations_removed", count=removed, behind=False)
+        self._log(removed, behind=False)
         return removed
+
+    def _log(self, removed: int, *, behind: bool) -> None:
+        """One line when it catches up, and at most every `LOG_EVERY_S` while behind."""
+        self._unlogged += removed
+        if not self._unlogged or (behind and self.monotonic() - self._logged_at < LOG_EVERY_S):
+            return
+        log.info("invocations_removed", count=self._unlogged, behind=behind)
+        self._unlogged = 0
+        self._logged_at = self.monotonic()
