@@ -93,6 +93,7 @@ def seed(engine: sa.Engine, *, rows: int, finished: datetime, salt: str) -> floa
     for lo in range(1, rows + 1, CHUNK):
         hi = min(rows, lo + CHUNK - 1)
         with engine.begin() as conn:
+            conn.exec_driver_sql("SET LOCAL statement_timeout = 0")  # Ferry's is 15 s
             conn.execute(
                 sa.text(SEED),
                 {
@@ -251,8 +252,10 @@ def measure(
     seed_s = seed(engine, rows=args.rows, finished=now - timedelta(days=8), salt="old")
     seed_s += seed(engine, rows=args.kept, finished=now, salt="new")
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("SET statement_timeout = 0")
         conn.exec_driver_sql("VACUUM ANALYZE invocations")
         conn.exec_driver_sql("VACUUM ANALYZE attempts")
+        conn.exec_driver_sql("RESET statement_timeout")
     result: dict[str, Any] = {
         "rows": args.rows,
         "kept": args.kept,
