@@ -70,6 +70,14 @@ class Settings(BaseSettings):
 
     #: Label invocation metrics with the tenant (watch the cardinality).
     metrics_tenant_label: bool = False
+    # Metrics in every production layout (runtime/metrics_dir.py, docs/operations.md).
+    #: Directory shared by the Ferry processes of one host or pod, so each one's counters
+    #: add up in one `/metrics`; exported as PROMETHEUS_MULTIPROC_DIR. Unset: each process
+    #: counts for itself.
+    metrics_dir: str | None = None
+    #: `ferry worker` serves its metrics (with `metrics_dir`, the directory's sum) on this
+    #: port, for a host, pod or container without a web process. Unset: no server.
+    metrics_port: int | None = Field(default=None, ge=1, le=65_535)
     #: How often a worker records its heartbeat (seconds).
     worker_heartbeat_s: float = Field(default=5.0, gt=0)
     #: A worker not seen for this long counts as gone (at least twice the heartbeat).
@@ -98,6 +106,14 @@ class Settings(BaseSettings):
         if not value.startswith(("memory://", "redis://", "rediss://")):
             raise ValueError("must be memory:// or a redis:// URL")
         return value
+
+    @field_validator("metrics_dir")
+    @classmethod
+    def _unset_when_empty(cls, value: str | None) -> str | None:
+        # `FERRY_METRICS_DIR=` (an empty value in an env file) means unset.
+        if value and not value.startswith("/"):
+            raise ValueError("must be an absolute path")
+        return value or None
 
     @model_validator(mode="after")
     def _heartbeat_fits(self) -> Settings:

@@ -26,13 +26,14 @@ import threading
 import time
 from collections.abc import Sequence
 from types import FrameType
+from wsgiref.simple_server import WSGIServer
 
 import structlog
 
 from runtime.app import Runtime
 from runtime.errors import ConfigurationError
 from runtime.logs import configure_logging
-from runtime.metrics import mark_process_dead
+from runtime.metrics import mark_process_dead, start_metrics_server
 from runtime.settings import Settings
 from runtime.worker.consumer import WorkerHandle
 
@@ -82,10 +83,12 @@ def run_worker(
     queues: Sequence[str] | None = None,
     threads: int | None = None,
     signals: ShutdownSignals | None = None,
+    metrics_port: int | None = None,
 ) -> int:
     """Run a worker process until a signal stops it; its exit code.
 
-    `queues` defaults to `default` and `scheduled`; `threads` to `FERRY_WORKER_THREADS`.
+    `queues` defaults to `default` and `scheduled`; `threads` to `FERRY_WORKER_THREADS`;
+    `metrics_port` (serve the process's metrics) to `FERRY_METRICS_PORT`.
     Installs SIGTERM/SIGINT handlers, so call it from the main thread.
     """
     configure_logging(settings)
@@ -97,6 +100,7 @@ def run_worker(
     except ConfigurationError as ex:
         log.error("worker_start_failed", error_type=type(ex).__name__, error=str(ex))
         return 2
+    metrics_server: WSGIServer | None = None
     try:
         unknown = set(chosen) - runtime.broker.get_declared_queues()
         if unknown:
@@ -108,6 +112,8 @@ def run_worker(
                 known=sorted(runtime.broker.get_declared_queues()),
             )
             return 2
+        port = metrics_port or settings.metrics_port
+        metrics_server = start_metrics_server(port) if port else None
         handle = runtime.start_worker(queues=chosen, threads=threads)
         log.info(
             "worker_started",
@@ -128,6 +134,9 @@ def run_worker(
         log.info("worker_stopped", pid=os.getpid())
         return 0
     finally:
+        if metrics_server is not None:
+            metrics_server.shutdown()
+            metrics_server.server_close()
         runtime.close()
         # Its live gauges leave the shared metrics directory; its counts stay.
         mark_process_dead(os.getpid())
