@@ -66,11 +66,10 @@ from sqlalchemy.engine import Connection
 from runtime.context import Context, current_context, derive_tenant_secret
 from runtime.errors import AlreadyExists
 from runtime.registry import Function, FunctionSpec, Registry
-from runtime.services.invocations import request_hash
+from runtime.services.invocations import new_invocation
 from runtime.settings import Settings
 from runtime.store import Clock, Store, utcnow
 from runtime.store.db import translate_errors
-from runtime.store.invocations import NewInvocation
 from runtime.store.views import InvocationView
 
 #: The server secret a harness derives tenant secrets from, unless given another.
@@ -245,22 +244,16 @@ class FunctionHarness:
         parent_id: str | None,
     ) -> tuple[InvocationView, bool]:
         """`ctx.invoke`'s accept: validate and store the child queued; never send it."""
-        fn = self._function(function)
-        data = fn.validate_input(payload).model_dump(mode="json")
-        new_id = str(uuid.uuid4())
         invocation, created = self.store.invocations.insert(
-            NewInvocation(
-                id=new_id,
+            new_invocation(
+                self._function(function),
+                str(uuid.uuid4()),
                 tenant_id=tenant_id,
-                function=fn.name,
-                queue=fn.queue,
+                payload=payload,
+                idempotency_key=idempotency_key,
                 trigger=trigger,
-                idempotency_key=idempotency_key or new_id,
-                request_hash=request_hash(data),
                 request_id=request_id,
                 parent_id=parent_id,
-                payload=data,
-                max_retries=fn.max_retries,
             )
         )
         if created:
