@@ -220,30 +220,33 @@ class Executor:
     def _store_write(
         self, ctx: Context, write: Callable[[], T], *, error: BaseException | None = None
     ) -> T | _NotRecorded:
-        """`write()`, tried again while the store is unavailable; `_NOT_RECORDED` if it stays so.
+        """`write()`, tried again while the store is unavailable; `_NOT_RECORDED` if it fails.
 
         An outcome that cannot be written is left to the sweep, which takes the attempt
-        back when its lease expires and records it as lost. The attempt's own error is
+        back when its lease expires and records it as lost. The attempt's own `error` is
         logged here first, at error level with its traceback, so that it is never lost.
         """
         for delay in (*self.record_backoff_s, None):
             try:
                 return write()
             except StoreUnavailable as ex:
-                if delay is not None:
-                    ctx.log.warning(
-                        "outcome_record_retrying", store_error=str(ex), retry_in_s=delay
-                    )
-                    self.sleep(delay)
-                    continue
-                ctx.log.error(
-                    "outcome_not_recorded",
-                    invocation_id=ctx.invocation_id,
-                    attempt=ctx.attempt,
-                    store_error=str(ex),
-                    error_type=type(error).__name__ if error is not None else None,
-                    error=str(error) if error is not None else None,
-                    exc_info=error if error is not None else ex,
-                    recovery="the sweep takes the attempt back when its lease expires",
-                )
+                store_error: Exception = ex
+                if delay is None:
+                    break
+                ctx.log.warning("outcome_record_retrying", store_error=str(ex), retry_in_s=delay)
+                self.sleep(delay)
+            except Exception as ex:
+                # Not an outage that passes: another try would fail the same way.
+                store_error = ex
+                break
+        ctx.log.error(
+            "outcome_not_recorded",
+            invocation_id=ctx.invocation_id,
+            attempt=ctx.attempt,
+            store_error=f"{type(store_error).__name__}: {store_error}",
+            error_type=type(error).__name__ if error is not None else None,
+            error=str(error) if error is not None else None,
+            exc_info=error if error is not None else store_error,
+            recovery="the sweep takes the attempt back when its lease expires",
+        )
         return _NOT_RECORDED

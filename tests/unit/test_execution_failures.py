@@ -209,3 +209,27 @@ def test_a_failure_the_store_never_takes_is_logged_with_the_real_error(
     assert "lost" in entry["store_error"]
     # And the invocation waits, running, for its lease to expire
     assert runtime.store.invocations.get(inv.id).status == "running"
+
+
+def test_a_recording_that_fails_for_another_reason_is_not_tried_again(
+    runtime, worker, make_tenant, monkeypatch
+):
+    # Given a store whose recording fails with an error that is not an outage
+    calls: list[str] = []
+
+    def broken_fail(*args: Any, **kwargs: Any) -> str | None:
+        calls.append("fail")
+        raise RuntimeError("a bug in the store")
+
+    monkeypatch.setattr(runtime.store.claims, "fail", broken_fail)
+    tenant = make_tenant()
+    with capture_logs() as logs:
+        inv, _ = runtime.invocations.accept(
+            tenant_id=tenant, function="flaky", payload={"permanent": True}
+        )
+        wait_for(lambda: [e for e in logs if e["event"] == "outcome_not_recorded"])
+    # Then it was tried once, and the attempt's own error is logged beside the store's
+    [entry] = [e for e in logs if e["event"] == "outcome_not_recorded"]
+    assert calls == ["fail"]
+    assert entry["invocation_id"] == inv.id and isinstance(entry["exc_info"], Permanent)
+    assert entry["store_error"] == "RuntimeError: a bug in the store"
