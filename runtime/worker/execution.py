@@ -22,6 +22,7 @@ from dramatiq.middleware.time_limit import TimeLimitExceeded
 
 from runtime.context import Context, current_claim, current_context, recorded_outcome
 from runtime.errors import Permanent, Retryable
+from runtime.outbound import OutboundPolicy
 from runtime.registry import Function
 from runtime.store.db import translate_errors
 
@@ -62,11 +63,13 @@ class Executor:
         invocations: InvocationService,
         *,
         secret_key: str,
+        outbound: OutboundPolicy | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self.store = store
         self.invocations = invocations
         self.secret_key = secret_key
+        self.outbound = outbound
         self.rand = rand
 
     def actor_body(self, function: Function) -> Callable[[str], None]:
@@ -83,7 +86,11 @@ class Executor:
         if claimed is None or claimed.invocation.id != invocation_id:
             raise RuntimeError("an attempt ran without its claim; is the claim middleware missing?")
         ctx = Context.for_claim(
-            claimed, store=self.store, invocations=self.invocations, secret_key=self.secret_key
+            claimed,
+            store=self.store,
+            invocations=self.invocations,
+            secret_key=self.secret_key,
+            outbound=self.outbound,
         )
         token = current_context.set(ctx)
         try:
