@@ -149,7 +149,6 @@ class OutboundClient:
         # No proxies from the environment, no .netrc credentials.
         self._session.trust_env = False
         self._session.max_redirects = MAX_REDIRECTS
-        self._session.hooks["response"].append(_skip_redirect_body)
         # Every URL, whatever its scheme, goes to the adapter that checks it.
         self._session.adapters.clear()
         self._session.mount("", _GuardedAdapter(self.policy))
@@ -185,6 +184,7 @@ class OutboundClient:
             timeout=timeout or (self.policy.connect_timeout_s, self.policy.read_timeout_s),
             allow_redirects=allow_redirects,
             stream=True,
+            hooks={"response": [_skip_redirect_body]} if allow_redirects else None,
         )
         limit = min(max_bytes or self.policy.max_response_bytes, self.policy.max_response_bytes)
         try:

@@ -314,6 +314,20 @@ def test_an_answer_over_the_size_cap_fails(listen, length):
         client("127.0.0.1", max_response_bytes=1000).get(url, max_bytes=10_000)
 
 
+def test_a_followed_redirects_body_is_not_read(listen):
+    # Given a redirect with a body over the cap, to an answer under it
+    inner = listen(body=b"small")
+    outer = listen(302, {"Location": f"http://127.0.0.1:{inner.port}/"}, body=b"x" * 5000)
+    capped = client("127.0.0.1", max_response_bytes=1000)
+    # When it is followed, Then only the final answer counts
+    assert capped.get(f"http://127.0.0.1:{outer.port}/").content == b"small"
+    # And unfollowed, the redirect's own answer is read (and capped) like any other
+    with pytest.raises(ResponseTooLarge):
+        capped.get(f"http://127.0.0.1:{outer.port}/", allow_redirects=False)
+    unfollowed = client("127.0.0.1").get(f"http://127.0.0.1:{outer.port}/", allow_redirects=False)
+    assert unfollowed.status_code == 302 and len(unfollowed.content) == 5000
+
+
 def test_the_read_timeout_of_the_settings_applies_without_one_given(listen):
     listener = listen(delay_s=2)
     slow = client("127.0.0.1", connect_timeout_s=1, read_timeout_s=0.2)
