@@ -95,6 +95,14 @@ def parse_allow_entry(text: str) -> AllowEntry:
     return AllowEntry(host=host, port=number)
 
 
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     """The IPv4 address an IPv6 form carries (mapped, NAT64, 6to4, Teredo, compatible)."""
     if address.ipv4_mapped is not None:
@@ -188,5 +196,5 @@ class OutboundPolicy:
             return
         log.warning("outbound_refused", host=name, address=str(address), port=port, rule=rule)
         # A name's address is not echoed: the caller must not learn the internal DNS.
-        subject = f"{address} is" if name == str(address) else f"{name} resolves to"
+        subject = f"{name} is" if _is_address(name) else f"{name} resolves to"
         raise OutboundRefused(f"refused: {subject} {rule} ({_ALLOW_HINT})")

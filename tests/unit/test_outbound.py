@@ -140,7 +140,8 @@ def network(monkeypatch: pytest.MonkeyPatch) -> dict[tuple[str, int], int]:
         try:
             ipaddress.ip_address(name.strip("[]").split("%")[0])
         except ValueError:
-            if name != "localhost":
+            # localhost and numeric forms (2130706433) resolve without asking DNS
+            if name != "localhost" and not _numeric(name):
                 raise socket.gaierror(
                     socket.EAI_NONAME, f"{name} is not in the test's DNS"
                 ) from None
@@ -160,6 +161,14 @@ def network(monkeypatch: pytest.MonkeyPatch) -> dict[tuple[str, int], int]:
     return routes
 
 
+def _numeric(name: str) -> bool:
+    try:
+        socket.inet_aton(name)
+    except OSError:
+        return False
+    return True
+
+
 def client(*allow: str, **options: Any) -> OutboundClient:
     entries = tuple(parse_allow_entry(entry) for entry in allow)
     return OutboundClient(OutboundPolicy(allow=entries, **options))
@@ -174,7 +183,9 @@ def client(*allow: str, **options: Any) -> OutboundClient:
         ("http://127.0.0.1:{port}/", r"127\.0\.0\.1 is a loopback address"),
         ("http://localhost:{port}/", "localhost resolves to a loopback address"),
         ("http://[::1]:{port}/", "::1 is a loopback address"),
-        ("http://[::ffff:127.0.0.1]:{port}/", "a loopback address"),
+        ("http://[::ffff:127.0.0.1]:{port}/", r"::ffff:127\.0\.0\.1 is a loopback address"),
+        ("http://2130706433:{port}/", "2130706433 resolves to a loopback address"),
+        ("http://0x7f.1:{port}/", "a loopback address"),
         ("http://0.0.0.0:{port}/", "the unspecified address"),
         ("http://internal.example:{port}/", "internal.example resolves to a private address"),
         ("http://mixed.example:{port}/", "mixed.example resolves to a private address"),
