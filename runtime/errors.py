@@ -37,6 +37,18 @@ class Permanent(FerryError):
     permanent = True
 
 
+# Outbound HTTP (`ctx.http`, runtime/outbound.py): both are permanent, as the same request
+# would be refused again.
+
+
+class OutboundRefused(Permanent):
+    """The outbound request was refused: its target is not one a function may reach."""
+
+
+class ResponseTooLarge(Permanent):
+    """The outbound answer is larger than FERRY_OUTBOUND_MAX_RESPONSE_BYTES."""
+
+
 # --- configuration ------------------------------------------------------------------------
 
 

@@ -30,6 +30,7 @@ from dramatiq.middleware.time_limit import TimeLimitExceeded
 
 from runtime.context import Context, current_claim, current_context, recorded_outcome
 from runtime.errors import FerryError, Retryable, StoreUnavailable
+from runtime.outbound import OutboundPolicy
 from runtime.registry import Function
 from runtime.store.db import translate_errors
 from runtime.worker.time_limit import TimeLimits
@@ -96,6 +97,7 @@ class Executor:
         invocations: InvocationService,
         *,
         secret_key: str,
+        outbound: OutboundPolicy | None = None,
         rand: Callable[[], float] = random.random,
         time_limits: TimeLimits | None = None,
         record_backoff_s: Sequence[float] = RECORD_BACKOFF_S,
@@ -104,6 +106,7 @@ class Executor:
         self.store = store
         self.invocations = invocations
         self.secret_key = secret_key
+        self.outbound = outbound
         self.rand = rand
         self.time_limits = time_limits or TimeLimits()
         self.record_backoff_s = tuple(record_backoff_s)
@@ -124,7 +127,11 @@ class Executor:
         if claimed is None or claimed.invocation.id != invocation_id:
             raise RuntimeError("an attempt ran without its claim; is the claim middleware missing?")
         ctx = Context.for_claim(
-            claimed, store=self.store, invocations=self.invocations, secret_key=self.secret_key
+            claimed,
+            store=self.store,
+            invocations=self.invocations,
+            secret_key=self.secret_key,
+            outbound=self.outbound,
         )
         token = current_context.set(ctx)
         try:
