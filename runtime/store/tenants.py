@@ -240,7 +240,9 @@ class Tenants:
                 log.warning("tenant_admin_key_refused", key_id=row.id, tenant_id=row.tenant_id)
                 return None
             if row.tenant_status != models.TenantStatus.ACTIVE:
-                raise TenantSuspended(f"tenant {row.tenant_id!r} is suspended: its keys are refused")
+                raise TenantSuspended(
+                    f"tenant {row.tenant_id!r} is suspended: its keys are refused"
+                )
         return Principal(
             key_id=row.id,
             tenant_id=row.tenant_id,
