@@ -36,8 +36,29 @@ def require_scope(scope: str) -> Hook:
 def known_function(
     req: falcon.Request, resp: falcon.Response, resource: Any, params: dict[str, Any]
 ) -> None:
-    """Answer 404 for an unknown function before looking at the body."""
-    resource.registry.get(params["name"])
+    """Answer 404 for an unknown function, 403 for a key it does not let invoke it.
+
+    Both before the body is read. A function may ask more than `invoke` of the key
+    (`@function(invoke_scope=...)`); an internal one is an operator key's alone.
+    """
+    function = resource.registry.get(params["name"])
+    principal = caller_of(req).principal
+    if principal.has(function.http_scope):
+        return
+    if function.spec.internal:
+        raise Problem(
+            403,
+            kind="function-internal",
+            title="The function is not invoked over HTTP by a tenant's key.",
+            detail=f"{function.name} is internal: schedules, other functions and operator "
+            "keys run it",
+        )
+    raise Problem(
+        403,
+        kind="scope-missing",
+        title="The API key lacks a needed scope.",
+        detail=f"invoking {function.name} needs an API key with the {function.http_scope!r} scope",
+    )
 
 
 def _is_json(content_type: str | None) -> bool:

@@ -27,6 +27,7 @@ from gateway.schemas import (
     Invocation,
     InvocationDetail,
     InvocationList,
+    InvocationReceipt,
     Liveness,
     NotReady,
     Problem,
@@ -205,7 +206,13 @@ def _invoke(
     path: str = "/v1/functions/{name}/invocations",
     description: str = "",
 ) -> Operation:
-    """An invoke operation: 200 when the invocation it answers with is finished, else 202."""
+    """An invoke operation: 200 when the invocation it answers with is finished, else 202.
+
+    A replay answered to a key without `read` is an `InvocationReceipt` (id and status).
+    """
+    if isinstance(answer, type):
+        answer = ref("schemas", answer.__name__)
+    answer = {"anyOf": [answer, ref("schemas", InvocationReceipt.__name__)]}
     return Operation(
         "post",
         path,
@@ -223,7 +230,9 @@ def _invoke(
 
 INVOKE_DESCRIPTION = (
     "200 with the invocation once it is finished (after `wait`, or a replay of a finished "
-    "one); 202 while it is queued, scheduled or running."
+    "one); 202 while it is queued, scheduled or running. A replay answered to a key without "
+    "`read` carries the id and status only. A function may need a scope beyond `invoke` "
+    "(its `invoke_scope`), and an internal one is an operator key's alone (403)."
 )
 ITEM, SCHEDULE = ("invocation_id",), ("schedule_id",)
 # fmt: off
@@ -292,6 +301,11 @@ def function_operations(registry: Registry) -> tuple[list[Operation], dict[str, 
         summary = (function.spec.description.splitlines() or [f"Invoke {function.name}."])[0]
         body = ref("schemas", f"{prefix}.Input")
         path, description = invoke_url(function.name), function.spec.description
+        description += f"\n\nNeeds an API key with the `{function.http_scope}` scope." + (
+            " Internal: run by schedules, other functions and operator keys only."
+            if function.spec.internal
+            else ""
+        )
         operations.append(_invoke(f"invoke_{prefix}", summary, body, answer, path, description))
     return operations, schemas
 

@@ -54,9 +54,14 @@ class AcceptChild(Protocol):
     ) -> tuple[InvocationView, bool]: ...
 
 
+#: Every child's idempotency key starts with this, which no client key may (see
+#: `runtime.services.invocations.SYSTEM_KEY_PREFIXES`): a client cannot claim one first.
+CHILD_KEY_PREFIX = "invoke:"
+
+
 def derive_key(parent_key: str, function: str, part: str) -> str:
     """A child's idempotency key: stable for the same parent, function and part."""
-    key = f"{parent_key}/{function}/{part}"
+    key = f"{CHILD_KEY_PREFIX}{parent_key}/{function}/{part}"
     if len(key) <= MAX_KEY:
         return key
     digest = hashlib.sha256(key.encode()).hexdigest()

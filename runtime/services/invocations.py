@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 import structlog
 
+from runtime.context import CHILD_KEY_PREFIX
 from runtime.dispatch import Dispatcher
 from runtime.errors import (
     BadRequest,
@@ -40,6 +41,12 @@ from runtime.store.views import AttemptView, InvocationView
 log = structlog.get_logger("ferry.invocations")
 
 TRIGGERS = ("http", "schedule", "invoke", "cli")
+#: Triggers whose idempotency key a client chose.
+CLIENT_TRIGGERS = ("http", "cli")
+#: Idempotency keys Ferry makes itself start with one of these: a schedule's ticks and
+#: manual triggers (`schedule:{id}:...`, the contract's format) and `ctx.invoke`'s children.
+#: A client's key may not, so no client can claim one of them first.
+SYSTEM_KEY_PREFIXES = ("schedule:", CHILD_KEY_PREFIX)
 #: The largest page a listing returns.
 MAX_PAGE = 200
 #: Invocations one bulk retry may name; more are left out.
@@ -62,6 +69,15 @@ class Accepted(NamedTuple):
 
     invocation: InvocationView
     created: bool
+
+    def shows_details_to(self, *, can_read: bool) -> bool:
+        """Whether the answer may show the invocation, or only its id and status.
+
+        The call that created it shows it; a replay shows it only to a caller allowed to
+        read invocations, so a key of `invoke` alone cannot read a result (or test a guess
+        about another caller's input) by replaying that caller's idempotency key.
+        """
+        return self.created or can_read
 
 
 class InvocationPage(NamedTuple):
@@ -166,6 +182,11 @@ class InvocationService:
         """
         if trigger not in TRIGGERS:
             raise ValueError(f"trigger must be one of {', '.join(TRIGGERS)}; got {trigger!r}")
+        if trigger in CLIENT_TRIGGERS and (idempotency_key or "").startswith(SYSTEM_KEY_PREFIXES):
+            raise BadRequest(
+                "an Idempotency-Key may not start with "
+                f"{' or '.join(repr(p) for p in SYSTEM_KEY_PREFIXES)}: Ferry makes those itself"
+            )
         scheduled_for = self._due_at(at, delay_s)
         invocation, created = self.store.invocations.insert(
             new_invocation(
