@@ -38,6 +38,7 @@ from gateway.schemas import (
     invoke_url,
 )
 from runtime.registry import Registry
+from runtime.settings import DEFAULT_MAX_DELAY_S
 
 OPENAPI_VERSION = "3.1.0"
 JSON = "application/json"
@@ -119,9 +120,10 @@ HEADERS: dict[str, tuple[str, str, bool, dict[str, Any]]] = {
 INVOKE_PARAMETERS = ("IdempotencyKey", "wait", "delay", "at")
 
 
-def _parameters(max_wait_s: float) -> dict[str, Any]:
+def _parameters(max_wait_s: float, max_delay_s: float) -> dict[str, Any]:
     """components/parameters: each one's name, place, schema and meaning."""
     text: dict[str, Any] = {"type": "string"}
+    furthest = f"at most {max_delay_s:g} seconds from now (FERRY_MAX_DELAY_S); later is a 400"
     # fmt: off
     table: dict[str, tuple[str, str, dict[str, Any], str]] = {
         "name": ("name", "path", text, "The function's name."),
@@ -135,13 +137,16 @@ def _parameters(max_wait_s: float) -> dict[str, Any]:
                            "same tenant give one invocation, however often sent; a retried "
                            "trigger runs once."),
         "wait": ("wait", "query", {"type": "number", "minimum": 0, "maximum": max_wait_s},
-                 "Seconds to hold the request until the invocation finishes."),
-        "delay": ("delay", "query", {"type": "number", "minimum": 0,
-                  "maximum": params.MAX_DELAY_S},
-                  "Run it this many seconds from now. Not together with `at` (that is a 400)."),
+                 "Seconds to hold the request until the invocation finishes. While the "
+                 "tenant (or the server) holds as many waits as it may, the answer is 202 "
+                 "at once, as when the wait runs out."),
+        "delay": ("delay", "query", {"type": "number", "minimum": 0, "maximum": max_delay_s},
+                  f"Run it this many seconds from now, {furthest}. Not together with `at` "
+                  "(that is a 400)."),
         "at": ("at", "query", {"type": "string", "format": "date-time",
                "pattern": params.RFC3339_PATTERN},
-               "Run it at this RFC 3339 time, with its offset. Not together with `delay`."),
+               f"Run it at this RFC 3339 time, with its offset, {furthest}. Not together "
+               "with `delay`."),
         "function": ("function", "query", text, "Only this function's."),
         "status": ("status", "query", ref("schemas", "Status"), "Only those in this status."),
         "limit": ("limit", "query", {"type": "integer", "minimum": 1, "maximum": params.MAX_LIMIT,
@@ -296,7 +301,9 @@ def function_operations(registry: Registry) -> tuple[list[Operation], dict[str, 
     return operations, schemas
 
 
-def build_document(registry: Registry, *, max_wait_s: float) -> dict[str, Any]:
+def build_document(
+    registry: Registry, *, max_wait_s: float, max_delay_s: float = DEFAULT_MAX_DELAY_S
+) -> dict[str, Any]:
     """The whole document for a deployment's functions."""
     own, function_schemas = function_operations(registry)
     paths: dict[str, Any] = {}
@@ -323,7 +330,7 @@ def build_document(registry: Registry, *, max_wait_s: float) -> dict[str, Any]:
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "An API key."}
             },
-            "parameters": _parameters(max_wait_s),
+            "parameters": _parameters(max_wait_s, max_delay_s),
             "headers": {
                 key: {
                     "description": text,
