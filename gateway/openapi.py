@@ -20,6 +20,7 @@ from pydantic.json_schema import models_json_schema
 
 from gateway import params
 from gateway.errors import PROBLEM_JSON
+from gateway.hooks import MAX_JSON_DEPTH
 from gateway.schemas import (
     MODELS,
     Function,
@@ -89,7 +90,11 @@ def model_schemas(model: type[pydantic.BaseModel], name: str) -> dict[str, Any]:
 
 #: Problem answers by status: the component's name, and when it happens.
 PROBLEMS = {
-    400: ("BadRequest", "A parameter, a header or the JSON body is malformed."),
+    400: (
+        "BadRequest",
+        f"A parameter, a header or the JSON body is malformed (the body may nest at most "
+        f"{MAX_JSON_DEPTH} deep), or a run is asked for further ahead than allowed.",
+    ),
     401: ("Unauthenticated", "The API key is missing, unknown, revoked or expired."),
     403: (
         "Forbidden",
