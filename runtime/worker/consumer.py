@@ -64,7 +64,11 @@ def start_consuming(
         worker_timeout=settings.worker_poll_ms,
     )
     worker.start()
-    sweeper = SweepThread(sweep, settings.sweep_interval_s) if sweep is not None else None
+    sweeper = (
+        SweepThread(sweep, settings.sweep_interval_s, metrics=metrics)
+        if sweep is not None
+        else None
+    )
     if sweeper is not None:
         sweeper.start()
     heartbeat = Heartbeat(
