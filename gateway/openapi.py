@@ -20,6 +20,7 @@ from pydantic.json_schema import models_json_schema
 
 from gateway import params
 from gateway.errors import PROBLEM_JSON
+from gateway.hooks import MAX_JSON_DEPTH
 from gateway.schemas import (
     MODELS,
     Function,
@@ -39,6 +40,7 @@ from gateway.schemas import (
     invoke_url,
 )
 from runtime.registry import Registry
+from runtime.settings import DEFAULT_MAX_DELAY_S
 
 OPENAPI_VERSION = "3.1.0"
 JSON = "application/json"
@@ -89,7 +91,11 @@ def model_schemas(model: type[pydantic.BaseModel], name: str) -> dict[str, Any]:
 
 #: Problem answers by status: the component's name, and when it happens.
 PROBLEMS = {
-    400: ("BadRequest", "A parameter, a header or the JSON body is malformed."),
+    400: (
+        "BadRequest",
+        f"A parameter, a header or the JSON body is malformed (the body may nest at most "
+        f"{MAX_JSON_DEPTH} deep), or a run is asked for further ahead than allowed.",
+    ),
     401: ("Unauthenticated", "The API key is missing, unknown, revoked or expired."),
     403: (
         "Forbidden",
@@ -120,9 +126,10 @@ HEADERS: dict[str, tuple[str, str, bool, dict[str, Any]]] = {
 INVOKE_PARAMETERS = ("IdempotencyKey", "wait", "delay", "at")
 
 
-def _parameters(max_wait_s: float) -> dict[str, Any]:
+def _parameters(max_wait_s: float, max_delay_s: float) -> dict[str, Any]:
     """components/parameters: each one's name, place, schema and meaning."""
     text: dict[str, Any] = {"type": "string"}
+    furthest = f"at most {max_delay_s:g} seconds from now (FERRY_MAX_DELAY_S); later is a 400"
     # fmt: off
     table: dict[str, tuple[str, str, dict[str, Any], str]] = {
         "name": ("name", "path", text, "The function's name."),
@@ -136,13 +143,16 @@ def _parameters(max_wait_s: float) -> dict[str, Any]:
                            "same tenant give one invocation, however often sent; a retried "
                            "trigger runs once."),
         "wait": ("wait", "query", {"type": "number", "minimum": 0, "maximum": max_wait_s},
-                 "Seconds to hold the request until the invocation finishes."),
-        "delay": ("delay", "query", {"type": "number", "minimum": 0,
-                  "maximum": params.MAX_DELAY_S},
-                  "Run it this many seconds from now. Not together with `at` (that is a 400)."),
+                 "Seconds to hold the request until the invocation finishes. While the "
+                 "tenant (or the server) holds as many waits as it may, the answer is 202 "
+                 "at once, as when the wait runs out."),
+        "delay": ("delay", "query", {"type": "number", "minimum": 0, "maximum": max_delay_s},
+                  f"Run it this many seconds from now, {furthest}. Not together with `at` "
+                  "(that is a 400)."),
         "at": ("at", "query", {"type": "string", "format": "date-time",
                "pattern": params.RFC3339_PATTERN},
-               "Run it at this RFC 3339 time, with its offset. Not together with `delay`."),
+               f"Run it at this RFC 3339 time, with its offset, {furthest}. Not together "
+               "with `delay`."),
         "function": ("function", "query", text, "Only this function's."),
         "status": ("status", "query", ref("schemas", "Status"), "Only those in this status."),
         "limit": ("limit", "query", {"type": "integer", "minimum": 1, "maximum": params.MAX_LIMIT,
@@ -310,7 +320,9 @@ def function_operations(registry: Registry) -> tuple[list[Operation], dict[str, 
     return operations, schemas
 
 
-def build_document(registry: Registry, *, max_wait_s: float) -> dict[str, Any]:
+def build_document(
+    registry: Registry, *, max_wait_s: float, max_delay_s: float = DEFAULT_MAX_DELAY_S
+) -> dict[str, Any]:
     """The whole document for a deployment's functions."""
     own, function_schemas = function_operations(registry)
     paths: dict[str, Any] = {}
@@ -337,7 +349,7 @@ def build_document(registry: Registry, *, max_wait_s: float) -> dict[str, Any]:
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "An API key."}
             },
-            "parameters": _parameters(max_wait_s),
+            "parameters": _parameters(max_wait_s, max_delay_s),
             "headers": {
                 key: {
                     "description": text,

@@ -20,6 +20,7 @@ from runtime.scheduling.scheduler import Scheduler
 from runtime.services.invocations import InvocationService, new_invocation_id
 from runtime.services.schedules import ScheduleService
 from runtime.services.tenants import TenantService
+from runtime.services.waits import WaitSlots
 from runtime.settings import Settings
 from runtime.store import Clock, Store, utcnow
 from runtime.worker.broker import build_broker, declare_actors, install_worker_middleware
@@ -67,6 +68,10 @@ class Runtime:
             self.registry,
             self.dispatcher,
             id_factory=id_factory or new_invocation_id,
+            max_delay_s=settings.max_delay_s,
+            wait_slots=WaitSlots(
+                per_tenant=settings.max_waits_per_tenant, per_process=settings.waits_per_process
+            ),
         )
         self.tenants = TenantService(self.store, auth_cache_s=settings.auth_cache_s)
         self.executor = Executor(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -9,6 +10,11 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from runtime.errors import SettingsInvalid
 from runtime.outbound.policy import parse_allow_entry
+
+#: The largest `FERRY_MAX_DELAY_S` there can be (ten years): datetimes stay in range.
+MAX_DELAY_LIMIT_S = 10 * 365 * 86400
+#: `FERRY_MAX_DELAY_S` unless set: 30 days.
+DEFAULT_MAX_DELAY_S = 30 * 86400
 
 
 class Settings(BaseSettings):
@@ -46,6 +52,17 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1)
     #: Largest `?wait=` a client may ask for, in seconds.
     max_wait_s: float = Field(default=30.0, ge=0)
+
+    # --- bounds on what one request may ask (issue 12: crafted input, `?wait`) ---------------
+    #: The furthest ahead an invocation may be put, by `?delay`, `?at` or any other caller
+    #: (seconds; default 30 days). Further is a 400.
+    max_delay_s: float = Field(default=DEFAULT_MAX_DELAY_S, gt=0, le=MAX_DELAY_LIMIT_S)
+    #: `?wait` requests one tenant may hold at once in one gateway process; past it the
+    #: answer is 202 at once, with `Location`. 0 never holds a request.
+    max_waits_per_tenant: int = Field(default=4, ge=0)
+    #: `?wait` requests all tenants may hold at once in one gateway process. Unset: half of
+    #: the process's threads (`GUNICORN_THREADS`, 8 by default), so waits never take them all.
+    max_waits_per_process: int | None = Field(default=None, ge=0)
 
     worker_threads: int = Field(default=8, ge=1, le=256)
     #: How long an idle consumer waits for a message before polling again (milliseconds).
@@ -144,6 +161,17 @@ class Settings(BaseSettings):
         if self.worker_stale_after_s < 2 * self.worker_heartbeat_s:
             raise ValueError("worker_stale_after_s must be at least twice worker_heartbeat_s")
         return self
+
+    @property
+    def waits_per_process(self) -> int:
+        """`FERRY_MAX_WAITS_PER_PROCESS`, or half of the gateway's threads when unset."""
+        if self.max_waits_per_process is not None:
+            return self.max_waits_per_process
+        try:
+            threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+        except ValueError:
+            threads = 8
+        return max(1, threads // 2)
 
     @property
     def embedded_broker(self) -> bool:
