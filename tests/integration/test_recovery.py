@@ -95,7 +95,8 @@ def test_a_worker_killed_mid_run_of_a_600_s_function_runs_it_again_within_a_minu
         )[0].id
     finally:
         runtime.close()
-    holder = wait_for(lambda: ledger.running_on([invocation_id]), what="the invocation running")
+    wait_for(lambda: invocation_id in ledger.executions(), what="the function running")
+    holder = ledger.running_on([invocation_id])
     [victim] = [w for w in workers if w.pid == worker_pid(holder[invocation_id])]
     [survivor] = [w for w in workers if w is not victim]
 
