@@ -12,6 +12,7 @@ import structlog
 from runtime.dispatch import Dispatcher
 from runtime.errors import BrokerUnavailable
 from runtime.metrics import process_metrics
+from runtime.outbound import OutboundPolicy
 from runtime.recovery.leases import LeaseKeeper, LeaseOptions, timeouts
 from runtime.recovery.sweeper import Sweep
 from runtime.registry import Registry
@@ -70,7 +71,12 @@ class Runtime:
             id_factory=id_factory or new_invocation_id,
         )
         self.tenants = TenantService(self.store, auth_cache_s=settings.auth_cache_s)
-        self.executor = Executor(self.store, self.invocations, secret_key=settings.secret_key)
+        self.executor = Executor(
+            self.store,
+            self.invocations,
+            secret_key=settings.secret_key,
+            outbound=OutboundPolicy.from_settings(settings),
+        )
         self.actors = declare_actors(self.broker, self.registry, self.executor.actor_body)
         # Periodiq and Dramatiq's CLI look the broker up globally.
         dramatiq.set_broker(self.broker)

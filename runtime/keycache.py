@@ -1,8 +1,8 @@
 """A short memory of API keys that authenticated, so a busy gateway skips the key lookup.
 
-Every request to the gateway presents an API key. Reading `api_keys` for each one is a
-round trip to PostgreSQL and, in a cProfile of 2,000 accepts through the WSGI app, a
-fifth of the gateway's CPU per accepted invocation. A key that authenticated is
+Every request to the gateway presents an API key, and reading `api_keys` for each one is
+a round trip to PostgreSQL (its cost is measured in docs/perf/README.md). A key that
+authenticated is
 remembered for `FERRY_AUTH_CACHE_S` seconds, never past its own expiry: revoking a key
 (`ferry keys revoke`, which runs in another process) takes effect within that many
 seconds in every gateway process. Unknown, revoked and expired keys are not remembered, so a wrong key

@@ -4,7 +4,8 @@ Two kinds of figures:
 
 - **Counted where they happen** (`Metrics`): attempts, invocations finished, retries and
   run time in worker processes (`runtime.worker.middleware.metrics`), HTTP requests and latency
-  in gateway processes (`gateway.metrics`), worker starts and losses (`runtime.recovery.heartbeat`).
+  in gateway processes (`gateway.metrics`), worker starts and losses (`runtime.recovery.heartbeat`),
+  sweeps (`runtime.recovery.sweeper`).
 - **Read at scrape time** (`StateCollector`): queue lengths and the age of each queue's
   oldest message from the broker, workers by state from the store. Both are shared by
   all processes, so any gateway process answers with the whole picture; with several
@@ -141,6 +142,16 @@ class Metrics:
             ["where"],
             registry=registry,
         )
+        self._registry = registry
+        self._sweep: SweepMetrics | None = None
+        self._sweep_lock = threading.Lock()
+
+    def sweep(self) -> SweepMetrics:
+        """The sweep's figures, built when a sweep first needs them (see `SweepMetrics`)."""
+        with self._sweep_lock:
+            if self._sweep is None:
+                self._sweep = SweepMetrics(self._registry)
+            return self._sweep
 
     def _labels(self, function: str, tenant_id: str) -> dict[str, str]:
         if self.tenant_label:
@@ -162,6 +173,29 @@ class Metrics:
             self.retries.labels(**labels).inc()
         elif status in ("succeeded", "failed"):
             self.invocations.labels(**labels, status=status).inc()
+
+
+class SweepMetrics:
+    """How the sweep (`runtime.recovery.sweeper.SweepThread`) fares in this process.
+
+    Built only in processes that sweep: a web process would otherwise report a last
+    success of 0, "never", beside the workers' figures.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        # The newest of the host's processes counts (`max`): one sweeper is enough, and an
+        # exited process's older timestamp cannot hide a newer one.
+        self.last_success = Gauge(
+            "ferry_sweep_last_success_timestamp_seconds",
+            "Unix time the last sweep completed (the newest of this host's processes).",
+            multiprocess_mode="max",
+            registry=registry,
+        )
+        self.failures = Counter(
+            "ferry_sweep_failures",
+            "Sweeps that failed (each logged as sweep_failed, with its traceback).",
+            registry=registry,
+        )
 
 
 _process_metrics: Metrics | None = None

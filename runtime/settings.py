@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from runtime.errors import SettingsInvalid
+from runtime.outbound.policy import parse_allow_entry
 
 
 class Settings(BaseSettings):
@@ -86,6 +87,15 @@ class Settings(BaseSettings):
     #: Believe X-Forwarded-Proto (behind a TLS-terminating proxy) for the cookie's Secure flag.
     trust_forwarded_proto: bool = False
 
+    # --- outbound HTTP for functions (`ctx.http`, runtime/outbound.py) ---
+    #: Internal targets `ctx.http` may reach anyway: CIDRs, addresses and host names, each with
+    #: an optional port; comma-separated (`10.1.0.0/16,hooks.internal:8443,[::1]:9000`).
+    outbound_allow: Annotated[tuple[str, ...], NoDecode] = ()
+    outbound_connect_timeout_s: float = Field(default=5.0, gt=0, le=300)
+    outbound_read_timeout_s: float = Field(default=20.0, gt=0, le=3600)
+    #: The largest answer body `ctx.http` reads; a longer one fails the request.
+    outbound_max_response_bytes: int = Field(default=10_485_760, ge=1)
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     #: `json` for machines, `console` for a terminal.
     log_format: Literal["json", "console"] = "json"
@@ -102,6 +112,20 @@ class Settings(BaseSettings):
     def _known_broker(cls, value: str) -> str:
         if not value.startswith(("memory://", "redis://", "rediss://")):
             raise ValueError("must be memory:// or a redis:// URL")
+        return value
+
+    @field_validator("outbound_allow", mode="before")
+    @classmethod
+    def _split_allow_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("outbound_allow")
+    @classmethod
+    def _known_allow_entries(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            parse_allow_entry(entry)  # a ValueError names the entry
         return value
 
     @model_validator(mode="after")

@@ -65,6 +65,11 @@ class Viewer:
         return self.principal.has("manage")
 
     @property
+    def sees_tracebacks(self) -> bool:
+        """Tracebacks name server files and code: `manage` and `admin` keys only."""
+        return self.principal.has("manage")
+
+    @property
     def read_tenant(self) -> str | None:
         return self.caller.read_tenant_id
 

@@ -298,6 +298,7 @@ class InvocationItem(Base):
             None if viewer.is_admin else viewer.principal.tenant_id,
             invocation_id,
             with_payload=viewer.sees_payloads,
+            with_tracebacks=viewer.sees_tracebacks,
         )
         self.render(
             resp, "invocation.html", viewer, nav="invocations", detail=detail, notice=notice_of(req)

@@ -30,7 +30,7 @@ from runtime.errors import (
     TenantSuspended,
     Unavailable,
 )
-from runtime.registry import Registry
+from runtime.registry import Function, Registry
 from runtime.store import Store
 from runtime.store.invocations import NewInvocation
 from runtime.store.models import Status
@@ -88,6 +88,36 @@ class BulkRetry:
     skipped: tuple[str, ...]
 
 
+def new_invocation(
+    fn: Function,
+    new_id: str,
+    *,
+    tenant_id: str,
+    payload: Any,
+    idempotency_key: str | None,
+    trigger: str,
+    request_id: str | None,
+    parent_id: str | None,
+    scheduled_for: datetime | None = None,
+) -> NewInvocation:
+    """The row to insert for `payload`, validated by `fn`'s Input (`InputInvalid` if not)."""
+    data = fn.validate_input(payload).model_dump(mode="json")
+    return NewInvocation(
+        id=new_id,
+        tenant_id=tenant_id,
+        function=fn.name,
+        queue=fn.queue,
+        trigger=trigger,
+        idempotency_key=idempotency_key or new_id,
+        request_hash=request_hash(data),
+        request_id=request_id,
+        parent_id=parent_id,
+        payload=data,
+        max_retries=fn.max_retries,
+        scheduled_for=scheduled_for,
+    )
+
+
 class InvocationService:
     """Accept, wait for, read, cancel and retry invocations."""
 
@@ -137,22 +167,16 @@ class InvocationService:
         if trigger not in TRIGGERS:
             raise ValueError(f"trigger must be one of {', '.join(TRIGGERS)}; got {trigger!r}")
         scheduled_for = self._due_at(at, delay_s)
-        fn = self.registry.get(function)
-        data = fn.validate_input(payload).model_dump(mode="json")
-        new_id = self.id_factory()
         invocation, created = self.store.invocations.insert(
-            NewInvocation(
-                id=new_id,
+            new_invocation(
+                self.registry.get(function),
+                self.id_factory(),
                 tenant_id=tenant_id,
-                function=fn.name,
-                queue=fn.queue,
+                payload=payload,
+                idempotency_key=idempotency_key,
                 trigger=trigger,
-                idempotency_key=idempotency_key or new_id,
-                request_hash=request_hash(data),
                 request_id=request_id,
                 parent_id=parent_id,
-                payload=data,
-                max_retries=fn.max_retries,
                 scheduled_for=scheduled_for,
             )
         )

@@ -91,7 +91,11 @@ def start_consuming(
     worker.start()
     if leases is not None:
         leases.start()
-    sweeper = SweepThread(sweep, settings.sweep_interval_s) if sweep is not None else None
+    sweeper = (
+        SweepThread(sweep, settings.sweep_interval_s, metrics=metrics)
+        if sweep is not None
+        else None
+    )
     if sweeper is not None:
         sweeper.start()
     heartbeat = Heartbeat(
