@@ -13,7 +13,7 @@ from runtime.dispatch import Dispatcher
 from runtime.errors import BrokerUnavailable
 from runtime.metrics import process_metrics
 from runtime.outbound import OutboundPolicy
-from runtime.recovery.leases import lease_for
+from runtime.recovery.leases import LeaseKeeper, LeaseOptions, timeouts
 from runtime.recovery.sweeper import Sweep
 from runtime.registry import Registry
 from runtime.scheduling.scheduler import Scheduler
@@ -47,12 +47,14 @@ class Runtime:
         self.broker = broker if broker is not None else build_broker(settings)
         self.worker_id = new_worker_id()
         self.metrics = process_metrics(settings)
-        install_worker_middleware(
-            self.broker,
-            self.store.claims,
+        self.leases = LeaseKeeper(
+            self.store.leases,
             self.worker_id,
-            lease_for(self.registry, settings),
-            self.metrics,
+            timeout_s=timeouts(self.registry, settings),
+            options=LeaseOptions.from_settings(settings),
+        )
+        install_worker_middleware(
+            self.broker, self.store.claims, self.worker_id, self.leases, self.metrics
         )
         # Built in the order they need each other; the dispatcher finds each function's
         # actor on the broker, so the actors can come last.
@@ -102,6 +104,7 @@ class Runtime:
             self.settings,
             worker_id=self.worker_id,
             workers=self.store.workers,
+            leases=self.leases,
             metrics=self.metrics,
             sweep=self.sweep if sweep else None,
             queues=queues,

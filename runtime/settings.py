@@ -76,8 +76,13 @@ class Settings(BaseSettings):
     default_max_backoff_s: float = Field(default=300.0, ge=0)
     default_timeout_s: float = Field(default=600.0, gt=0)
 
-    #: Seconds a running attempt's lease outlives its timeout before it counts as lost.
-    lease_grace_s: float = Field(default=30.0, ge=0)
+    # Leases (runtime/recovery/leases.py): short, renewed by the worker running the attempt.
+    #: Seconds a claim holds an invocation unless its worker renews it (every third of it);
+    #: about how long a killed worker's attempts wait before they run elsewhere.
+    lease_s: float = Field(default=30.0, gt=0)
+    #: Seconds past its function's timeout that an attempt's lease is still renewed (the
+    #: time limit's own stop, recording the outcome); then it lapses and is reclaimed.
+    lease_grace_s: float = Field(default=10.0, ge=0)
     #: Seconds a queued invocation may wait unclaimed before it is sent to the broker again.
     redispatch_after_s: float = Field(default=60.0, gt=0)
     #: How often the dispatcher looks for due, stale or lost invocations (seconds).

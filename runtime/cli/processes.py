@@ -13,9 +13,11 @@ from runtime.settings import Settings
 from runtime.store import Store
 
 #: Settings `ferry dev` changes when the user left them unset: a single local process can
-#: re-send lost work after 2 s instead of 60, and write logs for a terminal.
+#: re-send lost work after 2 s instead of 60 (and a restarted one run its attempts again
+#: after a 5 s lease instead of 30), and write logs for a terminal.
 DEV_DEFAULTS: dict[str, object] = {
     "redispatch_after_s": 2.0,
+    "lease_s": 5.0,
     "lease_grace_s": 5.0,
     "log_format": "console",
 }

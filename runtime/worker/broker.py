@@ -11,6 +11,7 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage, ShutdownNotifications
 
 from runtime.metrics import Metrics
+from runtime.recovery.leases import LeaseKeeper
 from runtime.registry import Registry
 from runtime.settings import Settings
 from runtime.store.claims import Claims
@@ -50,14 +51,14 @@ def install_worker_middleware(
     broker: dramatiq.Broker,
     claims: Claims,
     worker_id: str,
-    lease_s: Callable[[str], float],
+    leases: LeaseKeeper,
     metrics: Metrics,
 ) -> None:
     """Ferry's middleware, in the one order that works: claim, log binding, metrics.
 
     The claim must run first: every later hook relies on the invocation it won.
     """
-    broker.add_middleware(ClaimMiddleware(claims, worker_id, lease_s))
+    broker.add_middleware(ClaimMiddleware(claims, worker_id, leases))
     broker.add_middleware(LogContextMiddleware())
     # After the claim: it measures the attempts the claim won.
     broker.add_middleware(MetricsMiddleware(metrics, claims))

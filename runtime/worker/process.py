@@ -8,12 +8,14 @@ Shutdown, as Dramatiq's `Worker.stop` does it on the Redis broker:
   interrupted: `ShutdownNotifications` defaults to `notify_shutdown=False`), within
   `FERRY_SHUTDOWN_GRACE_S`;
 - messages prefetched into the in-memory work queue are pushed back onto their Redis queue;
-- messages still in a consumer's fetch cache stay in this process's Redis ack set, and
-  an attempt still running when the grace runs out is abandoned with the process.
+- messages still in a consumer's fetch cache stay in this process's Redis ack set;
+- an attempt still running when the grace runs out is given up: its lease ends at once
+  (`LeaseKeeper.release_all`), so the next sweep of another process runs it again.
 
 Nothing of that is lost: the invocation stays `queued` (the sweep sends it again after
-`FERRY_REDISPATCH_AFTER_S`) or `running` under a lease (reclaimed when the lease
-expires), and a late duplicate delivery is skipped by the claim.
+`FERRY_REDISPATCH_AFTER_S`) or is taken back from `running` by the sweep, and a late
+duplicate delivery is skipped by the claim. After a second signal the process leaves at
+once and its leases lapse within `FERRY_LEASE_S`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from types import FrameType
 from wsgiref.simple_server import WSGIServer
@@ -35,7 +36,6 @@ from runtime.errors import ConfigurationError
 from runtime.logs import configure_logging
 from runtime.metrics import mark_process_dead, start_metrics_server
 from runtime.settings import Settings
-from runtime.worker.consumer import WorkerHandle
 
 log = structlog.get_logger("ferry.worker")
 
@@ -57,7 +57,7 @@ class ShutdownSignals:
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         if self.requested.is_set():
             # The operator insists: leave now. Running attempts are recovered elsewhere
-            # when their leases expire.
+            # when their leases lapse (within FERRY_LEASE_S).
             sys.stderr.write(f"ferry worker: second {signal.Signals(signum).name}, exiting now\n")
             sys.stderr.flush()
             os._exit(_SIGNAL_EXIT_BASE + signum)
@@ -124,12 +124,12 @@ def run_worker(
         )
         signals.wait()
         log.info("worker_stopping", pid=os.getpid(), grace_s=settings.shutdown_grace_s)
-        abandoned = _drain(handle, settings.shutdown_grace_s, settings.worker_poll_ms)
+        abandoned = handle.stop(settings.shutdown_grace_s)
         if abandoned:
             log.warning(
                 "worker_stopped_with_running_attempts",
                 threads=abandoned,
-                recovery="their leases expire and another worker runs them",
+                recovery="their claims are released and another worker runs them",
             )
         log.info("worker_stopped", pid=os.getpid())
         return 0
@@ -140,16 +140,6 @@ def run_worker(
         runtime.close()
         # Its live gauges leave the shared metrics directory; its counts stay.
         mark_process_dead(os.getpid())
-
-
-def _drain(handle: WorkerHandle, grace_s: float, poll_ms: int) -> int:
-    """Stop consuming, let running attempts finish; how many threads were still busy."""
-    handle.stop(grace_s)
-    # An idle thread leaves within one poll; one still alive after that runs an attempt.
-    deadline = time.monotonic() + 2 * poll_ms / 1000
-    for thread in handle.worker.workers:
-        thread.join(timeout=max(0.0, deadline - time.monotonic()))
-    return sum(1 for thread in handle.worker.workers if thread.is_alive())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

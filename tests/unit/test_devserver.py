@@ -34,6 +34,7 @@ def test_dev_uses_short_recovery_timings_unless_they_are_set(db_url, monkeypatch
     # Given nothing set, the dev defaults apply
     defaults = dev_settings(Settings.from_env())
     assert (defaults.redispatch_after_s, defaults.lease_grace_s) == (2.0, 5.0)
+    assert defaults.lease_s == 5.0
     assert defaults.log_format == "console"
     # Given a value the user set, it is kept
     monkeypatch.setenv("FERRY_REDISPATCH_AFTER_S", "30")
