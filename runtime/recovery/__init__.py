@@ -4,8 +4,10 @@
   whose lease expired, sends due delayed and retrying invocations, and sends again what
   the broker lost (`Sweep`), on a thread (`SweepThread`);
 - `retention`: removing finished invocations once their retention ends, from the sweep;
-- `leases`: how long a claim holds an invocation before the sweep may take it back;
-- `heartbeat`: each worker process's row in the store, and marking dead ones lost.
+- `leases`: short leases the worker renews while its attempts run (`LeaseKeeper`);
+- `heartbeat`: each worker process's row in the store, and marking dead ones lost
+  (their attempts' leases end at once).
 
-The SQL is in `runtime.store.sweep`, `runtime.store.retention` and `runtime.store.workers`.
+The SQL is in `runtime.store.sweep`, `runtime.store.retention`, `runtime.store.leases`
+and `runtime.store.workers`.
 """

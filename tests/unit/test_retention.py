@@ -298,12 +298,12 @@ def test_removal_walks_the_partial_index_of_finished_invocations(runtime, make_t
     assert any("ix_invocations_finished" in line for line in plan), plan
 
 
-def test_migration_0005_adds_the_retention_columns_and_goes_back(runtime, make_tenant):
+def test_migration_0006_adds_the_retention_columns_and_goes_back(runtime, make_tenant):
     tenant = make_tenant()
     config = runtime.store._alembic()
     with runtime.store.db.engine.begin() as conn:
         config.attributes["connection"] = conn
-        command.downgrade(config, "0004")
+        command.downgrade(config, "0005_operators")
     with runtime.store.db.engine.connect() as conn:
         columns = {c["name"] for c in sa.inspect(conn).get_columns("tenants")}
         indexes = {i["name"] for i in sa.inspect(conn).get_indexes("invocations")}

@@ -1,7 +1,7 @@
 """retention: per-tenant retention of finished invocations, and the index that finds them
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006_retention
+Revises: 0005_operators
 Create Date: 2026-11-24 10:00:00.000000
 
 Three nullable columns on `tenants` (NULL: the deployment's `FERRY_RETENTION_*_S`), and a
@@ -16,8 +16,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006_retention"
+down_revision = "0005_operators"
 branch_labels = None
 depends_on = None
 
