@@ -23,8 +23,9 @@ from typing import Any
 
 from gunicorn.glogging import Logger
 
-from runtime.errors import SettingsInvalid
+from runtime.errors import ConfigurationError, SettingsInvalid
 from runtime.logs import configure_logging
+from runtime.metrics_dir import leave_metrics_dir, use_metrics_dir
 from runtime.settings import Settings
 
 try:
@@ -85,6 +86,13 @@ logger_class = FerryLogger
 
 
 def on_starting(server: Any) -> None:
+    # The master joins FERRY_METRICS_DIR before any worker forks: it wipes what a previous
+    # run left, and the workers inherit PROMETHEUS_MULTIPROC_DIR. While it lives, a
+    # restarted worker keeps the others' counts.
+    try:
+        use_metrics_dir(_settings)
+    except ConfigurationError as ex:
+        sys.exit(f"ferry web: {ex}")
     pool = _settings.db_pool_size + _settings.db_max_overflow
     if threads > pool:
         server.log.warning(
@@ -96,7 +104,9 @@ def on_starting(server: Any) -> None:
 
 
 def child_exit(server: Any, worker: Any) -> None:
-    # The exited web process's live gauges leave the shared PROMETHEUS_MULTIPROC_DIR.
-    from runtime.metrics import mark_process_dead
+    # The exited web process's live gauges leave the shared metrics directory; its counts stay.
+    leave_metrics_dir(worker.pid)
 
-    mark_process_dead(worker.pid)
+
+def on_exit(server: Any) -> None:
+    leave_metrics_dir(os.getpid())

@@ -11,8 +11,11 @@ Output: `deleted`, how many keys were deleted (in a dry run: would be); `key_ids
 their public ids (never a secret or its hash); `cutoff`, the time before which an
 expiry or revocation counts; and `dry_run`.
 
+Internal: schedules (and operator keys) run it; a tenant's key cannot invoke it over
+HTTP, so no client can delete a tenant's revoked-key records early.
+
 Only the calling tenant's keys are considered: the function's session is scoped to its
-tenant. The deletions commit together with the invocation's success, so a failed
+tenant (operator keys, which have no tenant, are never seen). The deletions commit together with the invocation's success, so a failed
 attempt deletes nothing and a retry starts from the same keys.
 """
 
@@ -41,7 +44,7 @@ class Output(BaseModel):
     dry_run: bool
 
 
-@function(queue="scheduled", max_retries=3, timeout=120)
+@function(queue="scheduled", max_retries=3, timeout=120, internal=True)
 def cleanup_expired_keys(ctx: Context, payload: Input) -> Output:
     cutoff = datetime.now(UTC) - timedelta(days=payload.grace_days)
     # No tenant filter here on purpose: ctx.session only ever sees this tenant's keys.

@@ -22,7 +22,13 @@ connection and a timeout (5 s to connect, 20 s to answer) are retried up to 8 ti
 with exponential backoff from 1 s up to 5 minutes; a `Retry-After` header (seconds or
 an HTTP date, capped at an hour) replaces the backoff. Any other answer, including a
 redirect, fails at once: the receiver refused the event and sending it again will not
-change that.
+change that. An error's message names the status code only, never the answer's body.
+
+The request goes out through `ctx.http` (runtime/outbound.py): a URL whose host is, or
+resolves to, an internal address (loopback, private, link-local such as the cloud
+metadata service at `169.254.169.254`, ...) fails at once, before anything is sent,
+unless the operator allow-lists it in `FERRY_OUTBOUND_ALLOW`; so does a URL with
+`user:password@` in it.
 
 Verifying a delivery on the receiving side, where `secret` is the tenant's webhook
 secret (the 32 bytes of `Context.tenant_secret("webhook")`, derived from the server's
@@ -40,9 +46,6 @@ except SignatureInvalid:
 `verify_signature` recomputes the HMAC over the raw body exactly as received (parse the
 JSON only afterwards), compares in constant time, and rejects a timestamp more than
 five minutes from the receiver's clock, which stops replays of an old request.
-
-The request goes out from the worker's network: where tenants are not trusted, limit
-the workers' egress so a webhook URL cannot reach internal services.
 """
 
 from __future__ import annotations
@@ -208,18 +211,16 @@ def send_webhook(ctx: Context, payload: Input) -> Output:
     ctx.log.info("webhook_sending", host=host, webhook_event=payload.event, delivery_id=delivery)
     started = time.monotonic()
     try:
-        # stream=True: only the status and headers are read, never a large answer body.
-        with requests.post(
+        # ctx.http refuses internal targets (OutboundRefused, permanent) before connecting;
+        # the answer's body is never read: only its status and headers matter here.
+        response = ctx.http.post(
             url,
             data=body,
             headers=headers,
             timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S),
             allow_redirects=False,
-            stream=True,
-        ) as response:
-            status = response.status_code
-            retry_after = response.headers.get("Retry-After")
-            excerpt = "" if 200 <= status < 300 else _excerpt(response)
+            read_body=False,
+        )
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as ex:
         ctx.log.warning("webhook_unreachable", host=host, error_type=type(ex).__name__)
         raise Retryable(f"could not deliver to {host}: {type(ex).__name__}") from ex
@@ -227,6 +228,8 @@ def send_webhook(ctx: Context, payload: Input) -> Output:
         # What is left is a URL or header requests cannot send at all.
         # The exception's text is left out: it may quote the URL, and with it a token.
         raise Permanent(f"cannot send to {host}: {type(ex).__name__}") from ex
+    status = response.status_code
+    retry_after = response.headers.get("Retry-After")
     duration_ms = round((time.monotonic() - started) * 1000)
 
     if 200 <= status < 300:
@@ -235,18 +238,10 @@ def send_webhook(ctx: Context, payload: Input) -> Output:
             status_code=status, delivery_id=delivery, duration_ms=duration_ms, attempt=ctx.attempt
         )
     ctx.log.warning("webhook_refused", host=host, status_code=status, duration_ms=duration_ms)
+    # The status only, never the body: an error answer must not carry a receiver's text
+    # (or an internal service's) back to the caller.
     if status >= 500 or status in RETRYABLE_STATUSES:
-        raise Retryable(f"{host} answered {status}{excerpt}", delay_s=retry_after_s(retry_after))
+        raise Retryable(f"{host} answered {status}", delay_s=retry_after_s(retry_after))
     if 300 <= status < 400:
         raise Permanent(f"{host} answered {status}: redirects are not followed; fix the URL")
-    raise Permanent(f"{host} answered {status}; not retried{excerpt}")
-
-
-def _excerpt(response: requests.Response, limit: int = 200) -> str:
-    """The start of an error answer's body, for the stored error (`": <text>"` or `""`)."""
-    try:
-        raw = next(response.iter_content(chunk_size=limit), b"")
-    except requests.exceptions.RequestException:
-        return ""
-    text = raw[:limit].decode("utf-8", "replace").strip()
-    return f": {' '.join(text.split())}" if text else ""
+    raise Permanent(f"{host} answered {status}; not retried")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +14,10 @@ from gateway.middleware import caller_of
 from runtime.errors import InputInvalid
 
 Hook = Callable[[falcon.Request, falcon.Response, Any, dict[str, Any]], None]
+
+#: The deepest nesting of objects and arrays a request body may have: deeper input is
+#: refused before validation (pydantic and the JSON encoder recurse, and would fail).
+MAX_JSON_DEPTH = 64
 
 
 def require_scope(scope: str) -> Hook:
@@ -36,8 +41,29 @@ def require_scope(scope: str) -> Hook:
 def known_function(
     req: falcon.Request, resp: falcon.Response, resource: Any, params: dict[str, Any]
 ) -> None:
-    """Answer 404 for an unknown function before looking at the body."""
-    resource.registry.get(params["name"])
+    """Answer 404 for an unknown function, 403 for a key it does not let invoke it.
+
+    Both before the body is read. A function may ask more than `invoke` of the key
+    (`@function(invoke_scope=...)`); an internal one is an operator key's alone.
+    """
+    function = resource.registry.get(params["name"])
+    principal = caller_of(req).principal
+    if principal.has(function.http_scope):
+        return
+    if function.spec.internal:
+        raise Problem(
+            403,
+            kind="function-internal",
+            title="The function is not invoked over HTTP by a tenant's key.",
+            detail=f"{function.name} is internal: schedules, other functions and operator "
+            "keys run it",
+        )
+    raise Problem(
+        403,
+        kind="scope-missing",
+        title="The API key lacks a needed scope.",
+        detail=f"invoking {function.name} needs an API key with the {function.http_scope!r} scope",
+    )
 
 
 def _is_json(content_type: str | None) -> bool:
@@ -55,6 +81,40 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    # A literal such as 1e999 parses to infinity, which no JSON column can store.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:20]} is out of range")
+    return value
+
+
+def json_depth_over(value: Any, limit: int) -> bool:
+    """Whether objects and arrays in `value` nest more than `limit` deep (no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _too_deep() -> Problem:
+    return Problem(
+        400,
+        kind="body-too-deep",
+        title="The body nests too deeply.",
+        detail=f"objects and arrays in the body may nest at most {MAX_JSON_DEPTH} deep",
+    )
+
+
 def json_object_body(
     req: falcon.Request, resp: falcon.Response, resource: Any, params: dict[str, Any]
 ) -> None:
@@ -62,7 +122,8 @@ def json_object_body(
 
     415 unless it is `application/json` (UTF-8), 413 over `resource.max_body_bytes`
     (by Content-Length, and by reading at most one byte more than allowed), 400 when it
-    is not JSON, 422 when it is JSON but not an object.
+    is not JSON or nests deeper than `MAX_JSON_DEPTH`, 422 when it is JSON but not an
+    object.
     """
     if not _is_json(req.content_type):
         raise Problem(
@@ -87,16 +148,21 @@ def json_object_body(
     if len(raw) > limit:
         raise too_large
     try:
-        body = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
-    except (ValueError, RecursionError) as ex:
+        body = json.loads(
+            raw.decode("utf-8"), parse_constant=_refuse_constant, parse_float=_finite_float
+        )
+    except RecursionError as ex:
+        raise _too_deep() from ex
+    except ValueError as ex:
         # JSONDecodeError and UnicodeDecodeError are ValueErrors; the body is never echoed.
-        reason = "it nests too deeply" if isinstance(ex, RecursionError) else str(ex)
         raise Problem(
             400,
             kind="malformed-json",
             title="The body is not valid JSON.",
-            detail=f"the body could not be read as JSON: {reason}",
+            detail=f"the body could not be read as JSON: {ex}",
         ) from ex
+    if json_depth_over(body, MAX_JSON_DEPTH):
+        raise _too_deep()
     if not isinstance(body, dict):
         raise InputInvalid(
             "the input must be a JSON object",

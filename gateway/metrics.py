@@ -30,6 +30,16 @@ log = structlog.get_logger("ferry.gateway")
 
 #: The route label of a request no route matched (scanners must not add series).
 UNMATCHED = "unmatched"
+#: The method label's values: the methods of RFC 9110 and PATCH; any other is `OTHER_METHOD`.
+KNOWN_METHODS = frozenset(
+    ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE")
+)
+OTHER_METHOD = "other"
+
+
+def method_label(method: str) -> str:
+    """The request method as a label from a closed set: made-up methods add no series."""
+    return method if method in KNOWN_METHODS else OTHER_METHOD
 
 
 class MetricsResource:
@@ -61,9 +71,10 @@ class MetricsResource:
 class HttpMetricsMiddleware:
     """Count every answer by route template and status, and time it.
 
-    The route is Falcon's matched template (`/v1/invocations/{invocation_id}`), never the
-    raw path, so ids do not become series. Place it first in the app's middleware to
-    time everything the others do too.
+    Every label comes from a closed set: the route is Falcon's matched template
+    (`/v1/invocations/{invocation_id}`), never the raw path, so ids do not become series;
+    the method is one of `KNOWN_METHODS` or `other`. Place it first in the app's
+    middleware to time everything the others do too.
     """
 
     def __init__(self, metrics: Metrics, clock: Callable[[], float] = time.perf_counter) -> None:
@@ -78,12 +89,13 @@ class HttpMetricsMiddleware:
     ) -> None:
         try:
             route = req.uri_template or UNMATCHED
+            method = method_label(req.method)
             self.metrics.http_requests.labels(
-                method=req.method, route=route, status=str(resp.status_code)
+                method=method, route=route, status=str(resp.status_code)
             ).inc()
             started = req.context.get("metrics_started_at")
             if started is not None:
-                self.metrics.http_duration.labels(method=req.method, route=route).observe(
+                self.metrics.http_duration.labels(method=method, route=route).observe(
                     self.clock() - started
                 )
         except Exception as ex:  # an answer must never fail because of its metrics

@@ -26,10 +26,23 @@ class Caller:
     """Who sent the request, and which tenant it acts for."""
 
     principal: Principal
-    #: The tenant writes act for: the key's own, or `X-Tenant-ID` for an admin key.
-    tenant_id: str
-    #: The tenant reads are limited to; None for an admin key reading across all tenants.
+    #: The tenant writes act for: a tenant key's own, or `X-Tenant-ID` for an operator key
+    #: (None when an operator key named no tenant: it may read across tenants, not write).
+    acting_tenant_id: str | None
+    #: The tenant reads are limited to; None for an operator key reading across all tenants.
     read_tenant_id: str | None
+
+    @property
+    def tenant_id(self) -> str:
+        """The tenant a write acts for; 403 for an operator key that named none."""
+        if self.acting_tenant_id is None:
+            raise Problem(
+                403,
+                kind="tenant-required",
+                title="An operator key acts for a tenant only when it names one.",
+                detail="send X-Tenant-ID with the tenant this operator key acts for",
+            )
+        return self.acting_tenant_id
 
 
 def caller_of(req: falcon.Request) -> Caller:
@@ -89,7 +102,7 @@ class AccessLogMiddleware:
             status=resp.status_code,
             duration_ms=round((self.clock() - req.context.started_at) * 1000, 1),
             request_id=request_id_of(req),
-            tenant_id=caller.tenant_id if isinstance(caller, Caller) else None,
+            tenant_id=caller.acting_tenant_id if isinstance(caller, Caller) else None,
         )
 
 
@@ -115,9 +128,11 @@ def _unauthenticated(detail: str) -> Problem:
 class AuthMiddleware:
     """Resolve `Authorization: Bearer <key>` into a `Caller` for every non-public route.
 
-    Scopes are checked per route (`gateway.hooks.require_scope`). `X-Tenant-ID` lets an
-    admin key act for another tenant; a non-admin key naming another tenant gets 403,
-    so a client never believes it acted for a tenant it did not.
+    Scopes are checked per route (`gateway.hooks.require_scope`). A suspended tenant's
+    key is refused here, whatever the route (403 `tenant-suspended`). A tenant's key acts
+    for its own tenant alone: naming another in `X-Tenant-ID` is 403, so a client never
+    believes it acted for a tenant it did not. An operator key acts for the tenant
+    `X-Tenant-ID` names, or reads across every tenant without it.
     """
 
     def __init__(self, tenants: TenantService) -> None:
@@ -132,32 +147,29 @@ class AuthMiddleware:
         token = _bearer_token(req.get_header("Authorization"))
         if token is None:
             raise _unauthenticated("send the API key as 'Authorization: Bearer <key>'")
-        principal = self.tenants.authenticate(token)
+        principal = self.tenants.authenticate(token)  # TenantSuspended answers 403
         if principal is None:
             raise _unauthenticated("the API key is unknown, revoked or expired")
         caller = self._caller(principal, req.get_header("X-Tenant-ID"))
         req.context.caller = caller
         req.context.tenant_tokens = structlog.contextvars.bind_contextvars(
-            tenant_id=caller.tenant_id
+            tenant_id=caller.acting_tenant_id
         )
 
     def _caller(self, principal: Principal, tenant_header: str | None) -> Caller:
-        if not tenant_header or tenant_header == principal.tenant_id:
-            reads_everything = principal.is_admin and not tenant_header
-            return Caller(
-                principal,
-                tenant_id=principal.tenant_id,
-                read_tenant_id=None if reads_everything else principal.tenant_id,
-            )
-        if not principal.is_admin:
-            raise Problem(
-                403,
-                kind="tenant-forbidden",
-                title="The API key cannot act for another tenant.",
-                detail="X-Tenant-ID names another tenant; only an admin key may act for one",
-            )
+        if principal.tenant_id is not None:
+            if tenant_header and tenant_header != principal.tenant_id:
+                raise Problem(
+                    403,
+                    kind="tenant-forbidden",
+                    title="The API key cannot act for another tenant.",
+                    detail="X-Tenant-ID names another tenant; a tenant's key acts for its own alone",
+                )
+            return Caller(principal, principal.tenant_id, read_tenant_id=principal.tenant_id)
+        if not tenant_header:
+            return Caller(principal, acting_tenant_id=None, read_tenant_id=None)
         self.tenants.get(tenant_header)  # TenantNotFound answers 404
-        return Caller(principal, tenant_id=tenant_header, read_tenant_id=tenant_header)
+        return Caller(principal, acting_tenant_id=tenant_header, read_tenant_id=tenant_header)
 
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool

@@ -20,6 +20,7 @@ from pydantic.json_schema import models_json_schema
 
 from gateway import params
 from gateway.errors import PROBLEM_JSON
+from gateway.hooks import MAX_JSON_DEPTH
 from gateway.schemas import (
     MODELS,
     Function,
@@ -27,6 +28,7 @@ from gateway.schemas import (
     Invocation,
     InvocationDetail,
     InvocationList,
+    InvocationReceipt,
     Liveness,
     NotReady,
     Problem,
@@ -38,6 +40,7 @@ from gateway.schemas import (
     invoke_url,
 )
 from runtime.registry import Registry
+from runtime.settings import DEFAULT_MAX_DELAY_S
 
 OPENAPI_VERSION = "3.1.0"
 JSON = "application/json"
@@ -88,7 +91,11 @@ def model_schemas(model: type[pydantic.BaseModel], name: str) -> dict[str, Any]:
 
 #: Problem answers by status: the component's name, and when it happens.
 PROBLEMS = {
-    400: ("BadRequest", "A parameter, a header or the JSON body is malformed."),
+    400: (
+        "BadRequest",
+        f"A parameter, a header or the JSON body is malformed (the body may nest at most "
+        f"{MAX_JSON_DEPTH} deep), or a run is asked for further ahead than allowed.",
+    ),
     401: ("Unauthenticated", "The API key is missing, unknown, revoked or expired."),
     403: (
         "Forbidden",
@@ -119,9 +126,10 @@ HEADERS: dict[str, tuple[str, str, bool, dict[str, Any]]] = {
 INVOKE_PARAMETERS = ("IdempotencyKey", "wait", "delay", "at")
 
 
-def _parameters(max_wait_s: float) -> dict[str, Any]:
+def _parameters(max_wait_s: float, max_delay_s: float) -> dict[str, Any]:
     """components/parameters: each one's name, place, schema and meaning."""
     text: dict[str, Any] = {"type": "string"}
+    furthest = f"at most {max_delay_s:g} seconds from now (FERRY_MAX_DELAY_S); later is a 400"
     # fmt: off
     table: dict[str, tuple[str, str, dict[str, Any], str]] = {
         "name": ("name", "path", text, "The function's name."),
@@ -135,13 +143,16 @@ def _parameters(max_wait_s: float) -> dict[str, Any]:
                            "same tenant give one invocation, however often sent; a retried "
                            "trigger runs once."),
         "wait": ("wait", "query", {"type": "number", "minimum": 0, "maximum": max_wait_s},
-                 "Seconds to hold the request until the invocation finishes."),
-        "delay": ("delay", "query", {"type": "number", "minimum": 0,
-                  "maximum": params.MAX_DELAY_S},
-                  "Run it this many seconds from now. Not together with `at` (that is a 400)."),
+                 "Seconds to hold the request until the invocation finishes. While the "
+                 "tenant (or the server) holds as many waits as it may, the answer is 202 "
+                 "at once, as when the wait runs out."),
+        "delay": ("delay", "query", {"type": "number", "minimum": 0, "maximum": max_delay_s},
+                  f"Run it this many seconds from now, {furthest}. Not together with `at` "
+                  "(that is a 400)."),
         "at": ("at", "query", {"type": "string", "format": "date-time",
                "pattern": params.RFC3339_PATTERN},
-               "Run it at this RFC 3339 time, with its offset. Not together with `delay`."),
+               f"Run it at this RFC 3339 time, with its offset, {furthest}. Not together "
+               "with `delay`."),
         "function": ("function", "query", text, "Only this function's."),
         "status": ("status", "query", ref("schemas", "Status"), "Only those in this status."),
         "limit": ("limit", "query", {"type": "integer", "minimum": 1, "maximum": params.MAX_LIMIT,
@@ -205,7 +216,13 @@ def _invoke(
     path: str = "/v1/functions/{name}/invocations",
     description: str = "",
 ) -> Operation:
-    """An invoke operation: 200 when the invocation it answers with is finished, else 202."""
+    """An invoke operation: 200 when the invocation it answers with is finished, else 202.
+
+    A replay answered to a key without `read` is an `InvocationReceipt` (id and status).
+    """
+    if isinstance(answer, type):
+        answer = ref("schemas", answer.__name__)
+    answer = {"anyOf": [answer, ref("schemas", InvocationReceipt.__name__)]}
     return Operation(
         "post",
         path,
@@ -223,7 +240,9 @@ def _invoke(
 
 INVOKE_DESCRIPTION = (
     "200 with the invocation once it is finished (after `wait`, or a replay of a finished "
-    "one); 202 while it is queued, scheduled or running."
+    "one); 202 while it is queued, scheduled or running. A replay answered to a key without "
+    "`read` carries the id and status only. A function may need a scope beyond `invoke` "
+    "(its `invoke_scope`), and an internal one is an operator key's alone (403)."
 )
 ITEM, SCHEDULE = ("invocation_id",), ("schedule_id",)
 # fmt: off
@@ -292,11 +311,18 @@ def function_operations(registry: Registry) -> tuple[list[Operation], dict[str, 
         summary = (function.spec.description.splitlines() or [f"Invoke {function.name}."])[0]
         body = ref("schemas", f"{prefix}.Input")
         path, description = invoke_url(function.name), function.spec.description
+        description += f"\n\nNeeds an API key with the `{function.http_scope}` scope." + (
+            " Internal: run by schedules, other functions and operator keys only."
+            if function.spec.internal
+            else ""
+        )
         operations.append(_invoke(f"invoke_{prefix}", summary, body, answer, path, description))
     return operations, schemas
 
 
-def build_document(registry: Registry, *, max_wait_s: float) -> dict[str, Any]:
+def build_document(
+    registry: Registry, *, max_wait_s: float, max_delay_s: float = DEFAULT_MAX_DELAY_S
+) -> dict[str, Any]:
     """The whole document for a deployment's functions."""
     own, function_schemas = function_operations(registry)
     paths: dict[str, Any] = {}
@@ -323,7 +349,7 @@ def build_document(registry: Registry, *, max_wait_s: float) -> dict[str, Any]:
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "An API key."}
             },
-            "parameters": _parameters(max_wait_s),
+            "parameters": _parameters(max_wait_s, max_delay_s),
             "headers": {
                 key: {
                     "description": text,

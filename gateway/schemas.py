@@ -101,6 +101,13 @@ class Function(Body):
     input_schema: JsonObject = Field(description="JSON Schema of the input.")
     output_schema: JsonObject | None = Field(description="JSON Schema of `result`, if any.")
     invoke_url: str
+    invoke_scope: Literal["invoke", "manage", "admin"] = Field(
+        description="The scope an API key needs to invoke it over HTTP."
+    )
+    internal: bool = Field(
+        description="Run by schedules, other functions and operator keys only: over HTTP, "
+        "a tenant's key is refused with 403."
+    )
 
     @classmethod
     def of(cls, function: FunctionRuntime) -> Function:
@@ -146,6 +153,13 @@ class Attempt(Body):
     finished_at: Time | None
     outcome: str | None = Field(description="succeeded, retrying, failed or timed_out.")
     error: InvocationError | None
+
+
+class InvocationReceipt(Body):
+    """A replay answered to a key without `read`: which invocation, and its status only."""
+
+    id: str
+    status: Status
 
 
 class InvocationDetail(Invocation):
@@ -236,6 +250,7 @@ MODELS: tuple[type[BaseModel], ...] = (
     Function,
     FunctionList,
     Invocation,
+    InvocationReceipt,
     InvocationDetail,
     InvocationList,
     Schedule,

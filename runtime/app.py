@@ -12,13 +12,15 @@ import structlog
 from runtime.dispatch import Dispatcher
 from runtime.errors import BrokerUnavailable
 from runtime.metrics import process_metrics
-from runtime.recovery.leases import lease_for
+from runtime.outbound import OutboundPolicy
+from runtime.recovery.leases import LeaseKeeper, LeaseOptions, timeouts
 from runtime.recovery.sweeper import Sweep
 from runtime.registry import Registry
 from runtime.scheduling.scheduler import Scheduler
 from runtime.services.invocations import InvocationService, new_invocation_id
 from runtime.services.schedules import ScheduleService
 from runtime.services.tenants import TenantService
+from runtime.services.waits import WaitSlots
 from runtime.settings import Settings
 from runtime.store import Clock, Store, utcnow
 from runtime.worker.broker import build_broker, declare_actors, install_worker_middleware
@@ -45,12 +47,14 @@ class Runtime:
         self.broker = broker if broker is not None else build_broker(settings)
         self.worker_id = new_worker_id()
         self.metrics = process_metrics(settings)
-        install_worker_middleware(
-            self.broker,
-            self.store.claims,
+        self.leases = LeaseKeeper(
+            self.store.leases,
             self.worker_id,
-            lease_for(self.registry, settings),
-            self.metrics,
+            timeout_s=timeouts(self.registry, settings),
+            options=LeaseOptions.from_settings(settings),
+        )
+        install_worker_middleware(
+            self.broker, self.store.claims, self.worker_id, self.leases, self.metrics
         )
         # Built in the order they need each other; the dispatcher finds each function's
         # actor on the broker, so the actors can come last.
@@ -66,9 +70,18 @@ class Runtime:
             self.registry,
             self.dispatcher,
             id_factory=id_factory or new_invocation_id,
+            max_delay_s=settings.max_delay_s,
+            wait_slots=WaitSlots(
+                per_tenant=settings.max_waits_per_tenant, per_process=settings.waits_per_process
+            ),
         )
         self.tenants = TenantService(self.store, auth_cache_s=settings.auth_cache_s)
-        self.executor = Executor(self.store, self.invocations, secret_key=settings.secret_key)
+        self.executor = Executor(
+            self.store,
+            self.invocations,
+            secret_key=settings.secret_key,
+            outbound=OutboundPolicy.from_settings(settings),
+        )
         self.actors = declare_actors(self.broker, self.registry, self.executor.actor_body)
         # Periodiq and Dramatiq's CLI look the broker up globally.
         dramatiq.set_broker(self.broker)
@@ -91,6 +104,7 @@ class Runtime:
             self.settings,
             worker_id=self.worker_id,
             workers=self.store.workers,
+            leases=self.leases,
             metrics=self.metrics,
             sweep=self.sweep if sweep else None,
             queues=queues,

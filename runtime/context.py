@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import structlog
 from sqlalchemy.orm import Session
 
+from runtime.outbound import OutboundClient, OutboundPolicy
+
 if TYPE_CHECKING:
     from runtime.registry import FunctionSpec
     from runtime.services.invocations import InvocationService
@@ -52,9 +54,14 @@ class AcceptChild(Protocol):
     ) -> tuple[InvocationView, bool]: ...
 
 
+#: Every child's idempotency key starts with this, which no client key may (see
+#: `runtime.services.invocations.SYSTEM_KEY_PREFIXES`): a client cannot claim one first.
+CHILD_KEY_PREFIX = "invoke:"
+
+
 def derive_key(parent_key: str, function: str, part: str) -> str:
     """A child's idempotency key: stable for the same parent, function and part."""
-    key = f"{parent_key}/{function}/{part}"
+    key = f"{CHILD_KEY_PREFIX}{parent_key}/{function}/{part}"
     if len(key) <= MAX_KEY:
         return key
     digest = hashlib.sha256(key.encode()).hexdigest()
@@ -83,6 +90,8 @@ class Context:
     _accept: AcceptChild = dataclasses.field(repr=False)
     _secret_key: str = dataclasses.field(repr=False)
     _session: Session | None = dataclasses.field(default=None, repr=False)
+    _outbound: OutboundPolicy = dataclasses.field(default_factory=OutboundPolicy, repr=False)
+    _http: OutboundClient | None = dataclasses.field(default=None, repr=False)
     _children: int = dataclasses.field(default=0, repr=False)
 
     @classmethod
@@ -99,8 +108,12 @@ class Context:
         store: Store,
         accept: AcceptChild,
         secret_key: str,
+        outbound: OutboundPolicy | None = None,
     ) -> Context:
-        """A context whose `log` is bound to the invocation; `accept` takes `ctx.invoke`'s."""
+        """A context whose `log` is bound to the invocation; `accept` takes `ctx.invoke`'s.
+
+        `outbound` is what `ctx.http` may reach (default: nothing internal).
+        """
         log = structlog.get_logger("ferry.function").bind(
             tenant_id=tenant_id,
             invocation_id=invocation_id,
@@ -120,11 +133,18 @@ class Context:
             _store=store,
             _accept=accept,
             _secret_key=secret_key,
+            _outbound=outbound or OutboundPolicy(),
         )
 
     @classmethod
     def for_claim(
-        cls, claimed: Claimed, *, store: Store, invocations: InvocationService, secret_key: str
+        cls,
+        claimed: Claimed,
+        *,
+        store: Store,
+        invocations: InvocationService,
+        secret_key: str,
+        outbound: OutboundPolicy | None = None,
     ) -> Context:
         """The context of the attempt a worker claimed."""
         inv = claimed.invocation
@@ -139,7 +159,22 @@ class Context:
             store=store,
             accept=invocations.accept,
             secret_key=secret_key,
+            outbound=outbound,
         )
+
+    @property
+    def http(self) -> OutboundClient:
+        """An HTTP client that cannot reach internal addresses (runtime/outbound.py).
+
+        `ctx.http.get(url)`, `.post(url, json=...)` and `.request(...)` return a
+        `requests.Response` read in full. Loopback, private, link-local and other internal
+        addresses, checked after DNS and on every redirect, raise `OutboundRefused` (a
+        `Permanent` failure) unless `FERRY_OUTBOUND_ALLOW` permits them; timeouts are
+        always set and the answer's size is capped.
+        """
+        if self._http is None:
+            self._http = OutboundClient(self._outbound)
+        return self._http
 
     @property
     def session(self) -> Session:

@@ -34,11 +34,12 @@ import structlog
 from sqlalchemy.engine import make_url
 
 from runtime.app import Runtime
-from runtime.errors import AlreadyExists, ConfigurationError
+from runtime.errors import AlreadyExists, ConfigurationError, TenantSuspended
 from runtime.logs import configure_logging
 from runtime.scheduling.loop import start_scheduler_thread
 from runtime.settings import Settings
 from runtime.store import Store
+from runtime.store.tenants import Principal
 
 log = structlog.get_logger("ferry.dev")
 
@@ -47,6 +48,9 @@ AppFactory = Callable[[Runtime], Any]
 DEV_TENANT = "demo"
 STATE_DIR = Path(".ferry")
 KEY_FILE = "dev-key"
+OPERATOR_KEY_FILE = "dev-operator-key"
+#: The demo tenant's key: everything a tenant may do, nothing across tenants.
+DEV_SCOPES = frozenset({"invoke", "read", "manage"})
 #: The example the printed curl line invokes: it needs no network and always succeeds.
 EXAMPLE_FUNCTION = "echo_time"
 EXAMPLE_INPUT = {"message": "hello from ferry dev"}
@@ -60,27 +64,52 @@ class CannotListen(ConfigurationError):
 @dataclasses.dataclass(frozen=True)
 class DevCredentials:
     tenant_id: str
+    #: The demo tenant's key (invoke, read, manage): the one the curl lines use.
     key: str
     key_file: Path
-    #: True when the key was made by this start.
+    #: True when the tenant's key was made by this start.
     created: bool
+    #: An operator key (admin, no tenant): the dashboard's every-tenant views and controls.
+    operator_key: str = ""
+    operator_key_file: Path | None = None
 
 
 def ensure_credentials(store: Store, state_dir: Path = STATE_DIR) -> DevCredentials:
-    """The saved dev key if it still works; else the `demo` tenant and a new admin key."""
+    """The saved dev keys if they still work; else the `demo` tenant and new keys.
+
+    The curl lines use a key of the `demo` tenant; `admin` belongs to operator keys,
+    so the dashboard's every-tenant views get an operator key of their own.
+    """
     key_file = state_dir / KEY_FILE
-    if key_file.is_file():
-        saved = key_file.read_text(encoding="utf-8").strip()
-        principal = store.tenants.authenticate(saved)
-        if principal is not None and principal.is_admin:
-            return DevCredentials(principal.tenant_id, saved, key_file, created=False)
+    operator_file = state_dir / OPERATOR_KEY_FILE
+    key = _saved_key(store, key_file, lambda p: p.tenant_id == DEV_TENANT and p.has("manage"))
+    created = key is None
+    if key is None:
+        try:
+            store.tenants.create(DEV_TENANT, "Demo tenant of ferry dev")
+        except AlreadyExists:
+            pass
+        _view, key = store.tenants.create_key(DEV_TENANT, DEV_SCOPES, name="ferry dev")
+        _write_private(key_file, key + "\n")
+    operator_key = _saved_key(store, operator_file, lambda p: p.is_admin)
+    if operator_key is None:
+        _view, operator_key = store.tenants.create_key(
+            None, frozenset({"admin"}), name="ferry dev operator"
+        )
+        _write_private(operator_file, operator_key + "\n")
+    return DevCredentials(DEV_TENANT, key, key_file, created, operator_key, operator_file)
+
+
+def _saved_key(store: Store, path: Path, usable: Callable[[Principal], bool]) -> str | None:
+    """The key saved in `path` if it still authenticates and is `usable`; else None."""
+    if not path.is_file():
+        return None
+    saved = path.read_text(encoding="utf-8").strip()
     try:
-        store.tenants.create(DEV_TENANT, "Demo tenant of ferry dev")
-    except AlreadyExists:
-        pass
-    _view, key = store.tenants.create_key(DEV_TENANT, frozenset({"admin"}), name="ferry dev")
-    _write_private(key_file, key + "\n")
-    return DevCredentials(DEV_TENANT, key, key_file, created=True)
+        principal = store.tenants.authenticate(saved)
+    except TenantSuspended:
+        return None
+    return saved if principal is not None and usable(principal) else None
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -177,10 +206,15 @@ def banner(runtime: Runtime, credentials: DevCredentials, url: str, schedules: i
     lines = [
         f"Ferry dev is running at {url}",
         f"  store: {store}; broker: {broker}; worker threads: {settings.worker_threads}",
-        f"  tenant: {credentials.tenant_id}; admin API key ({where}):",
+        f"  tenant: {credentials.tenant_id}; its API key, scopes invoke,read,manage ({where}):",
         f"  {credentials.key}",
-        "",
     ]
+    if credentials.operator_key_file is not None:
+        lines += [
+            f"  operator key (admin, every tenant; from {credentials.operator_key_file}):",
+            f"  {credentials.operator_key}",
+        ]
+    lines.append("")
     if EXAMPLE_FUNCTION in runtime.registry:
         lines += [
             f"Invoke the example function {EXAMPLE_FUNCTION}; the answer is the invocation,",

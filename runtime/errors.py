@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 
 class FerryError(Exception):
     """Ferry failed."""
+
+    #: An attempt that ends with this error would end the same way if run again, so it
+    #: is not retried (`runtime.worker.execution.classify`).
+    permanent: ClassVar[bool] = False
 
     def __init__(self, message: str | None = None, **data: Any) -> None:
         self.message = message or (self.__doc__ or "").strip()
@@ -30,6 +34,20 @@ class Retryable(FerryError):
 class Permanent(FerryError):
     """The attempt failed for a reason that will not pass; do not retry."""
 
+    permanent = True
+
+
+# Outbound HTTP (`ctx.http`, runtime/outbound.py): both are permanent, as the same request
+# would be refused again.
+
+
+class OutboundRefused(Permanent):
+    """The outbound request was refused: its target is not one a function may reach."""
+
+
+class ResponseTooLarge(Permanent):
+    """The outbound answer is larger than FERRY_OUTBOUND_MAX_RESPONSE_BYTES."""
+
 
 # --- configuration ------------------------------------------------------------------------
 
@@ -51,6 +69,11 @@ class FunctionDefinitionError(ConfigurationError):
 
 class RequestRejected(FerryError):
     """The request cannot be carried out."""
+
+    # The request itself is wrong (an unknown function, an input its model refuses, a
+    # reused idempotency key, ...); raised in an attempt, say by `ctx.invoke` or by
+    # validating the stored payload, a retry makes the same request and is refused again.
+    permanent = True
 
 
 class BadRequest(RequestRejected):
@@ -96,6 +119,9 @@ class InvalidState(RequestRejected):
 
 class TenantSuspended(RequestRejected):
     """The tenant is suspended."""
+
+    # Until it is resumed: a suspended tenant's retries wait unclaimed until then.
+    permanent = False
 
 
 class AlreadyExists(RequestRejected):

@@ -1,12 +1,19 @@
-"""A short memory of API keys that authenticated, so a busy gateway skips the key lookup.
+"""A short memory of operator keys that authenticated, so they skip the key lookup.
 
-Every request to the gateway presents an API key. Reading `api_keys` for each one is a
-round trip to PostgreSQL and, in a cProfile of 2,000 accepts through the WSGI app, a
-fifth of the gateway's CPU per accepted invocation. A key that authenticated is
-remembered for `FERRY_AUTH_CACHE_S` seconds, never past its own expiry: revoking a key
-(`ferry keys revoke`, which runs in another process) takes effect within that many
-seconds in every gateway process. Unknown, revoked and expired keys are not remembered, so a wrong key
-is always read and refused.
+Every request to the gateway presents an API key, and reading `api_keys` is a round trip
+to the store (its cost is measured in docs/perf/README.md).
+
+A tenant's key is read on every request, together with its tenant's status in the same
+statement (`Tenants.authenticate`): suspending a tenant (`ferry tenants suspend`, in
+another process) refuses its keys on their next request in every gateway process, and so
+does revoking one of them. No cache could promise that without a read per request, and
+checking the tenant's status alone would cost the same round trip as reading the key, so
+tenant keys are not remembered at all.
+
+An operator key belongs to no tenant, so no suspension concerns it: one that
+authenticated is remembered for `FERRY_AUTH_CACHE_S` seconds, never past its own expiry,
+and revoking it takes effect within that many seconds in every gateway process. Unknown,
+revoked and expired keys are never remembered, so a wrong key is always read and refused.
 
 The cache is keyed by the SHA-256 of the whole presented key, so holding an entry needs
 the key itself, and no secret is kept in memory in the clear.
@@ -29,7 +36,7 @@ DEFAULT_MAX_KEYS = 10_000
 
 
 class KeyCache:
-    """`Tenants.authenticate` with a memory of the keys that authenticated."""
+    """`Tenants.authenticate` with a memory of the operator keys that authenticated."""
 
     def __init__(
         self,
@@ -60,7 +67,7 @@ class KeyCache:
         return until
 
     def authenticate(self, token: str) -> Principal | None:
-        """As `Tenants.authenticate`, answered from memory while an entry is fresh."""
+        """As `Tenants.authenticate`; an operator key from memory while its entry is fresh."""
         if not self.ttl_s:
             return self.tenants.authenticate(token)
         digest = hashlib.sha256(token.encode()).digest()
@@ -69,10 +76,10 @@ class KeyCache:
         if known is not None:
             return known
         principal = self.tenants.authenticate(token)
-        if principal is not None:
+        if principal is not None and principal.is_operator:
             with self._lock:
                 self._known[digest] = principal
-        # A refused key is never stored; a stale entry of it is never served again.
+        # A refused key or a tenant's key is never stored; a stale entry is never served.
         return principal
 
     def __len__(self) -> int:

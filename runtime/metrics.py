@@ -4,7 +4,8 @@ Two kinds of figures:
 
 - **Counted where they happen** (`Metrics`): attempts, invocations finished, retries and
   run time in worker processes (`runtime.worker.middleware.metrics`), HTTP requests and latency
-  in gateway processes (`gateway.metrics`), worker starts and losses (`runtime.recovery.heartbeat`).
+  in gateway processes (`gateway.metrics`), worker starts and losses (`runtime.recovery.heartbeat`),
+  sweeps (`runtime.recovery.sweeper`).
 - **Read at scrape time** (`StateCollector`): queue lengths and the age of each queue's
   oldest message from the broker, workers by state from the store. Both are shared by
   all processes, so any gateway process answers with the whole picture; with several
@@ -12,23 +13,15 @@ Two kinds of figures:
 
 Multi-process mode. Gunicorn runs several web processes and `ferry worker` runs apart
 from them, so each process's counters must be summed. prometheus-client does that when
-`PROMETHEUS_MULTIPROC_DIR` names a directory shared by all of them, *set in the
-environment before the process starts* (prometheus-client picks its storage when the
-first metric is built; it is the library's own variable, not a `FERRY_*` setting):
+every process writes into one directory; `FERRY_METRICS_DIR` names it, and
+`runtime.metrics_dir` creates it, wipes it when a new group of processes starts and
+exports it as prometheus-client's `PROMETHEUS_MULTIPROC_DIR` before the first metric is
+built (`process_metrics`). `/metrics` of a web process, or `ferry worker --metrics-port`,
+then reports the sum over the directory; `mark_process_dead(pid)` drops an exited
+process's live gauges (gunicorn's `child_exit` hook, the worker at exit).
+docs/operations.md says which endpoint Prometheus scrapes in each layout.
 
-- Every process of one host that should be counted (gunicorn, `ferry worker`, `ferry
-  dev`) gets the same directory, e.g. `PROMETHEUS_MULTIPROC_DIR=/run/ferry/metrics`
-  (a tmpfs: systemd `RuntimeDirectory=`, or a Kubernetes `emptyDir` shared by the
-  containers of a pod). Each process writes its own `*_<pid>.db` files there.
-- Wipe the directory when the whole group starts (`ExecStartPre=` of the first unit,
-  the container entrypoint), never while some of its processes run: counters of
-  exited processes must stay until then, or the sums would drop.
-- When a process exits, `mark_process_dead(pid)` removes its live gauges (gunicorn's
-  `child_exit` hook for web processes; the worker at exit).
-- `/metrics` of any web process of the host then reports the host's sum. Workers on a
-  host without a web process serve theirs with `start_metrics_server(port)`.
-
-Without the variable each process counts for itself (fine for `ferry dev` and tests).
+Without a directory each process counts for itself (fine for `ferry dev` and tests).
 The tenant is a label only when `FERRY_METRICS_TENANT_LABEL` is on: one series per
 tenant and function can be a lot.
 """
@@ -41,6 +34,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 import dramatiq
 import structlog
@@ -51,13 +45,13 @@ from prometheus_client.exposition import choose_encoder, start_http_server
 from prometheus_client.registry import Collector
 
 from runtime.errors import ConfigurationError
+from runtime.metrics_dir import MULTIPROC_ENV, leave_metrics_dir, use_metrics_dir
 from runtime.settings import Settings
 from runtime.store.workers import DISPLAY_STATES, Workers, WorkerView
 from runtime.worker.queues import QueueDepth, queue_depths
 
 log = structlog.get_logger("ferry.metrics")
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: Attempt run times: from a fast webhook to a `heavy` job near its timeout.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 #: Gateway answers: mostly milliseconds; `?wait=` holds a request up to 30 s.
@@ -141,6 +135,16 @@ class Metrics:
             ["where"],
             registry=registry,
         )
+        self._registry = registry
+        self._sweep: SweepMetrics | None = None
+        self._sweep_lock = threading.Lock()
+
+    def sweep(self) -> SweepMetrics:
+        """The sweep's figures, built when a sweep first needs them (see `SweepMetrics`)."""
+        with self._sweep_lock:
+            if self._sweep is None:
+                self._sweep = SweepMetrics(self._registry)
+            return self._sweep
 
     def _labels(self, function: str, tenant_id: str) -> dict[str, str]:
         if self.tenant_label:
@@ -164,6 +168,29 @@ class Metrics:
             self.invocations.labels(**labels, status=status).inc()
 
 
+class SweepMetrics:
+    """How the sweep (`runtime.recovery.sweeper.SweepThread`) fares in this process.
+
+    Built only in processes that sweep: a web process would otherwise report a last
+    success of 0, "never", beside the workers' figures.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        # The newest of the host's processes counts (`max`): one sweeper is enough, and an
+        # exited process's older timestamp cannot hide a newer one.
+        self.last_success = Gauge(
+            "ferry_sweep_last_success_timestamp_seconds",
+            "Unix time the last sweep completed (the newest of this host's processes).",
+            multiprocess_mode="max",
+            registry=registry,
+        )
+        self.failures = Counter(
+            "ferry_sweep_failures",
+            "Sweeps that failed (each logged as sweep_failed, with its traceback).",
+            registry=registry,
+        )
+
+
 _process_metrics: Metrics | None = None
 _process_lock = threading.Lock()
 
@@ -174,6 +201,8 @@ def process_metrics(settings: Any) -> Metrics:
     tenant_label = tenant_label_enabled(settings)
     with _process_lock:
         if _process_metrics is None:
+            # Into the shared directory, if one is set, before the first value is stored.
+            use_metrics_dir(settings)
             _process_metrics = Metrics(tenant_label=tenant_label)
         elif _process_metrics.tenant_label != tenant_label:
             raise ConfigurationError(
@@ -310,13 +339,20 @@ def exposition(registry: CollectorRegistry, accept: str | None) -> tuple[bytes, 
 
 def mark_process_dead(pid: int) -> None:
     """Drop an exited process's live gauges (a no-op outside multi-process mode)."""
-    path = multiprocess_dir()
-    if path:
-        prometheus_multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
+    leave_metrics_dir(pid)
 
 
-def start_metrics_server(port: int, addr: str = "0.0.0.0") -> None:
-    """Serve this host's counters on `port` (for worker hosts without a web process)."""
-    start_http_server(
-        port, addr=addr, registry=scrape_registry(multiprocess_path=multiprocess_dir())
-    )
+def start_metrics_server(port: int, addr: str = "0.0.0.0") -> WSGIServer:
+    """Serve this process's counters, or its directory's sum, on `port` from a thread.
+
+    For a worker host, pod or container without a web process (`ferry worker
+    --metrics-port`). Stop it with `shutdown()` and `server_close()`.
+    """
+    try:
+        server, _thread = start_http_server(
+            port, addr=addr, registry=scrape_registry(multiprocess_path=multiprocess_dir())
+        )
+    except OSError as ex:
+        raise ConfigurationError(f"metrics port {port}: {ex.strerror or ex}") from ex
+    log.info("metrics_serving", port=port, addr=addr, multiprocess_dir=multiprocess_dir())
+    return server

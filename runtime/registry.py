@@ -23,6 +23,8 @@ from runtime.errors import FunctionDefinitionError, FunctionNotFound, InputInval
 from runtime.settings import Settings
 
 QUEUES = ("default", "heavy", "scheduled")
+#: Scopes a function may ask of an API key that invokes it over HTTP.
+INVOKE_SCOPES = ("invoke", "manage", "admin")
 Handler = Callable[..., Any]
 
 
@@ -43,6 +45,16 @@ class FunctionSpec:
     timeout: float | None = None
     retry_on: tuple[type[BaseException], ...] = ()
     permanent_on: tuple[type[BaseException], ...] = ()
+    #: The scope an API key needs to invoke it over HTTP.
+    invoke_scope: str = "invoke"
+    #: Run by schedules, other functions (`ctx.invoke`) and operators only: over HTTP,
+    #: only an operator key (`admin`) may invoke it.
+    internal: bool = False
+
+    @property
+    def http_scope(self) -> str:
+        """The scope an API key needs to invoke this over HTTP."""
+        return "admin" if self.internal else self.invoke_scope
 
     def __call__(self, ctx: Any, payload: Any) -> Any:
         """Call the handler directly (in a unit test, say)."""
@@ -81,6 +93,11 @@ class Function:
     def queue(self) -> str:
         return self.spec.queue
 
+    @property
+    def http_scope(self) -> str:
+        """The scope an API key needs to invoke this over HTTP (`admin` if internal)."""
+        return self.spec.http_scope
+
     def validate_input(self, data: Any) -> pydantic.BaseModel:
         try:
             return self.spec.input_model.model_validate(data)
@@ -110,6 +127,8 @@ class Function:
             "timeout_s": self.timeout,
             "input_schema": self.spec.input_model.model_json_schema(),
             "output_schema": out.model_json_schema() if out is not None else None,
+            "invoke_scope": self.http_scope,
+            "internal": self.spec.internal,
         }
 
 
@@ -134,6 +153,8 @@ def function(
     timeout: float | None = None,
     retry_on: tuple[type[BaseException], ...] = (),
     permanent_on: tuple[type[BaseException], ...] = (),
+    invoke_scope: str = "invoke",
+    internal: bool = False,
 ) -> Callable[[Handler], FunctionSpec]: ...
 
 
@@ -148,8 +169,15 @@ def function(
     timeout: float | None = None,
     retry_on: tuple[type[BaseException], ...] = (),
     permanent_on: tuple[type[BaseException], ...] = (),
+    invoke_scope: str = "invoke",
+    internal: bool = False,
 ) -> FunctionSpec | Callable[[Handler], FunctionSpec]:
-    """Declare a Ferry function: `handler(ctx, payload: Input) -> Output`."""
+    """Declare a Ferry function: `handler(ctx, payload: Input) -> Output`.
+
+    `invoke_scope` is the scope an API key needs, besides `invoke`, to invoke it over
+    HTTP (`invoke`, `manage` or `admin`); `internal=True` keeps it for schedules,
+    `ctx.invoke` and operator keys (HTTP by a tenant's key is refused with 403).
+    """
 
     def declare(fn: Handler) -> FunctionSpec:
         where = f"{fn.__module__}.{fn.__qualname__}"
@@ -167,6 +195,10 @@ def function(
         for label, classes in (("retry_on", retry_on), ("permanent_on", permanent_on)):
             if not all(inspect.isclass(c) and issubclass(c, BaseException) for c in classes):
                 raise FunctionDefinitionError(f"{where}: {label} takes exception classes")
+        if invoke_scope not in INVOKE_SCOPES:
+            raise FunctionDefinitionError(
+                f"{where}: invoke_scope must be one of {INVOKE_SCOPES}, not {invoke_scope!r}"
+            )
         input_model, output_model = _models_of(fn, where)
         module = sys.modules.get(fn.__module__)
         description = inspect.getdoc(module) if module is not None else None
@@ -184,6 +216,8 @@ def function(
             timeout=timeout,
             retry_on=tuple(retry_on),
             permanent_on=tuple(permanent_on),
+            invoke_scope=invoke_scope,
+            internal=internal,
         )
 
     return declare if handler is None else declare(handler)

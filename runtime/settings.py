@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import os
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from runtime.errors import SettingsInvalid
+from runtime.outbound.policy import parse_allow_entry
+
+#: The largest `FERRY_MAX_DELAY_S` there can be (ten years): datetimes stay in range.
+MAX_DELAY_LIMIT_S = 10 * 365 * 86400
+#: `FERRY_MAX_DELAY_S` unless set: 30 days.
+DEFAULT_MAX_DELAY_S = 30 * 86400
 
 
 class Settings(BaseSettings):
@@ -46,6 +53,17 @@ class Settings(BaseSettings):
     #: Largest `?wait=` a client may ask for, in seconds.
     max_wait_s: float = Field(default=30.0, ge=0)
 
+    # --- bounds on what one request may ask (issue 12: crafted input, `?wait`) ---------------
+    #: The furthest ahead an invocation may be put, by `?delay`, `?at` or any other caller
+    #: (seconds; default 30 days). Further is a 400.
+    max_delay_s: float = Field(default=DEFAULT_MAX_DELAY_S, gt=0, le=MAX_DELAY_LIMIT_S)
+    #: `?wait` requests one tenant may hold at once in one gateway process; past it the
+    #: answer is 202 at once, with `Location`. 0 never holds a request.
+    max_waits_per_tenant: int = Field(default=4, ge=0)
+    #: `?wait` requests all tenants may hold at once in one gateway process. Unset: half of
+    #: the process's threads (`GUNICORN_THREADS`, 8 by default), so waits never take them all.
+    max_waits_per_process: int | None = Field(default=None, ge=0)
+
     worker_threads: int = Field(default=8, ge=1, le=256)
     #: How long an idle consumer waits for a message before polling again (milliseconds).
     worker_poll_ms: int = Field(default=100, ge=1, le=10_000)
@@ -58,8 +76,13 @@ class Settings(BaseSettings):
     default_max_backoff_s: float = Field(default=300.0, ge=0)
     default_timeout_s: float = Field(default=600.0, gt=0)
 
-    #: Seconds a running attempt's lease outlives its timeout before it counts as lost.
-    lease_grace_s: float = Field(default=30.0, ge=0)
+    # Leases (runtime/recovery/leases.py): short, renewed by the worker running the attempt.
+    #: Seconds a claim holds an invocation unless its worker renews it (every third of it);
+    #: about how long a killed worker's attempts wait before they run elsewhere.
+    lease_s: float = Field(default=30.0, gt=0)
+    #: Seconds past its function's timeout that an attempt's lease is still renewed (the
+    #: time limit's own stop, recording the outcome); then it lapses and is reclaimed.
+    lease_grace_s: float = Field(default=10.0, ge=0)
     #: Seconds a queued invocation may wait unclaimed before it is sent to the broker again.
     redispatch_after_s: float = Field(default=60.0, gt=0)
     #: How often the dispatcher looks for due, stale or lost invocations (seconds).
@@ -70,6 +93,14 @@ class Settings(BaseSettings):
 
     #: Label invocation metrics with the tenant (watch the cardinality).
     metrics_tenant_label: bool = False
+    # Metrics in every production layout (runtime/metrics_dir.py, docs/operations.md).
+    #: Directory shared by the Ferry processes of one host or pod, so each one's counters
+    #: add up in one `/metrics`; exported as PROMETHEUS_MULTIPROC_DIR. Unset: each process
+    #: counts for itself.
+    metrics_dir: str | None = None
+    #: `ferry worker` serves its metrics (with `metrics_dir`, the directory's sum) on this
+    #: port, for a host, pod or container without a web process. Unset: no server.
+    metrics_port: int | None = Field(default=None, ge=1, le=65_535)
     #: How often a worker records its heartbeat (seconds).
     worker_heartbeat_s: float = Field(default=5.0, gt=0)
     #: A worker not seen for this long counts as gone (at least twice the heartbeat).
@@ -80,6 +111,15 @@ class Settings(BaseSettings):
     dashboard_session_max_age_s: int = Field(default=28_800, ge=60)
     #: Believe X-Forwarded-Proto (behind a TLS-terminating proxy) for the cookie's Secure flag.
     trust_forwarded_proto: bool = False
+
+    # --- outbound HTTP for functions (`ctx.http`, runtime/outbound.py) ---
+    #: Internal targets `ctx.http` may reach anyway: CIDRs, addresses and host names, each with
+    #: an optional port; comma-separated (`10.1.0.0/16,hooks.internal:8443,[::1]:9000`).
+    outbound_allow: Annotated[tuple[str, ...], NoDecode] = ()
+    outbound_connect_timeout_s: float = Field(default=5.0, gt=0, le=300)
+    outbound_read_timeout_s: float = Field(default=20.0, gt=0, le=3600)
+    #: The largest answer body `ctx.http` reads; a longer one fails the request.
+    outbound_max_response_bytes: int = Field(default=10_485_760, ge=1)
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     #: `json` for machines, `console` for a terminal.
@@ -99,11 +139,44 @@ class Settings(BaseSettings):
             raise ValueError("must be memory:// or a redis:// URL")
         return value
 
+    @field_validator("metrics_dir")
+    @classmethod
+    def _unset_when_empty(cls, value: str | None) -> str | None:
+        # `FERRY_METRICS_DIR=` (an empty value in an env file) means unset.
+        if value and not value.startswith("/"):
+            raise ValueError("must be an absolute path")
+        return value or None
+
+    @field_validator("outbound_allow", mode="before")
+    @classmethod
+    def _split_allow_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("outbound_allow")
+    @classmethod
+    def _known_allow_entries(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            parse_allow_entry(entry)  # a ValueError names the entry
+        return value
+
     @model_validator(mode="after")
     def _heartbeat_fits(self) -> Settings:
         if self.worker_stale_after_s < 2 * self.worker_heartbeat_s:
             raise ValueError("worker_stale_after_s must be at least twice worker_heartbeat_s")
         return self
+
+    @property
+    def waits_per_process(self) -> int:
+        """`FERRY_MAX_WAITS_PER_PROCESS`, or half of the gateway's threads when unset."""
+        if self.max_waits_per_process is not None:
+            return self.max_waits_per_process
+        try:
+            threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+        except ValueError:
+            threads = 8
+        return max(1, threads // 2)
 
     @property
     def embedded_broker(self) -> bool:

@@ -12,7 +12,8 @@ from runtime.testing import FunctionHarness
 
 @pytest.fixture
 def harness():
-    with FunctionHarness(tenant_id="acme") as harness:
+    # The receivers listen on 127.0.0.1, which `ctx.http` refuses unless allowed.
+    with FunctionHarness(tenant_id="acme", outbound_allow=["127.0.0.1"]) as harness:
         yield harness
 
 def test_a_delivery_succeeds(harness, receiver):
@@ -36,6 +37,8 @@ What the handler's `ctx` does in a harness:
   children stored the first time (and creates none): how a retried parent behaves.
 - `ctx.tenant_secret(purpose)` derives from `secret_key`; `harness.tenant_secret(purpose)`
   gives the same bytes to the test, for checking a signature.
+- `ctx.http` applies the outbound rules of a worker (runtime/outbound.py): a receiver
+  on loopback needs `outbound_allow=["127.0.0.1"]`.
 - `ctx.log` is the usual structlog logger; `structlog.testing.capture_logs()` around
   `harness.run` captures what the handler logged.
 
@@ -54,7 +57,7 @@ import functools
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -65,12 +68,12 @@ from sqlalchemy.engine import Connection
 
 from runtime.context import Context, current_context, derive_tenant_secret
 from runtime.errors import AlreadyExists
+from runtime.outbound import OutboundPolicy
 from runtime.registry import Function, FunctionSpec, Registry
-from runtime.services.invocations import request_hash
+from runtime.services.invocations import new_invocation
 from runtime.settings import Settings
 from runtime.store import Clock, Store, utcnow
 from runtime.store.db import translate_errors
-from runtime.store.invocations import NewInvocation
 from runtime.store.views import InvocationView
 
 #: The server secret a harness derives tenant secrets from, unless given another.
@@ -89,12 +92,15 @@ class FunctionHarness:
         secret_key: str = TEST_SECRET_KEY,
         database_url: str | None = None,
         functions_module: str | None = None,
+        outbound_allow: Sequence[str] | None = None,
         clock: Clock = utcnow,
     ) -> None:
         """Create the store (a private SQLite file unless `database_url`) and the tenant.
 
         `functions_module` is where `ctx.invoke` and `run("name", ...)` look functions up
-        (default: `FERRY_FUNCTIONS_MODULE`, else `functions`).
+        (default: `FERRY_FUNCTIONS_MODULE`, else `functions`). `outbound_allow` is what
+        `ctx.http` may reach although internal (default: `FERRY_OUTBOUND_ALLOW`), such as
+        `["127.0.0.1"]` for a receiver the test runs.
         """
         self.tenant_id = tenant_id
         # The environment's database is never used: a test must not touch a real store.
@@ -104,6 +110,8 @@ class FunctionHarness:
         }
         if functions_module is not None:
             overrides["functions_module"] = functions_module
+        if outbound_allow is not None:
+            overrides["outbound_allow"] = tuple(outbound_allow)
         settings = Settings.from_env(**overrides)  # before the folder: it may refuse the env
         self._folder: Path | None = None
         if database_url is None:
@@ -202,6 +210,7 @@ class FunctionHarness:
             store=self.store,
             accept=self._accept_child,
             secret_key=self.settings.secret_key,
+            outbound=OutboundPolicy.from_settings(self.settings),
         )
 
     def tenant_secret(self, purpose: str) -> bytes:
@@ -245,22 +254,16 @@ class FunctionHarness:
         parent_id: str | None,
     ) -> tuple[InvocationView, bool]:
         """`ctx.invoke`'s accept: validate and store the child queued; never send it."""
-        fn = self._function(function)
-        data = fn.validate_input(payload).model_dump(mode="json")
-        new_id = str(uuid.uuid4())
         invocation, created = self.store.invocations.insert(
-            NewInvocation(
-                id=new_id,
+            new_invocation(
+                self._function(function),
+                str(uuid.uuid4()),
                 tenant_id=tenant_id,
-                function=fn.name,
-                queue=fn.queue,
+                payload=payload,
+                idempotency_key=idempotency_key,
                 trigger=trigger,
-                idempotency_key=idempotency_key or new_id,
-                request_hash=request_hash(data),
                 request_id=request_id,
                 parent_id=parent_id,
-                payload=data,
-                max_retries=fn.max_retries,
             )
         )
         if created:

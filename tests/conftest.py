@@ -184,10 +184,16 @@ def make_tenant(runtime: Runtime) -> Callable[..., str]:
 
 @pytest.fixture
 def make_key(runtime: Runtime) -> Callable[..., str]:
-    """Create an API key for a tenant with comma-separated scopes; returns the plaintext."""
+    """Create an API key for a tenant with comma-separated scopes; returns the plaintext.
+
+    Scopes with `admin` make an operator key, which belongs to no tenant: `tenant_id` is
+    then ignored.
+    """
 
     def create(tenant_id: str, scopes: str = "invoke,read") -> str:
-        _view, plaintext = runtime.store.tenants.create_key(tenant_id, parse_scopes(scopes))
+        wanted = parse_scopes(scopes)
+        owner = None if "admin" in wanted else tenant_id
+        _view, plaintext = runtime.store.tenants.create_key(owner, wanted)
         return plaintext
 
     return create

@@ -4,7 +4,8 @@ A page answers a visitor without a valid session with a redirect to the login fo
 action (POST) additionally needs the session's CSRF token, or it is refused with 403
 before anything happens. What a signed-in key may see and do is decided exactly as the
 API decides it (`gateway.middleware.Caller`, `Principal.has`): `read` to view, `manage`
-to retry or cancel, `admin` to see every tenant and filter by one.
+to retry or cancel; an operator key (`admin`, no tenant) sees every tenant and filters by
+one. A suspended tenant's key is refused on its next page (`TenantSuspended`, 403).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class Viewer:
     caller: Caller
     session: Session
     csrf_token: str
-    #: The tenant an admin key chose to look at (None: all tenants).
+    #: The tenant an operator key chose to look at (None: all tenants).
     tenant_filter: str | None
 
     @property
@@ -62,6 +63,11 @@ class Viewer:
 
     @property
     def sees_payloads(self) -> bool:
+        return self.principal.has("manage")
+
+    @property
+    def sees_tracebacks(self) -> bool:
+        """Tracebacks name server files and code: `manage` and `admin` keys only."""
         return self.principal.has("manage")
 
     @property
@@ -106,11 +112,9 @@ class Gate:
                 self.signer.clear_cookie(req, resp, SESSION_COOKIE)
             return None
         tenant_filter = self._tenant_filter(req, principal)
-        caller = Caller(
-            principal,
-            tenant_id=principal.tenant_id,
-            read_tenant_id=tenant_filter if principal.is_admin else principal.tenant_id,
-        )
+        # An operator key (no tenant) acts for the tenant it filters by, if any.
+        tenant = principal.tenant_id if principal.tenant_id is not None else tenant_filter
+        caller = Caller(principal, acting_tenant_id=tenant, read_tenant_id=tenant)
         # The access log names the tenant, as it does for API requests.
         req.context.caller = caller
         return Viewer(principal, caller, session, self.signer.csrf_token(session), tenant_filter)
@@ -121,10 +125,10 @@ class Gate:
             return None
         if not TENANT_ID.fullmatch(tenant):
             raise BadRequest("tenant must be a tenant id")
-        if not principal.is_admin and tenant != principal.tenant_id:
-            # As the API answers X-Tenant-ID from a non-admin key.
-            raise Forbidden("only an admin key may look at another tenant")
-        return tenant if principal.is_admin else None
+        if not principal.is_operator and tenant != principal.tenant_id:
+            # As the API answers X-Tenant-ID from a tenant's key.
+            raise Forbidden("only an operator key may look at another tenant")
+        return tenant if principal.is_operator else None
 
     def error_page(
         self, resp: falcon.Response, status: int, message: str, viewer: Viewer | None

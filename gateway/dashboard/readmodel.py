@@ -174,7 +174,8 @@ class AttemptRow:
     worker_id: str | None
 
     @classmethod
-    def from_view(cls, view: AttemptView) -> AttemptRow:
+    def from_view(cls, view: AttemptView, *, with_traceback: bool) -> AttemptRow:
+        """The attempt's row; its traceback only when `with_traceback` (it names server paths)."""
         error = view.error or {}
         duration = None
         if view.finished_at is not None:
@@ -188,7 +189,7 @@ class AttemptRow:
             outcome=view.outcome,
             error_type=error.get("type"),
             error_message=redact(message) if isinstance(message, str) else None,
-            traceback=redact(view.traceback) if view.traceback else None,
+            traceback=redact(view.traceback) if view.traceback and with_traceback else None,
             worker_id=view.worker_id,
         )
 
@@ -357,11 +358,19 @@ class DashboardReadModel:
         return InvocationPage([InvocationRow.from_view(v) for v in views], next_cursor)
 
     def invocation(
-        self, read_tenant: str | None, invocation_id: str, *, with_payload: bool
+        self,
+        read_tenant: str | None,
+        invocation_id: str,
+        *,
+        with_payload: bool,
+        with_tracebacks: bool,
     ) -> InvocationDetail:
         """One invocation and its attempts; `InvocationNotFound` for another tenant's."""
         view = self.store.invocations.get(invocation_id, read_tenant)
-        attempts = [AttemptRow.from_view(a) for a in self.store.invocations.attempts(view.id)]
+        attempts = [
+            AttemptRow.from_view(a, with_traceback=with_tracebacks)
+            for a in self.store.invocations.attempts(view.id)
+        ]
         error = view.error or {}
         message = error.get("message")
         return InvocationDetail(

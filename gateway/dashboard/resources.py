@@ -21,7 +21,7 @@ from gateway.dashboard.auth import Gate, Viewer, action, first, page, redirect, 
 from gateway.dashboard.readmodel import InvocationFilter
 from gateway.dashboard.rendering import STATIC, page_headers
 from gateway.dashboard.sessions import LOGIN_COOKIE, LOGIN_FORM_MAX_AGE_S, SESSION_COOKIE
-from runtime.errors import BadRequest
+from runtime.errors import BadRequest, TenantSuspended
 from runtime.services.invocations import InvocationService
 from runtime.services.schedules import ScheduleService
 from runtime.services.tenants import TenantService
@@ -145,7 +145,12 @@ class Login(Base):
                 resp, 403, "This login form has expired; reload it and try again.", None
             )
             return
-        principal = self.services.tenants.authenticate((first(form, "api_key") or "").strip())
+        try:
+            principal = self.services.tenants.authenticate((first(form, "api_key") or "").strip())
+        except TenantSuspended as ex:
+            log.info("dashboard_login_refused", reason="tenant_suspended")
+            self._form(req, resp, status=403, error=ex.message)
+            return
         if principal is None:
             log.info("dashboard_login_refused", reason="unknown_key")
             resp.set_header("WWW-Authenticate", 'Bearer realm="ferry"')
@@ -298,6 +303,7 @@ class InvocationItem(Base):
             None if viewer.is_admin else viewer.principal.tenant_id,
             invocation_id,
             with_payload=viewer.sees_payloads,
+            with_tracebacks=viewer.sees_tracebacks,
         )
         self.render(
             resp, "invocation.html", viewer, nav="invocations", detail=detail, notice=notice_of(req)

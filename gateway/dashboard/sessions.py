@@ -32,6 +32,8 @@ COOKIE_PATH = "/dashboard"
 LOGIN_FORM_MAX_AGE_S = 900
 _KEY_ID = re.compile(r"[a-z0-9]{1,32}")
 _NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
+#: Seconds since the epoch, in ASCII digits (`str.isdigit` also takes "²", which `int` refuses).
+_ISSUED = re.compile(r"[0-9]{1,12}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +83,9 @@ class SessionSigner:
         return _b64(mac.digest())
 
     def _valid(self, purpose: str, payload: str, signature: str) -> bool:
-        return hmac.compare_digest(self._sign(purpose, payload), signature)
+        # Compared as bytes: `compare_digest` raises TypeError on a str with non-ASCII.
+        expected = self._sign(purpose, payload).encode()
+        return hmac.compare_digest(expected, signature.encode("utf-8", "surrogateescape"))
 
     # --- sessions -------------------------------------------------------------------------------
 
@@ -98,7 +102,9 @@ class SessionSigner:
         if len(parts) != 5 or parts[0] != "v1":
             return None
         _version, key_id, nonce, issued, signature = parts
-        if not (_KEY_ID.fullmatch(key_id) and _NONCE.fullmatch(nonce) and issued.isdigit()):
+        if not (
+            _KEY_ID.fullmatch(key_id) and _NONCE.fullmatch(nonce) and _ISSUED.fullmatch(issued)
+        ):
             return None
         if not self._valid("session", ".".join(parts[:4]), signature):
             return None
@@ -126,7 +132,7 @@ class SessionSigner:
         if not cookie or not token:
             return False
         parts = cookie.split(".")
-        if len(parts) != 3 or not _NONCE.fullmatch(parts[0]) or not parts[1].isdigit():
+        if len(parts) != 3 or not _NONCE.fullmatch(parts[0]) or not _ISSUED.fullmatch(parts[1]):
             return False
         if not self._valid("login-cookie", f"{parts[0]}.{parts[1]}", parts[2]):
             return False

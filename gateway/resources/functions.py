@@ -45,7 +45,8 @@ class FunctionInvocations:
     still going, whatever brought it there: `?wait=S` that saw it finish, or a replay of
     an `Idempotency-Key` whose invocation finished since. So a client retrying with the
     same key learns the outcome from the status code alone. A replay carries
-    `Idempotent-Replayed: true`; every answer carries `Location` of the invocation.
+    `Idempotent-Replayed: true`; every answer carries `Location` of the invocation. A
+    replay answered to a key without `read` carries the invocation's id and status only.
     """
 
     def __init__(
@@ -67,8 +68,9 @@ class FunctionInvocations:
     def on_post(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         key = params.idempotency_key(req)
         wait_s = params.seconds(req, "wait", maximum=self.max_wait_s)
-        invocation, created = self.invocations.accept(
-            tenant_id=caller_of(req).tenant_id,
+        caller = caller_of(req)
+        accepted = self.invocations.accept(
+            tenant_id=caller.tenant_id,
             function=name,
             payload=req.context.payload,
             idempotency_key=key,
@@ -77,13 +79,17 @@ class FunctionInvocations:
             delay_s=params.seconds(req, "delay", maximum=params.MAX_DELAY_S),
             at=params.rfc3339(req, "at"),
         )
+        invocation, created = accepted
         if wait_s and not invocation.finished:
             invocation = self.invocations.wait(invocation, wait_s)
         resp.status = falcon.HTTP_200 if invocation.finished else falcon.HTTP_202
         resp.location = invocation_url(invocation.id)
         if not created:
             resp.set_header("Idempotent-Replayed", "true")
-        resp.media = schemas.Invocation.model_validate(invocation).media()
+        if accepted.shows_details_to(can_read=caller.principal.has("read")):
+            resp.media = schemas.Invocation.model_validate(invocation).media()
+        else:
+            resp.media = schemas.InvocationReceipt.model_validate(invocation).media()
 
 
 def add_routes(app: WsgiApp, runtime: Runtime) -> None:

@@ -13,9 +13,13 @@ from runtime.store.views import rfc3339
 
 def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
     with open_tenants(settings) as service:
-        view, plaintext = service.create_key(args.tenant, args.scopes, name=args.name)
+        if args.operator:
+            view, plaintext = service.create_operator_key(args.scopes, name=args.name)
+        else:
+            view, plaintext = service.create_key(args.tenant, args.scopes, name=args.name)
+    owner = "an operator (no tenant)" if view.tenant_id is None else f"tenant {view.tenant_id}"
     say(
-        f"created key {view.id} for tenant {view.tenant_id} with scopes "
+        f"created key {view.id} for {owner} with scopes "
         f"{','.join(sorted(view.scopes))}; it is shown this once, store it now:"
     )
     say(plaintext)
@@ -46,7 +50,8 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_revoke(args: argparse.Namespace, settings: Settings) -> int:
     with open_tenants(settings) as service:
         key = service.revoke_key(args.key_id)
-    say(f"key {key.id} of tenant {key.tenant_id} is revoked")
+    owner = "an operator" if key.tenant_id is None else f"tenant {key.tenant_id}"
+    say(f"key {key.id} of {owner} is revoked")
     return EXIT_OK
 
 
@@ -55,8 +60,18 @@ def add_commands(sub: Any) -> None:
     keys = sub.add_parser("keys", help="create, list and revoke API keys")
     ksub = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
     create = ksub.add_parser("create", help="create a key; it is printed once, on the last line")
-    create.add_argument("--tenant", required=True, metavar="ID")
-    create.add_argument("--scopes", required=True, help="comma-separated: invoke,read,manage,admin")
+    owner = create.add_mutually_exclusive_group(required=True)
+    owner.add_argument("--tenant", metavar="ID", help="the tenant the key belongs to")
+    owner.add_argument(
+        "--operator",
+        action="store_true",
+        help="an operator key: of no tenant, with admin; acts for one with X-Tenant-ID",
+    )
+    create.add_argument(
+        "--scopes",
+        required=True,
+        help="comma-separated: invoke,read,manage for a tenant's key; admin for an operator key",
+    )
     create.add_argument("--name", default="", help="what the key is for")
     create.set_defaults(run=cmd_create)
     listing = ksub.add_parser("list", help="list keys (never their secrets)")

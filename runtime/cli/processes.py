@@ -13,9 +13,11 @@ from runtime.settings import Settings
 from runtime.store import Store
 
 #: Settings `ferry dev` changes when the user left them unset: a single local process can
-#: re-send lost work after 2 s instead of 60, and write logs for a terminal.
+#: re-send lost work after 2 s instead of 60 (and a restarted one run its attempts again
+#: after a 5 s lease instead of 30), and write logs for a terminal.
 DEV_DEFAULTS: dict[str, object] = {
     "redispatch_after_s": 2.0,
+    "lease_s": 5.0,
     "lease_grace_s": 5.0,
     "log_format": "console",
 }
@@ -41,8 +43,10 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.threads is not None and args.threads < 1:
         raise BadRequest("--threads takes a number of threads, 1 or more")
+    if args.metrics_port is not None and not 1 <= args.metrics_port <= 65_535:
+        raise BadRequest("--metrics-port takes a TCP port, 1 to 65535")
     queues = _parse_queues(args.queues) if args.queues is not None else None
-    return run_worker(settings, queues=queues, threads=args.threads)
+    return run_worker(settings, queues=queues, threads=args.threads, metrics_port=args.metrics_port)
 
 
 def _parse_queues(text: str) -> list[str]:
@@ -85,6 +89,12 @@ def add_commands(sub: Any) -> None:
         "--queues", help=f"comma-separated, of {','.join(QUEUES)} (default: default,scheduled)"
     )
     worker.add_argument("--threads", type=int, help="default: FERRY_WORKER_THREADS")
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve this process's metrics (with FERRY_METRICS_DIR, the directory's sum) "
+        "on this port, for a host or pod without a web process (default: FERRY_METRICS_PORT)",
+    )
     worker.set_defaults(run=cmd_worker, own_logging=True)
 
     scheduler = sub.add_parser(

@@ -3,8 +3,10 @@
 - `sweeper`: the sweep, run by every worker process and `ferry dev`: reclaims attempts
   whose lease expired, sends due delayed and retrying invocations, and sends again what
   the broker lost (`Sweep`), on a thread (`SweepThread`);
-- `leases`: how long a claim holds an invocation before the sweep may take it back;
-- `heartbeat`: each worker process's row in the store, and marking dead ones lost.
+- `leases`: short leases the worker renews while its attempts run (`LeaseKeeper`);
+- `heartbeat`: each worker process's row in the store, and marking dead ones lost
+  (their attempts' leases end at once).
 
-The SQL of all three is in `runtime.store.sweep` and `runtime.store.workers`.
+The SQL of all three is in `runtime.store.sweep`, `runtime.store.leases` and
+`runtime.store.workers`.
 """

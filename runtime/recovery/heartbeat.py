@@ -7,7 +7,9 @@ seen for `stale_after_s` is stale; the next heartbeat of any other worker marks 
 `lost` with one conditional UPDATE, so each loss is counted once
 (`ferry_workers_lost_total`) however many workers notice it. A restarted worker also
 marks its dead predecessors on the same host at once (their pid is gone), so a crash
-loop shows even when no worker lives long enough to see another go stale.
+loop shows even when no worker lives long enough to see another go stale. Marking a
+worker lost also ends the leases of the attempts it ran, so the next sweep runs them
+again (`runtime.store.workers`).
 
 Rows of ended workers are kept for `retention_s` (the dashboard's recent history), then
 pruned. The SQL store is shared by every process, so the dashboard and the gateway's
@@ -142,7 +144,7 @@ class Heartbeat:
 
     def _count_lost(self, lost: list[str], *, reason: str) -> None:
         for worker_id in lost:
-            log.warning("worker_lost", lost_worker_id=worker_id, reason=reason)
+            log.warning("worker_lost", lost_worker_id=worker_id, reason=reason, attempts="released")
         if lost and self.metrics is not None:
             self.metrics.workers_lost.inc(len(lost))
 

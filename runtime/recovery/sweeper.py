@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import dramatiq
@@ -16,6 +18,7 @@ import structlog
 
 from runtime.dispatch import Dispatcher
 from runtime.errors import BrokerUnavailable
+from runtime.metrics import Metrics
 from runtime.store import Store
 from runtime.worker.queues import queue_depths
 
@@ -100,11 +103,27 @@ class Sweep:
 
 
 class SweepThread:
-    """Runs a `Sweep` every `interval_s` in a thread until stopped."""
+    """Runs a `Sweep` every `interval_s` in a thread until stopped.
 
-    def __init__(self, sweep: Sweep, interval_s: float) -> None:
+    Every retry, delayed run and lost attempt waits for the sweep, so a failed one is
+    logged at error level with its traceback (`sweep_failed`) and counted
+    (`ferry_sweep_failures_total`); `ferry_sweep_last_success_timestamp_seconds` is what
+    the `FerrySweepStalled` alert watches.
+    """
+
+    def __init__(
+        self,
+        sweep: Callable[[], object],
+        interval_s: float,
+        *,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.sweep = sweep
         self.interval_s = interval_s
+        self.figures = metrics.sweep() if metrics is not None else None
+        self.clock = clock
+        self.consecutive_failures = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="ferry-sweeper", daemon=True)
 
@@ -113,11 +132,31 @@ class SweepThread:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            try:
-                self.sweep()
-            except Exception as ex:  # keep sweeping; the next round may succeed
-                log.warning("sweep_failed", error_type=type(ex).__name__, error=str(ex))
+            self.sweep_once()
             self._stop.wait(self.interval_s)
+
+    def sweep_once(self) -> bool:
+        """Sweep once and count it; a failure is logged, and the next round tries again."""
+        try:
+            self.sweep()
+        except Exception as ex:
+            self.consecutive_failures += 1
+            if self.figures is not None:
+                self.figures.failures.inc()
+            log.error(
+                "sweep_failed",
+                error_type=type(ex).__name__,
+                error=str(ex),
+                consecutive_failures=self.consecutive_failures,
+                exc_info=ex,
+            )
+            return False
+        if self.figures is not None:
+            self.figures.last_success.set(self.clock())
+        if self.consecutive_failures:
+            log.info("sweep_recovered", failed_sweeps=self.consecutive_failures)
+            self.consecutive_failures = 0
+        return True
 
     def stop(self) -> None:
         self._stop.set()

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 import structlog
 
+from runtime.context import CHILD_KEY_PREFIX
 from runtime.dispatch import Dispatcher
 from runtime.errors import (
     BadRequest,
@@ -30,7 +31,9 @@ from runtime.errors import (
     TenantSuspended,
     Unavailable,
 )
-from runtime.registry import Registry
+from runtime.registry import Function, Registry
+from runtime.services.waits import WaitSlots
+from runtime.settings import DEFAULT_MAX_DELAY_S
 from runtime.store import Store
 from runtime.store.invocations import NewInvocation
 from runtime.store.models import Status
@@ -40,6 +43,12 @@ from runtime.store.views import AttemptView, InvocationView
 log = structlog.get_logger("ferry.invocations")
 
 TRIGGERS = ("http", "schedule", "invoke", "cli")
+#: Triggers whose idempotency key a client chose.
+CLIENT_TRIGGERS = ("http", "cli")
+#: Idempotency keys Ferry makes itself start with one of these: a schedule's ticks and
+#: manual triggers (`schedule:{id}:...`, the contract's format) and `ctx.invoke`'s children.
+#: A client's key may not, so no client can claim one of them first.
+SYSTEM_KEY_PREFIXES = ("schedule:", CHILD_KEY_PREFIX)
 #: The largest page a listing returns.
 MAX_PAGE = 200
 #: Invocations one bulk retry may name; more are left out.
@@ -62,6 +71,15 @@ class Accepted(NamedTuple):
 
     invocation: InvocationView
     created: bool
+
+    def shows_details_to(self, *, can_read: bool) -> bool:
+        """Whether the answer may show the invocation, or only its id and status.
+
+        The call that created it shows it; a replay shows it only to a caller allowed to
+        read invocations, so a key of `invoke` alone cannot read a result (or test a guess
+        about another caller's input) by replaying that caller's idempotency key.
+        """
+        return self.created or can_read
 
 
 class InvocationPage(NamedTuple):
@@ -88,6 +106,36 @@ class BulkRetry:
     skipped: tuple[str, ...]
 
 
+def new_invocation(
+    fn: Function,
+    new_id: str,
+    *,
+    tenant_id: str,
+    payload: Any,
+    idempotency_key: str | None,
+    trigger: str,
+    request_id: str | None,
+    parent_id: str | None,
+    scheduled_for: datetime | None = None,
+) -> NewInvocation:
+    """The row to insert for `payload`, validated by `fn`'s Input (`InputInvalid` if not)."""
+    data = fn.validate_input(payload).model_dump(mode="json")
+    return NewInvocation(
+        id=new_id,
+        tenant_id=tenant_id,
+        function=fn.name,
+        queue=fn.queue,
+        trigger=trigger,
+        idempotency_key=idempotency_key or new_id,
+        request_hash=request_hash(data),
+        request_id=request_id,
+        parent_id=parent_id,
+        payload=data,
+        max_retries=fn.max_retries,
+        scheduled_for=scheduled_for,
+    )
+
+
 class InvocationService:
     """Accept, wait for, read, cancel and retry invocations."""
 
@@ -104,6 +152,8 @@ class InvocationService:
         id_factory: Callable[[], str] = new_invocation_id,
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
+        max_delay_s: float = DEFAULT_MAX_DELAY_S,
+        wait_slots: WaitSlots | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -111,6 +161,10 @@ class InvocationService:
         self.id_factory = id_factory
         self.sleep = sleep
         self.monotonic = monotonic
+        #: The furthest ahead `accept` puts an invocation (`FERRY_MAX_DELAY_S`).
+        self.max_delay_s = max_delay_s
+        #: Waits held at once in this process (`FERRY_MAX_WAITS_PER_*`).
+        self.wait_slots = wait_slots or WaitSlots(per_tenant=4, per_process=4)
 
     # --- accepting ----------------------------------------------------------------------------
 
@@ -129,30 +183,29 @@ class InvocationService:
     ) -> Accepted:
         """Validate, store and (if due) send an invocation; or return the stored one.
 
-        `at` or `delay_s` (not both) runs it later. The same idempotency key and input
+        `at` or `delay_s` (not both) runs it later, at most `max_delay_s` ahead. The same idempotency key and input
         from the same tenant give back the invocation stored first (a replay); another
         input under that key raises `IdempotencyConflict`. Once this returns, the
         invocation is committed; a broker that does not answer leaves it to the sweep.
         """
         if trigger not in TRIGGERS:
             raise ValueError(f"trigger must be one of {', '.join(TRIGGERS)}; got {trigger!r}")
+        if trigger in CLIENT_TRIGGERS and (idempotency_key or "").startswith(SYSTEM_KEY_PREFIXES):
+            raise BadRequest(
+                "an Idempotency-Key may not start with "
+                f"{' or '.join(repr(p) for p in SYSTEM_KEY_PREFIXES)}: Ferry makes those itself"
+            )
         scheduled_for = self._due_at(at, delay_s)
-        fn = self.registry.get(function)
-        data = fn.validate_input(payload).model_dump(mode="json")
-        new_id = self.id_factory()
         invocation, created = self.store.invocations.insert(
-            NewInvocation(
-                id=new_id,
+            new_invocation(
+                self.registry.get(function),
+                self.id_factory(),
                 tenant_id=tenant_id,
-                function=fn.name,
-                queue=fn.queue,
+                payload=payload,
+                idempotency_key=idempotency_key,
                 trigger=trigger,
-                idempotency_key=idempotency_key or new_id,
-                request_hash=request_hash(data),
                 request_id=request_id,
                 parent_id=parent_id,
-                payload=data,
-                max_retries=fn.max_retries,
                 scheduled_for=scheduled_for,
             )
         )
@@ -168,28 +221,46 @@ class InvocationService:
         return Accepted(invocation, created)
 
     def _due_at(self, at: datetime | None, delay_s: float | None) -> datetime | None:
-        """When to run: `at`, or `delay_s` from now; None for now."""
+        """When to run: `at`, or `delay_s` from now; None for now. No later than the max."""
         if at is not None and delay_s is not None:
             raise BadRequest("give delay or at, not both")
         if at is not None:
             if at.tzinfo is None:
                 raise BadRequest("at must carry its UTC offset")
+            if at - self.store.db.clock() > timedelta(seconds=self.max_delay_s):
+                raise self._too_far("at")
             return at
         if delay_s is None:
             return None
         if not math.isfinite(delay_s) or delay_s < 0:
             raise BadRequest(f"delay must be a number of seconds, 0 or more; got {delay_s!r}")
-        try:
-            return self.store.db.clock() + timedelta(seconds=delay_s)
-        except OverflowError as ex:
-            raise BadRequest(f"delay is too far in the future: {delay_s:g} seconds") from ex
+        if delay_s > self.max_delay_s:
+            raise self._too_far("delay")
+        return self.store.db.clock() + timedelta(seconds=delay_s)
+
+    def _too_far(self, name: str) -> BadRequest:
+        return BadRequest(
+            f"{name} may put a run at most {self.max_delay_s:g} seconds "
+            f"({_duration(self.max_delay_s)}, FERRY_MAX_DELAY_S) ahead"
+        )
 
     def wait(self, invocation: InvocationView, timeout_s: float) -> InvocationView:
         """Poll the store until the invocation finishes or `timeout_s` runs out.
 
         Returns the last state seen. A store that stops answering ends the wait early
         with that state: the invocation is accepted already, so this is not an error.
+        So does a tenant (or this process) holding all its wait slots (`wait_slots`): then
+        it returns at once, and the caller answers as for a wait that ran out.
         """
+        if invocation.finished or timeout_s <= 0:
+            return invocation
+        with self.wait_slots.hold(invocation.tenant_id) as held:
+            if not held:
+                log.info("wait_declined", **invocation.log_context(), reason="no_wait_slot")
+                return invocation
+            return self._poll(invocation, timeout_s)
+
+    def _poll(self, invocation: InvocationView, timeout_s: float) -> InvocationView:
         deadline = self.monotonic() + timeout_s
         interval = self.POLL_FIRST_S
         while not invocation.finished:
@@ -268,6 +339,14 @@ class InvocationService:
             except (NotFound, InvalidState, TenantSuspended):
                 skipped.append(invocation_id)
         return BulkRetry(tuple(retried), tuple(skipped))
+
+
+def _duration(seconds: float) -> str:
+    """Seconds in the largest whole unit that fits: "30 days", "2 h", "90 s"."""
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds:g} s"
 
 
 def _dispatch_of(invocation: InvocationView) -> Dispatch:

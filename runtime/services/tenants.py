@@ -1,8 +1,10 @@
 """Tenants and their API keys: the rules the CLI, the API and the dashboard share.
 
-A tenant id matches `TENANT_ID`; a key has some of `SCOPES` and is shown once, when it is
-created. A key authenticates until it is revoked or expires; a remembered key (see
-`runtime.keycache`) answers without a lookup for at most `auth_cache_s` seconds.
+A tenant id matches `TENANT_ID`; a key is shown once, when it is created. A tenant's key
+has some of `invoke`, `read`, `manage` and acts for its tenant alone; an operator key has
+`admin`, belongs to no tenant and acts for one named per request. A key authenticates
+until it is revoked or expires, and a suspended tenant's keys are refused on their next
+request in every process (see `runtime.keycache` for what is remembered, and for how long).
 """
 
 from __future__ import annotations
@@ -68,7 +70,27 @@ class TenantService:
         name: str = "",
         expires_at: datetime | None = None,
     ) -> NewKey:
-        """A new key of `tenant_id`; `scopes` comma-separated or as names."""
+        """A new key of `tenant_id`; `scopes` comma-separated or as names, never `admin`."""
+        return self._create_key(tenant_id, scopes, name=name, expires_at=expires_at)
+
+    def create_operator_key(
+        self,
+        scopes: str | Iterable[str] = "admin",
+        *,
+        name: str = "",
+        expires_at: datetime | None = None,
+    ) -> NewKey:
+        """A new operator key: of no tenant, with `admin` among its scopes."""
+        return self._create_key(None, scopes, name=name, expires_at=expires_at)
+
+    def _create_key(
+        self,
+        tenant_id: str | None,
+        scopes: str | Iterable[str],
+        *,
+        name: str,
+        expires_at: datetime | None,
+    ) -> NewKey:
         wanted = parse_scopes(scopes if isinstance(scopes, str) else ",".join(scopes))
         view, secret = self.tenants.create_key(tenant_id, wanted, name=name, expires_at=expires_at)
         return NewKey(view, secret)
@@ -86,13 +108,18 @@ class TenantService:
         return key
 
     def key_state(self, key: ApiKeyView) -> str:
-        """`active`, `revoked` or `expired`."""
+        """`active`, `revoked`, `expired`, or `refused` (a tenant's key listing `admin`)."""
         if key.revoked_at is not None:
             return "revoked"
         if key.expires_at is not None and key.expires_at <= self.clock():
             return "expired"
+        if key.tenant_id is not None and "admin" in key.scopes:
+            return "refused"
         return "active"
 
     def authenticate(self, token: str) -> Principal | None:
-        """The principal of a presented key; None for an unknown, revoked or expired one."""
+        """The principal of a presented key; None for an unknown, revoked or expired one.
+
+        A suspended tenant's key raises `TenantSuspended`.
+        """
         return self.keys.authenticate(token)

@@ -13,6 +13,7 @@ from runtime.settings import Settings
 from runtime.store.claims import Claims
 from runtime.store.db import Clock, Database, engine_from_settings, translate_errors, utcnow
 from runtime.store.invocations import Invocations
+from runtime.store.leases import Leases
 from runtime.store.schedules import Schedules
 from runtime.store.stats import Stats
 from runtime.store.sweep import Sweep
@@ -30,6 +31,7 @@ class Store:
         self.tenants = Tenants(db)
         self.invocations = Invocations(db)
         self.claims = Claims(db)
+        self.leases = Leases(db)
         self.sweep = Sweep(db)
         self.workers = Workers(db)
         self.schedules = Schedules(db)

@@ -113,11 +113,15 @@ class ApiKey(TenantScoped, Base):
 
     #: The public part of the key (`fy_<id>_<secret>`), used to look it up.
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    #: The tenant the key belongs to; NULL for an operator key (migration 0005_operators).
+    #: A tenant session never sees operator keys: NULL matches no tenant.
+    tenant_id: Mapped[str | None] = mapped_column(  # type: ignore[assignment]
+        ForeignKey("tenants.id"), index=True, nullable=True
+    )
     name: Mapped[str] = mapped_column(String(200), default="")
     #: SHA-256 of the secret part; keys are 256-bit random, so a slow hash adds nothing.
     secret_hash: Mapped[str] = mapped_column(String(64))
-    #: Comma-separated scopes.
+    #: Comma-separated scopes; `admin` only on an operator key.
     scopes: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime | None]

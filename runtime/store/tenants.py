@@ -12,37 +12,63 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+import structlog
 from sqlalchemy.exc import IntegrityError
 
-from runtime.errors import AlreadyExists, NotFound, RequestRejected, TenantNotFound
+from runtime.errors import (
+    AlreadyExists,
+    NotFound,
+    RequestRejected,
+    TenantNotFound,
+    TenantSuspended,
+)
 from runtime.store import models
 from runtime.store.db import Database
 from runtime.store.views import ApiKeyView, TenantView
 
+log = structlog.get_logger("ferry.keys")
+
 TENANT_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 SCOPES = frozenset({"invoke", "read", "manage", "admin"})
+#: The scopes a tenant's key may have; `admin` is an operator key's alone.
+TENANT_SCOPES = SCOPES - {"admin"}
 _KEY = re.compile(r"fy_([a-z0-9]{12})_([A-Za-z0-9_-]{43})")
-#: Built once: every authenticated request runs it.
-_KEY_BY_ID = sa.select(models.ApiKey.__table__).where(
-    models.ApiKey.__table__.c.id == sa.bindparam("key_id")
+_KEYS = models.ApiKey.__table__
+_TENANTS = models.Tenant.__table__
+#: Built once: every authenticated request runs it. The tenant's status comes with the key,
+#: so a suspended tenant's keys are refused in the same round trip.
+_KEY_BY_ID = (
+    sa.select(_KEYS, _TENANTS.c.status.label("tenant_status"))
+    .select_from(_KEYS.outerjoin(_TENANTS, _TENANTS.c.id == _KEYS.c.tenant_id))
+    .where(_KEYS.c.id == sa.bindparam("key_id"))
 )
 
 
 @dataclasses.dataclass(frozen=True)
 class Principal:
-    """Who is calling: a key's tenant and scopes. `admin` implies every other scope."""
+    """Who is calling: a key's tenant (None: an operator key) and scopes.
+
+    Only an operator key is `admin`, and `admin` implies every other scope.
+    """
 
     key_id: str
-    tenant_id: str
+    #: The tenant the key belongs to; None for an operator key, which belongs to none.
+    tenant_id: str | None
     scopes: frozenset[str]
     #: When the key stops working by itself; None: it does not expire.
     expires_at: datetime | None = None
 
     @property
+    def is_operator(self) -> bool:
+        return self.tenant_id is None
+
+    @property
     def is_admin(self) -> bool:
-        return "admin" in self.scopes
+        return self.is_operator and "admin" in self.scopes
 
     def has(self, scope: str) -> bool:
+        if scope == "admin":
+            return self.is_admin
         return scope in self.scopes or self.is_admin
 
 
@@ -57,6 +83,26 @@ def key_state(revoked_at: datetime | None, expires_at: datetime | None, now: dat
     if expires_at is not None and expires_at <= now:
         return "expired"
     return "active"
+
+
+def check_key_scopes(tenant_id: str | None, scopes: frozenset[str]) -> None:
+    """Refuse scopes a key of this kind cannot have (`RequestRejected`, saying why).
+
+    A tenant's key has some of `invoke`, `read`, `manage`; an operator key (no tenant)
+    has `admin`, and may list the others too.
+    """
+    unknown = scopes - SCOPES
+    if not scopes or unknown:
+        raise RequestRejected(f"unknown scopes: {', '.join(sorted(unknown)) or 'none given'}")
+    if tenant_id is not None and "admin" in scopes:
+        raise RequestRejected(
+            "a tenant's key cannot have the admin scope: admin belongs to operator keys, "
+            "which belong to no tenant (ferry keys create --operator --scopes admin)"
+        )
+    if tenant_id is None and "admin" not in scopes:
+        raise RequestRejected(
+            "an operator key needs the admin scope; a key of one tenant is made with --tenant ID"
+        )
 
 
 def parse_scopes(text: str) -> frozenset[str]:
@@ -116,20 +162,21 @@ class Tenants:
 
     def create_key(
         self,
-        tenant_id: str,
+        tenant_id: str | None,
         scopes: frozenset[str],
         *,
         name: str = "",
         expires_at: datetime | None = None,
     ) -> tuple[ApiKeyView, str]:
-        """Create a key; the plaintext is returned here and never again."""
-        unknown = scopes - SCOPES
-        if not scopes or unknown:
-            raise RequestRejected(f"unknown scopes: {', '.join(sorted(unknown)) or 'none given'}")
+        """Create a key of a tenant, or an operator key (`tenant_id` None).
+
+        The plaintext is returned here and never again.
+        """
+        check_key_scopes(tenant_id, scopes)
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
         with self.db.session() as s:
-            if s.get(models.Tenant, tenant_id) is None:
+            if tenant_id is not None and s.get(models.Tenant, tenant_id) is None:
                 raise TenantNotFound(f"no tenant {tenant_id!r}")
             row = models.ApiKey(
                 id=key_id,
@@ -164,7 +211,9 @@ class Tenants:
     def authenticate(self, token: str) -> Principal | None:
         """Resolve a presented key to its principal; None for unknown, revoked or expired keys.
 
-        A key of a suspended tenant still authenticates; what it may do is decided later.
+        A key of a suspended tenant raises `TenantSuspended`: it is refused whatever it
+        asks. A tenant's key listing `admin` (made before operator keys existed) is refused
+        like an unknown one.
         """
         match = _KEY.fullmatch(token)
         if match is None:
@@ -185,9 +234,18 @@ class Tenants:
     def _principal(self, row: Any) -> Principal | None:
         if key_state(row.revoked_at, row.expires_at, self.db.clock()) != "active":
             return None
+        scopes = frozenset(row.scopes.split(","))
+        if row.tenant_id is not None:
+            if "admin" in scopes:
+                log.warning("tenant_admin_key_refused", key_id=row.id, tenant_id=row.tenant_id)
+                return None
+            if row.tenant_status != models.TenantStatus.ACTIVE:
+                raise TenantSuspended(
+                    f"tenant {row.tenant_id!r} is suspended: its keys are refused"
+                )
         return Principal(
             key_id=row.id,
             tenant_id=row.tenant_id,
-            scopes=frozenset(row.scopes.split(",")),
+            scopes=scopes,
             expires_at=row.expires_at,
         )

@@ -140,7 +140,8 @@ class TenantView:
 @dataclasses.dataclass(frozen=True)
 class ApiKeyView:
     id: str
-    tenant_id: str
+    #: None for an operator key.
+    tenant_id: str | None
     name: str
     scopes: frozenset[str]
     created_at: datetime

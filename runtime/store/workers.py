@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from runtime.store.db import Database
+from runtime.store.leases import release_held_by
 from runtime.store.models import Worker, WorkerState
 
 W = Worker
@@ -143,7 +144,9 @@ class Workers:
         """Move matching live rows to lost in one conditional UPDATE; the ids it moved.
 
         A row leaves the live states once, so of several workers noticing the same loss
-        at the same moment exactly one gets its id back and counts it.
+        at the same moment exactly one gets its id back and counts it. In the same
+        transaction the leases of the attempts they ran end now, so the next sweep runs
+        those invocations again instead of waiting for the leases to lapse.
         """
         with self.db.session() as s:
             moved = s.scalars(
@@ -153,6 +156,8 @@ class Workers:
                 .returning(W.id),
                 execution_options={"synchronize_session": False},
             ).all()
+            if moved:
+                release_held_by(s, moved, self.db.clock())
         return sorted(moved)
 
     def prune(self, *, retention_s: float) -> int:

@@ -8,9 +8,10 @@ from typing import Any
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.middleware import CurrentMessage, ShutdownNotifications, TimeLimit
+from dramatiq.middleware import CurrentMessage, ShutdownNotifications
 
 from runtime.metrics import Metrics
+from runtime.recovery.leases import LeaseKeeper
 from runtime.registry import Registry
 from runtime.settings import Settings
 from runtime.store.claims import Claims
@@ -25,9 +26,11 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
 
     Dramatiq's `Retries` and `AgeLimit` are left out on purpose: retries are rows in the
     store (see `runtime.worker.execution`), and nothing accepted may age out of the broker.
+    So is its `TimeLimit`, which covers the whole message, recording included: the
+    executor puts the function's timeout around the handler alone
+    (`runtime.worker.time_limit`).
     """
     base: list[dramatiq.Middleware] = [
-        TimeLimit(interval=200),
         ShutdownNotifications(),
         CurrentMessage(),
     ]
@@ -48,14 +51,14 @@ def install_worker_middleware(
     broker: dramatiq.Broker,
     claims: Claims,
     worker_id: str,
-    lease_s: Callable[[str], float],
+    leases: LeaseKeeper,
     metrics: Metrics,
 ) -> None:
     """Ferry's middleware, in the one order that works: claim, log binding, metrics.
 
     The claim must run first: every later hook relies on the invocation it won.
     """
-    broker.add_middleware(ClaimMiddleware(claims, worker_id, lease_s))
+    broker.add_middleware(ClaimMiddleware(claims, worker_id, leases))
     broker.add_middleware(LogContextMiddleware())
     # After the claim: it measures the attempts the claim won.
     broker.add_middleware(MetricsMiddleware(metrics, claims))
@@ -66,7 +69,7 @@ def declare_actors(
     registry: Registry,
     body: Callable[[Any], Callable[[str], None]],
 ) -> dict[str, dramatiq.Actor[Any, Any]]:
-    """One Dramatiq actor per function, its time limit the function's timeout."""
+    """One Dramatiq actor per function, on its function's queue."""
     actors: dict[str, dramatiq.Actor[Any, Any]] = {}
     for function in registry:
         actors[function.name] = dramatiq.Actor(
@@ -75,7 +78,7 @@ def declare_actors(
             actor_name=function.name,
             queue_name=function.queue,
             priority=0,
-            options={"time_limit": int(function.timeout * 1000)},
+            options={},
         )
     for queue in ("default", "heavy", "scheduled"):
         broker.declare_queue(queue)

@@ -8,12 +8,14 @@ Shutdown, as Dramatiq's `Worker.stop` does it on the Redis broker:
   interrupted: `ShutdownNotifications` defaults to `notify_shutdown=False`), within
   `FERRY_SHUTDOWN_GRACE_S`;
 - messages prefetched into the in-memory work queue are pushed back onto their Redis queue;
-- messages still in a consumer's fetch cache stay in this process's Redis ack set, and
-  an attempt still running when the grace runs out is abandoned with the process.
+- messages still in a consumer's fetch cache stay in this process's Redis ack set;
+- an attempt still running when the grace runs out is given up: its lease ends at once
+  (`LeaseKeeper.release_all`), so the next sweep of another process runs it again.
 
 Nothing of that is lost: the invocation stays `queued` (the sweep sends it again after
-`FERRY_REDISPATCH_AFTER_S`) or `running` under a lease (reclaimed when the lease
-expires), and a late duplicate delivery is skipped by the claim.
+`FERRY_REDISPATCH_AFTER_S`) or is taken back from `running` by the sweep, and a late
+duplicate delivery is skipped by the claim. After a second signal the process leaves at
+once and its leases lapse within `FERRY_LEASE_S`.
 """
 
 from __future__ import annotations
@@ -23,18 +25,17 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from types import FrameType
+from wsgiref.simple_server import WSGIServer
 
 import structlog
 
 from runtime.app import Runtime
 from runtime.errors import ConfigurationError
 from runtime.logs import configure_logging
-from runtime.metrics import mark_process_dead
+from runtime.metrics import mark_process_dead, start_metrics_server
 from runtime.settings import Settings
-from runtime.worker.consumer import WorkerHandle
 
 log = structlog.get_logger("ferry.worker")
 
@@ -56,7 +57,7 @@ class ShutdownSignals:
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         if self.requested.is_set():
             # The operator insists: leave now. Running attempts are recovered elsewhere
-            # when their leases expire.
+            # when their leases lapse (within FERRY_LEASE_S).
             sys.stderr.write(f"ferry worker: second {signal.Signals(signum).name}, exiting now\n")
             sys.stderr.flush()
             os._exit(_SIGNAL_EXIT_BASE + signum)
@@ -82,10 +83,12 @@ def run_worker(
     queues: Sequence[str] | None = None,
     threads: int | None = None,
     signals: ShutdownSignals | None = None,
+    metrics_port: int | None = None,
 ) -> int:
     """Run a worker process until a signal stops it; its exit code.
 
-    `queues` defaults to `default` and `scheduled`; `threads` to `FERRY_WORKER_THREADS`.
+    `queues` defaults to `default` and `scheduled`; `threads` to `FERRY_WORKER_THREADS`;
+    `metrics_port` (serve the process's metrics) to `FERRY_METRICS_PORT`.
     Installs SIGTERM/SIGINT handlers, so call it from the main thread.
     """
     configure_logging(settings)
@@ -97,6 +100,7 @@ def run_worker(
     except ConfigurationError as ex:
         log.error("worker_start_failed", error_type=type(ex).__name__, error=str(ex))
         return 2
+    metrics_server: WSGIServer | None = None
     try:
         unknown = set(chosen) - runtime.broker.get_declared_queues()
         if unknown:
@@ -108,6 +112,8 @@ def run_worker(
                 known=sorted(runtime.broker.get_declared_queues()),
             )
             return 2
+        port = metrics_port or settings.metrics_port
+        metrics_server = start_metrics_server(port) if port else None
         handle = runtime.start_worker(queues=chosen, threads=threads)
         log.info(
             "worker_started",
@@ -118,29 +124,22 @@ def run_worker(
         )
         signals.wait()
         log.info("worker_stopping", pid=os.getpid(), grace_s=settings.shutdown_grace_s)
-        abandoned = _drain(handle, settings.shutdown_grace_s, settings.worker_poll_ms)
+        abandoned = handle.stop(settings.shutdown_grace_s)
         if abandoned:
             log.warning(
                 "worker_stopped_with_running_attempts",
                 threads=abandoned,
-                recovery="their leases expire and another worker runs them",
+                recovery="their claims are released and another worker runs them",
             )
         log.info("worker_stopped", pid=os.getpid())
         return 0
     finally:
+        if metrics_server is not None:
+            metrics_server.shutdown()
+            metrics_server.server_close()
         runtime.close()
         # Its live gauges leave the shared metrics directory; its counts stay.
         mark_process_dead(os.getpid())
-
-
-def _drain(handle: WorkerHandle, grace_s: float, poll_ms: int) -> int:
-    """Stop consuming, let running attempts finish; how many threads were still busy."""
-    handle.stop(grace_s)
-    # An idle thread leaves within one poll; one still alive after that runs an attempt.
-    deadline = time.monotonic() + 2 * poll_ms / 1000
-    for thread in handle.worker.workers:
-        thread.join(timeout=max(0.0, deadline - time.monotonic()))
-    return sum(1 for thread in handle.worker.workers if thread.is_alive())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

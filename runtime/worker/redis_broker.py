@@ -3,7 +3,7 @@
 Dramatiq's Redis consumer never blocks on Redis: when a fetch comes back empty it
 sleeps `compute_backoff(misses)` (5 ms doubling up to the worker timeout) and fetches
 again, so a message sent to an idle worker waits on average half that cap before it is
-even seen (230 ms p50 with Dramatiq's defaults). It also sleeps the same way when every
+even seen (docs/perf/README.md has the figures). It also sleeps the same way when every
 prefetch slot is taken, so worker threads can run dry while the consumer sleeps.
 
 `WakingRedisBroker` keeps Dramatiq's storage format, its script for fetch, ack, nack,

@@ -162,7 +162,7 @@ def test_an_operator_works_the_dashboard_in_a_browser(server, chromium, tmp_path
         runtime.store.tenants.create(tenant)
     _, acme_key = runtime.store.tenants.create_key("acme", parse_scopes("invoke,read,manage"))
     _, globex_key = runtime.store.tenants.create_key("globex", parse_scopes("invoke,read"))
-    _, admin_key = runtime.store.tenants.create_key("acme", parse_scopes("admin"))
+    _, admin_key = runtime.store.tenants.create_key(None, parse_scopes("admin"))  # operator
     theirs = invoke(base, globex_key, "echo", {"message": "globex's own"})
 
     # Given an operator of tenant acme who signs in with its key (JavaScript off)

@@ -21,6 +21,7 @@ from tests.procs import PrivatePostgres, PrivateRedis, Processes, child_env
 FAST_RECOVERY = {
     "sweep_interval_s": 0.2,
     "redispatch_after_s": 3,
+    "lease_s": 3,
     "lease_grace_s": 1,
     "worker_poll_ms": 50,
     "log_level": "info",

@@ -12,9 +12,10 @@ import pytest
 import redis
 import requests
 
+from tests.conftest import REDIS_URL
 from tests.integration.clients import Client, make_key
 from tests.integration.conftest import FAST_RECOVERY, Deployment, Ledger, worker_pid
-from tests.procs import PrivateRedis, Processes, free_port
+from tests.procs import PrivateRedis, Processes, free_port, timed
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -53,8 +54,8 @@ def test_a_worker_killed_mid_run_loses_nothing_and_runs_nothing_twice(
     victim.send(signal.SIGKILL)
     victim.wait(timeout=10)
 
-    # Then every invocation succeeds on the others (after the victim's leases expire:
-    # echo's 20 s timeout + 1 s grace), each with exactly one successful attempt
+    # Then every invocation succeeds on the others (once the victim's 3 s leases lapse),
+    # each with exactly one successful attempt
     wait_for(
         lambda: ledger.count_status(ids, "succeeded") == 20,
         timeout=120,
@@ -78,6 +79,49 @@ def test_a_worker_killed_mid_run_loses_nothing_and_runs_nothing_twice(
     # The attempts the victim held when it died are the ones recorded as lost.
     assert set(lost) == set(held)
     assert all(w.alive() for w in workers[1:])
+
+
+def test_a_worker_killed_mid_run_of_a_600_s_function_runs_it_again_within_a_minute(
+    pg_database: str,
+    redis_namespace: str,
+    procs: Processes,
+    ledger_for: Callable[[str], Ledger],
+) -> None:
+    # Given two workers with the default lease, heartbeat and sweep settings, and one of
+    # them running an invocation of a function whose timeout is 600 s
+    deployment = Deployment(pg_database, REDIS_URL, redis_namespace, {"log_level": "info"})
+    ledger = ledger_for(pg_database)
+    env = deployment.env()
+    workers = [procs.worker(env, name=f"worker-{n}", threads=1) for n in range(2)]
+    runtime = deployment.runtime()
+    try:
+        runtime.store.tenants.create("t-long")
+        invocation_id = runtime.invocations.accept(
+            tenant_id="t-long", function="unhurried", payload={"message": "m", "sleep_s": 3}
+        )[0].id
+    finally:
+        runtime.close()
+    wait_for(lambda: invocation_id in ledger.executions(), what="the function running")
+    holder = ledger.running_on([invocation_id])
+    [victim] = [w for w in workers if w.pid == worker_pid(holder[invocation_id])]
+    [survivor] = [w for w in workers if w is not victim]
+
+    # When that worker is killed with SIGKILL mid-run
+    with timed() as recovery:
+        victim.send(signal.SIGKILL)
+        victim.wait(timeout=10)
+        # Then the other worker runs it again and it succeeds within a minute (its lease
+        # lapses, or the heartbeat finds the worker lost), not after the 600 s timeout
+        wait_for(
+            lambda: ledger.count_status([invocation_id], "succeeded") == 1,
+            timeout=60,
+            interval=0.2,
+            what="the invocation to run again and succeed",
+        )
+    print(f"kill -9 to success elsewhere: {recovery[0]:.1f} s (function runs 3 s)")
+    attempts = [(a.outcome, worker_pid(a.worker_id or "")) for a in ledger.attempts(invocation_id)]
+    assert attempts == [("lost", victim.pid), ("succeeded", survivor.pid)]
+    assert ledger.executions()[invocation_id] == 2
 
 
 def test_redis_down_while_200_are_accepted_then_restarted_empty_loses_nothing(

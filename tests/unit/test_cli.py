@@ -203,8 +203,7 @@ def test_a_key_is_printed_once_alone_on_the_last_line_and_works(ferry, migrated)
 
 
 def test_a_revoked_key_no_longer_authenticates(ferry, migrated):
-    ferry("tenants", "create", "acme")
-    key = ferry("keys", "create", "--tenant", "acme", "--scopes", "admin").out.splitlines()[-1]
+    key = ferry("keys", "create", "--operator", "--scopes", "admin").out.splitlines()[-1]
     key_id = migrated.tenants.authenticate(key).key_id
     # When it is revoked
     ran = ferry("keys", "revoke", key_id)
@@ -212,6 +211,25 @@ def test_a_revoked_key_no_longer_authenticates(ferry, migrated):
     assert ran.code == 0
     assert migrated.tenants.authenticate(key) is None
     assert ferry("keys", "list", "--json").json()["keys"][0]["state"] == "revoked"
+
+
+def test_admin_belongs_to_operator_keys_which_have_no_tenant(ferry, migrated):
+    ferry("tenants", "create", "acme")
+    # A tenant's key with admin is refused, with what to do instead
+    refused = ferry("keys", "create", "--tenant", "acme", "--scopes", "read,admin")
+    assert refused.code != 0 and "--operator" in refused.err
+    # An operator key has admin and no tenant; its last line is the key alone
+    made = ferry("keys", "create", "--operator", "--scopes", "admin", "--name", "ops")
+    assert made.code == 0 and "operator" in made.out
+    principal = migrated.tenants.authenticate(made.out.splitlines()[-1])
+    assert principal.tenant_id is None and principal.is_admin
+    [shown] = ferry("keys", "list", "--json").json()["keys"]
+    assert (shown["tenant_id"], shown["scopes"], shown["state"]) == (None, ["admin"], "active")
+    # --tenant and --operator are exclusive, and one of them is needed
+    for argv in (["--scopes", "admin"], ["--operator", "--tenant", "acme", "--scopes", "admin"]):
+        with pytest.raises(SystemExit) as exited:
+            ferry("keys", "create", *argv)
+        assert exited.value.code == 2
 
 
 def test_keys_are_listed_per_tenant(ferry, migrated):

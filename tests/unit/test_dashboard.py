@@ -198,6 +198,29 @@ def test_the_input_is_shown_only_to_manage_and_admin_keys(runtime, browser, make
     assert "the-input-text" in admin.get(f"/dashboard/invocations/{inv.id}").text
 
 
+def test_tracebacks_are_shown_only_to_manage_and_admin_keys(
+    runtime, worker, browser, make_tenant, make_key
+):
+    # Given a failed invocation whose attempt stored a traceback (it names server files)
+    tenant = make_tenant()
+    failed, _ = runtime.invocations.accept(
+        tenant_id=tenant, function="flaky", payload={"permanent": True}
+    )
+    wait_for(finished(runtime, failed.id))
+    [attempt] = runtime.store.invocations.attempts(failed.id)
+    assert attempt.traceback and ".py" in attempt.traceback
+    # When a read-only key opens it, Then it sees the error's type and message only
+    reader = signed_in(browser, make_key(tenant, "read"))
+    page = reader.get(f"/dashboard/invocations/{failed.id}").text
+    assert "bad request upstream" in page and attempt.error["type"] in page
+    assert "Traceback" not in page and ".py" not in page
+    # And manage and admin keys see the traceback too
+    manager = signed_in(browser, make_key(tenant, "read,manage"))
+    assert "Traceback" in manager.get(f"/dashboard/invocations/{failed.id}").text
+    admin = signed_in(browser, make_key(make_tenant(), "admin"))
+    assert "Traceback" in admin.get(f"/dashboard/invocations/{failed.id}").text
+
+
 # --- actions --------------------------------------------------------------------------------------
 
 

@@ -114,6 +114,8 @@ SERVICE_RULES = [
     ("Service", "KillMode", "mixed"),  # SIGTERM to the main process only
     ("Service", "TimeoutStopSec", None),
     ("Unit", "PartOf", "ferry.target"),
+    # The host's metrics directory outlives any one unit: the others still write there.
+    ("Service", "RuntimeDirectoryPreserve", "yes"),
 ]
 
 
@@ -157,6 +159,10 @@ def unit_problems(name: str, unit: Unit) -> list[str]:
         problems.append(f"{name}: no EnvironmentFile=/etc/ferry/ferry.env")
     if long_running and "ferry-migrate.service" not in (value("Unit", "After") or ""):
         problems.append(f"{name}: not ordered after ferry-migrate.service")
+    metrics_dir = read_env_file(SYSTEMD / "ferry.env.example")["FERRY_METRICS_DIR"]
+    runtime_dirs = [f"/run/{d}" for d in (value("Service", "RuntimeDirectory") or "").split()]
+    if long_running and metrics_dir not in runtime_dirs:
+        problems.append(f"{name}: does not create FERRY_METRICS_DIR ({metrics_dir})")
     return problems
 
 
@@ -174,11 +180,14 @@ def test_every_unit_has_what_a_ferry_unit_needs():
 
 def test_the_unit_checks_fail_on_a_unit_without_restart_limits_or_hardening():
     unit = copy.deepcopy(unit_files()["ferry-web.service"])
-    for key in ("Restart", "MemoryMax", "NoNewPrivileges", "EnvironmentFile"):
+    for key in ("Restart", "MemoryMax", "NoNewPrivileges", "EnvironmentFile", "RuntimeDirectory"):
         del unit["Service"][key]
+    unit["Service"]["RuntimeDirectoryPreserve"] = ["restart"]
     problems = " ".join(unit_problems("broken.service", unit))
     for key in ("Restart is None", "MemoryMax", "NoNewPrivileges", "EnvironmentFile"):
         assert key in problems
+    assert "RuntimeDirectoryPreserve is 'restart', wants 'yes'" in problems
+    assert "does not create FERRY_METRICS_DIR (/run/ferry/metrics)" in problems
 
 
 def test_each_process_kind_has_a_unit_running_the_procfile_command():
@@ -349,6 +358,25 @@ def compose_problems(compose: Doc, grace_s: float) -> list[str]:
             problems.append(f"{kind}: inherits the image's HTTP healthcheck but serves no HTTP")
         if kind in WORKER_KINDS and seconds(service.get("stop_grace_period", "10s")) <= grace_s:
             problems.append(f"{kind}: stop_grace_period is not above the shutdown grace")
+    return problems + compose_metrics_problems(services)
+
+
+def compose_metrics_problems(services: Doc) -> list[str]:
+    """Web's gunicorn processes share a tmpfs; each worker container serves its own port."""
+    problems = []
+    web = services.get("web", {})
+    metrics_dir = web.get("environment", {}).get("FERRY_METRICS_DIR")
+    mounts = [entry.split(":")[0] for entry in web.get("tmpfs", [])]
+    if metrics_dir is None or metrics_dir not in mounts:
+        problems.append("web: FERRY_METRICS_DIR is not a tmpfs of its own")
+    for kind in WORKER_KINDS:
+        service = services.get(kind, {})
+        port = service.get("environment", {}).get("FERRY_METRICS_PORT")
+        if port is None or port not in service.get("expose", []):
+            problems.append(f"{kind}: serves no metrics port on the project's network")
+        if "FERRY_METRICS_DIR" in service.get("environment", {}):
+            # Containers have PID namespaces of their own: a shared directory mixes pids up.
+            problems.append(f"{kind}: shares a metrics directory across containers")
     return problems
 
 
@@ -367,6 +395,19 @@ def test_the_compose_checks_fail_without_a_scheduler_or_a_healthy_postgres():
     assert compose_problems(compose, 40) == [
         "worker: does not wait for migrate, postgres and redis",
         "no service for process kind 'scheduler'",
+    ]
+
+
+def test_the_compose_metrics_checks_fail_on_a_shared_directory_or_no_worker_port():
+    compose = yaml.safe_load(COMPOSE.read_text())
+    web, heavy = compose["services"]["web"], compose["services"]["heavy"]
+    del web["tmpfs"]
+    heavy["environment"] = {**heavy["environment"], "FERRY_METRICS_DIR": "/shared"}
+    del heavy["expose"]
+    assert compose_metrics_problems(compose["services"]) == [
+        "web: FERRY_METRICS_DIR is not a tmpfs of its own",
+        "heavy: serves no metrics port on the project's network",
+        "heavy: shares a metrics directory across containers",
     ]
 
 
@@ -420,9 +461,10 @@ def k8s_problems(docs: list[Doc], grace_s: float, uid: str) -> list[str]:
         ports = {p["name"] for p in container.get("ports", [])}
         for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
             get = container.get(probe, {}).get("httpGet")
-            if ports and (get is None or get["path"] != path or get["port"] not in ports):
+            # Only the gateway serves probes (`http`); a worker's `metrics` port does not.
+            if "http" in ports and (get is None or get["path"] != path or get["port"] != "http"):
                 problems.append(f"{name}: {probe} is not on {path} of a container port")
-            if not ports and get is not None:
+            if "http" not in ports and get is not None:
                 problems.append(f"{name}: {probe} asks HTTP of a process without a server")
         if kind in WORKER_KINDS and pod.get("terminationGracePeriodSeconds", 30) <= grace_s:
             problems.append(f"{name}: terminationGracePeriodSeconds is below the grace")
@@ -439,6 +481,38 @@ def k8s_problems(docs: list[Doc], grace_s: float, uid: str) -> list[str]:
     for name, service in by_kind(docs, "Service").items():
         if not any(selects(service["spec"]["selector"], d) for d in deployments.values()):
             problems.append(f"Service {name} selects no Deployment")
+    return problems + k8s_metrics_problems(deployments)
+
+
+def container_env(container: Doc) -> dict[str, str]:
+    return {e["name"]: e.get("value", "") for e in container.get("env", [])}
+
+
+def k8s_metrics_problems(deployments: dict[str, Doc]) -> list[str]:
+    """Web pods share an emptyDir among their processes; worker pods serve their own port."""
+    problems = []
+    for kind in ("web", *WORKER_KINDS):
+        name = f"ferry-{kind}"
+        if name not in deployments:
+            continue
+        template = deployments[name]["spec"]["template"]
+        pod, container = template["spec"], template["spec"]["containers"][0]
+        env, annotations = container_env(container), template["metadata"].get("annotations", {})
+        ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+        served = ports.get("http" if kind == "web" else "metrics")
+        if annotations.get("prometheus.io/scrape") != "true" or served is None:
+            problems.append(f"{name}: Prometheus is not told to scrape a port of its pods")
+        elif annotations.get("prometheus.io/port") != str(served):
+            problems.append(f"{name}: prometheus.io/port is not the port metrics are served on")
+        if kind == "web":
+            empty_dirs = {v["name"] for v in pod.get("volumes", []) if "emptyDir" in v}
+            mounted = {
+                m["mountPath"] for m in container.get("volumeMounts", []) if m["name"] in empty_dirs
+            }
+            if env.get("FERRY_METRICS_DIR") not in mounted:
+                problems.append(f"{name}: FERRY_METRICS_DIR is not an emptyDir of the pod")
+        elif env.get("FERRY_METRICS_PORT") != str(served):
+            problems.append(f"{name}: FERRY_METRICS_PORT is not its `metrics` container port")
     return problems
 
 
@@ -468,6 +542,37 @@ def test_the_manifest_checks_fail_on_a_missing_probe_and_a_stray_budget():
         "ferry-web: readinessProbe is not on /readyz of a container port",
         "PDB ferry-heavy selects [], not one Deployment",
     ]
+
+
+def test_the_manifest_metrics_checks_fail_without_the_emptydir_or_on_a_wrong_port():
+    deployments = copy.deepcopy(by_kind(k8s_documents(), "Deployment"))
+    pod_spec(deployments["ferry-web"])["volumes"] = [
+        v for v in pod_spec(deployments["ferry-web"])["volumes"] if v["name"] != "metrics"
+    ]
+    worker = pod_spec(deployments["ferry-worker"])["containers"][0]
+    worker["env"] = [{"name": "FERRY_METRICS_PORT", "value": "9200"}]
+    del deployments["ferry-heavy"]["spec"]["template"]["metadata"]["annotations"]
+    assert k8s_metrics_problems(deployments) == [
+        "ferry-web: FERRY_METRICS_DIR is not an emptyDir of the pod",
+        "ferry-worker: FERRY_METRICS_PORT is not its `metrics` container port",
+        "ferry-heavy: Prometheus is not told to scrape a port of its pods",
+    ]
+
+
+def test_the_podmonitor_scrapes_the_port_each_deployment_serves_metrics_on():
+    # Given the PodMonitor (kept out of the base: it needs the Prometheus Operator)
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert "podmonitor.yaml" not in kustomization["resources"]
+    monitor = yaml.safe_load((K8S / "podmonitor.yaml").read_text())
+    endpoints = {
+        e["port"]: e.get("path", "/metrics") for e in monitor["spec"]["podMetricsEndpoints"]
+    }
+    # Then it selects every Ferry pod that serves metrics, on the port it serves them on
+    for kind in ("web", *WORKER_KINDS):
+        deployment = by_kind(k8s_documents(), "Deployment")[f"ferry-{kind}"]
+        assert selects(monitor["spec"]["selector"]["matchLabels"], deployment)
+        ports = {p["name"] for p in pod_spec(deployment)["containers"][0]["ports"]}
+        assert [endpoints[p] for p in ports if p in endpoints] == ["/metrics"], kind
 
 
 def test_envfrom_names_the_generated_configmap_and_the_documented_secret():
@@ -563,3 +668,77 @@ def test_kubernetes_validate_rejects_a_misspelt_probe():
     container["livenesProbe"] = container.pop("livenessProbe")
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(web, "1.33.0", strict=True)
+
+
+# --- metrics: gunicorn's hooks and the Prometheus scrape configuration ------------------------
+
+PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+GUNICORN_HOOKS = """
+import json, os, runpy, sys, types
+conf = runpy.run_path(sys.argv[1])
+conf["on_starting"](types.SimpleNamespace(log=types.SimpleNamespace(warning=print)))
+joined = sorted(os.listdir(os.environ["FERRY_METRICS_DIR"]))
+exited = int(sys.argv[2])
+open(os.path.join(os.environ["FERRY_METRICS_DIR"], f"gauge_livesum_{exited}.db"), "w").close()
+conf["child_exit"](None, types.SimpleNamespace(pid=exited))
+left = sorted(os.listdir(os.environ["FERRY_METRICS_DIR"]))
+print(json.dumps({"pid": os.getpid(), "env": os.environ.get("PROMETHEUS_MULTIPROC_DIR"),
+                  "joined": joined, "left": left}))
+"""
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return int(done.stdout)
+
+
+def test_gunicorns_master_wipes_the_last_runs_metrics_and_child_exit_marks_workers_dead(tmp_path):
+    # Given the metrics directory of a previous run, all its processes gone
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    old = dead_pid()
+    for stale in (f"counter_{old}.db", f"ferry_{old}.pid", f"gauge_livesum_{old}.db"):
+        (directory / stale).write_bytes(b"")
+    (directory / "README").write_text("not Ferry's: kept")
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "FERRY_METRICS_DIR": str(directory)}
+    # When gunicorn's master starts (on_starting), then a worker process exits (child_exit)
+    exited = dead_pid()
+    result = run(
+        sys.executable,
+        "-c",
+        GUNICORN_HOOKS,
+        str(ROOT / "deploy" / "gunicorn.conf.py"),
+        str(exited),
+        env=env,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    seen = yaml.safe_load(result.stdout.splitlines()[-1])
+    # Then the master wiped the old files, joined and exported the directory to its workers
+    assert seen["env"] == str(directory)
+    assert seen["joined"] == [".lock", "README", f"ferry_{seen['pid']}.pid"]
+    # And the exited worker's live gauge went
+    assert seen["left"] == seen["joined"]
+
+
+def test_promtool_accepts_the_scrape_configuration():
+    tool = require_tool("promtool", "Debian's prometheus package")
+    result = run(tool, "check", "config", str(PROMETHEUS))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_compose_scrape_job_reaches_every_metrics_endpoint_of_the_compose_file():
+    config = yaml.safe_load(PROMETHEUS.read_text())
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "ferry-compose"]
+    scraped = {(name, sd["port"]) for sd in job["dns_sd_configs"] for name in sd["names"]}
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    serving = {("web", int(services["web"]["environment"]["PORT"]))} | {
+        (kind, int(services[kind]["environment"]["FERRY_METRICS_PORT"])) for kind in WORKER_KINDS
+    }
+    assert scraped == serving

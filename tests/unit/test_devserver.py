@@ -34,6 +34,7 @@ def test_dev_uses_short_recovery_timings_unless_they_are_set(db_url, monkeypatch
     # Given nothing set, the dev defaults apply
     defaults = dev_settings(Settings.from_env())
     assert (defaults.redispatch_after_s, defaults.lease_grace_s) == (2.0, 5.0)
+    assert defaults.lease_s == 5.0
     assert defaults.log_format == "console"
     # Given a value the user set, it is kept
     monkeypatch.setenv("FERRY_REDISPATCH_AFTER_S", "30")
@@ -49,16 +50,23 @@ def test_dev_uses_short_recovery_timings_unless_they_are_set(db_url, monkeypatch
 
 def test_dev_credentials_are_made_once_and_replaced_when_they_stop_working(migrated, tmp_path):
     state = tmp_path / "state"
-    # When dev starts the first time, it makes the demo tenant and an admin key, saved 0600
+    # When dev starts the first time, it makes the demo tenant and its key, saved 0600,
+    # and an operator key (admin belongs to operator keys alone), saved 0600 too
     first = devserver.ensure_credentials(migrated, state)
     assert first.created and first.tenant_id == "demo"
     assert first.key_file.read_text().strip() == first.key
     assert first.key_file.stat().st_mode & 0o777 == 0o600
     assert state.stat().st_mode & 0o777 == 0o700
-    assert migrated.tenants.authenticate(first.key).is_admin
+    tenant_key = migrated.tenants.authenticate(first.key)
+    assert tenant_key.tenant_id == "demo" and tenant_key.scopes == {"invoke", "read", "manage"}
+    assert first.operator_key_file.read_text().strip() == first.operator_key
+    assert first.operator_key_file.stat().st_mode & 0o777 == 0o600
+    operator = migrated.tenants.authenticate(first.operator_key)
+    assert operator.is_admin and operator.tenant_id is None
     # When it starts again, it reuses the saved key
     again = devserver.ensure_credentials(migrated, state)
     assert (again.key, again.created) == (first.key, False)
+    assert again.operator_key == first.operator_key
     # When the saved key was revoked, it makes a new one for the same tenant
     migrated.tenants.revoke_key(migrated.tenants.authenticate(first.key).key_id)
     replaced = devserver.ensure_credentials(migrated, state)

@@ -166,7 +166,7 @@ def test_children_get_keys_derived_from_the_parent_and_are_not_duplicated_by_ret
     assert sorted(done.result["child_ids"]) == sorted(c.id for c in children)
     for child in children:
         assert child.parent_id == inv.id and child.trigger == "invoke"
-        assert child.idempotency_key.startswith("p-1/echo/")
+        assert child.idempotency_key.startswith("invoke:p-1/echo/")
 
 
 def test_a_delayed_invocation_waits_until_due(runtime, worker, make_tenant):

@@ -122,9 +122,19 @@ def accept_delivery(runtime, tenant: str, url: str, **extra):
     return inv
 
 
+#: The receivers listen on loopback, which `ctx.http` refuses unless the operator allows it.
+LOOPBACK_ALLOWED = ("127.0.0.1",)
+
+
+@pytest.fixture
+def settings(backend, settings_for):
+    """The runtime's settings, with the test receivers' loopback address allowed."""
+    return settings_for(backend, outbound_allow=LOOPBACK_ALLOWED)
+
+
 @pytest.fixture
 def harness() -> Iterator[FunctionHarness]:
-    with FunctionHarness(tenant_id="acme") as harness:
+    with FunctionHarness(tenant_id="acme", outbound_allow=LOOPBACK_ALLOWED) as harness:
         yield harness
 
 

@@ -1,10 +1,15 @@
-"""API keys, scopes, admin keys acting for a tenant, suspended tenants, tenant isolation."""
+"""API keys, scopes, operator keys acting for a tenant, suspended tenants, tenant isolation."""
 
 from __future__ import annotations
 
-import pytest
+import hashlib
+from datetime import UTC, datetime
 
-from runtime.store.models import TenantStatus
+import pytest
+import sqlalchemy as sa
+
+from runtime.errors import RequestRejected
+from runtime.store.models import ApiKey
 from tests.unit.conftest import assert_problem, invoke
 
 #: Every route that needs a key: (method, path, the scope it needs).
@@ -78,9 +83,9 @@ def test_the_tenant_comes_from_the_key_never_from_the_body(client, headers, tena
     assert result.json["tenant_id"] == tenant
 
 
-def test_a_non_admin_key_naming_another_tenant_is_403(client, headers_for, tenant, make_tenant):
+def test_a_tenant_key_naming_another_tenant_is_403(client, headers_for, tenant, make_tenant):
     other = make_tenant()
-    headers = headers_for(tenant, "invoke,read", **{"X-Tenant-ID": other})
+    headers = headers_for(tenant, "invoke,read,manage", **{"X-Tenant-ID": other})
     assert_problem(client.simulate_get("/v1/invocations", headers=headers), 403, "tenant-forbidden")
     assert_problem(invoke(client, headers, "echo", {"message": "x"}), 403, "tenant-forbidden")
     # Naming its own tenant is fine
@@ -88,55 +93,101 @@ def test_a_non_admin_key_naming_another_tenant_is_403(client, headers_for, tenan
     assert client.simulate_get("/v1/invocations", headers=own).status_code == 200
 
 
-def test_an_admin_key_naming_an_unknown_tenant_is_404(client, headers_for, tenant):
+def test_an_operator_key_naming_an_unknown_tenant_is_404(client, headers_for, tenant):
     headers = headers_for(tenant, "admin", **{"X-Tenant-ID": "no-such-tenant"})
     assert_problem(client.simulate_get("/v1/invocations", headers=headers), 404, "tenant-not-found")
 
 
-def test_an_admin_key_has_every_scope_and_acts_for_the_tenant_it_names(
-    client, headers_for, make_tenant
+def test_an_operator_key_has_every_scope_and_acts_for_the_tenant_it_names(
+    client, runtime, headers_for, make_tenant
 ):
-    operator, customer = make_tenant(), make_tenant()
-    admin = headers_for(operator, "admin")
-    # Writes without X-Tenant-ID act for the key's own tenant
-    own = invoke(client, admin, "echo", {"message": "own"})
-    assert own.status_code == 202 and own.json["tenant_id"] == operator
-    # With X-Tenant-ID they act for that tenant
+    first, customer = make_tenant(), make_tenant()
+    operator = runtime.tenants.create_operator_key("admin").secret
+    admin = {"Authorization": f"Bearer {operator}"}
+    # It belongs to no tenant: a write that names none is refused, and nothing is stored
+    assert_problem(invoke(client, admin, "echo", {"message": "nobody's"}), 403, "tenant-required")
+    # With X-Tenant-ID it acts for that tenant
+    mine = invoke(client, {**admin, "X-Tenant-ID": first}, "echo", {"message": "first"})
+    assert mine.status_code == 202 and mine.json["tenant_id"] == first
     theirs = invoke(client, {**admin, "X-Tenant-ID": customer}, "echo", {"message": "theirs"})
     assert theirs.status_code == 202 and theirs.json["tenant_id"] == customer
     # Reads without X-Tenant-ID see every tenant; with it, that tenant only
     listed = client.simulate_get("/v1/invocations", headers=admin).json["invocations"]
-    assert {i["id"] for i in listed} == {own.json["id"], theirs.json["id"]}
+    assert {i["id"] for i in listed} == {mine.json["id"], theirs.json["id"]}
     scoped = client.simulate_get("/v1/invocations", headers={**admin, "X-Tenant-ID": customer})
     assert [i["id"] for i in scoped.json["invocations"]] == [theirs.json["id"]]
     read = client.simulate_get(f"/v1/invocations/{theirs.json['id']}", headers=admin)
     assert read.status_code == 200 and read.json["tenant_id"] == customer
-    # Cancel is a write: for another tenant's invocation it needs X-Tenant-ID
+    # Cancel is a write: it needs X-Tenant-ID, and the tenant it names
     cancel_path = f"/v1/invocations/{theirs.json['id']}/cancel"
-    assert_problem(client.simulate_post(cancel_path, headers=admin), 404)
+    assert_problem(client.simulate_post(cancel_path, headers=admin), 403, "tenant-required")
+    wrong = client.simulate_post(cancel_path, headers={**admin, "X-Tenant-ID": first})
+    assert_problem(wrong, 404)
     cancelled = client.simulate_post(cancel_path, headers={**admin, "X-Tenant-ID": customer})
     assert cancelled.status_code == 200 and cancelled.json["status"] == "cancelled"
 
 
-def test_a_suspended_tenant_cannot_invoke_or_retry_but_still_reads(
-    client, runtime, headers, tenant
+def test_admin_is_an_operator_keys_alone(client, runtime, tenant):
+    # Creating a tenant's key with admin is refused, saying what to do instead
+    with pytest.raises(RequestRejected, match="--operator"):
+        runtime.tenants.create_key(tenant, "invoke,admin")
+    # And an operator key needs admin
+    with pytest.raises(RequestRejected, match="admin scope"):
+        runtime.tenants.create_operator_key("read")
+    # A tenant's admin key made before operator keys existed is refused when presented
+    legacy = legacy_admin_key(runtime, tenant)
+    result = client.simulate_get("/v1/invocations", headers={"Authorization": f"Bearer {legacy}"})
+    assert_problem(result, 401, "unauthenticated")
+    states = {runtime.tenants.key_state(k) for k in runtime.tenants.list_keys(tenant)}
+    assert states == {"refused"}
+
+
+def legacy_admin_key(runtime, tenant_id: str) -> str:
+    """A tenant's key with admin, written as a store from before operator keys held it."""
+    key_id, secret = "0123456789ab", "S" * 43
+    with runtime.store.db.engine.begin() as conn:
+        conn.execute(
+            sa.insert(ApiKey.__table__).values(
+                id=key_id,
+                tenant_id=tenant_id,
+                name="old admin",
+                secret_hash=hashlib.sha256(secret.encode()).hexdigest(),
+                scopes="admin",
+                created_at=datetime.now(UTC),
+            )
+        )
+    return f"fy_{key_id}_{secret}"
+
+
+@pytest.mark.parametrize("scopes", ["invoke", "read", "manage", "invoke,read,manage"])
+def test_a_suspended_tenants_keys_are_refused_on_every_route(
+    client, runtime, headers_for, tenant, scopes
 ):
-    # Given an invocation of a tenant that is then suspended
-    first = invoke(client, headers, "echo", {"message": "before"}).json
-    assert (
-        client.simulate_post(f"/v1/invocations/{first['id']}/cancel", headers=headers).status_code
-        == 200
-    )
-    runtime.store.tenants.set_status(tenant, TenantStatus.SUSPENDED)
-    # Then invoking and retrying answer 403, and nothing new was stored
-    assert_problem(invoke(client, headers, "echo", {"message": "after"}), 403, "tenant-suspended")
-    retry = client.simulate_post(f"/v1/invocations/{first['id']}/retry", headers=headers)
-    assert_problem(retry, 403, "tenant-suspended")
-    # And reading its own data still works
-    listed = client.simulate_get("/v1/invocations", headers=headers)
-    assert [i["id"] for i in listed.json["invocations"]] == [first["id"]]
-    one = client.simulate_get(f"/v1/invocations/{first['id']}", headers=headers)
-    assert one.status_code == 200 and one.json["status"] == "cancelled"
+    # Given an invocation of a tenant and a key of it that worked
+    first = invoke(client, headers_for(tenant), "echo", {"message": "before"}).json
+    headers = headers_for(tenant, scopes)
+    assert client.simulate_get("/v1/functions", headers=headers).status_code in (200, 403)
+    # When the tenant is suspended
+    runtime.tenants.suspend(tenant)
+    # Then every route refuses the key at once, whatever its scope, and nothing is stored
+    for method, path, _scope in SCOPED_ROUTES:
+        assert_problem(call(client, method, path, headers, first["id"]), 403, "tenant-suspended")
+    assert [i.id for i in runtime.invocations.list(tenant).invocations] == [first["id"]]
+    # And once it is resumed, the key works again
+    runtime.tenants.resume(tenant)
+    assert client.simulate_get("/v1/invocations", headers=headers).status_code in (200, 403)
+
+
+def test_an_operator_reads_a_suspended_tenant_but_runs_nothing_for_it(
+    client, runtime, headers_for, tenant
+):
+    first = invoke(client, headers_for(tenant), "echo", {"message": "before"}).json
+    runtime.tenants.suspend(tenant)
+    operator = headers_for(tenant, "admin", **{"X-Tenant-ID": tenant})
+    one = client.simulate_get(f"/v1/invocations/{first['id']}", headers=operator)
+    assert one.status_code == 200
+    refused = invoke(client, operator, "echo", {"message": "after"})
+    assert_problem(refused, 403, "tenant-suspended")
 
 
 def test_another_tenants_invocation_is_404_exactly_like_a_missing_one(

@@ -26,6 +26,8 @@ def test_functions_are_listed_with_their_invoke_url(client, headers, runtime):
         "max_retries",
         "timeout_s",
         "input_schema",
+        "invoke_scope",
+        "internal",
         "output_schema",
         "invoke_url",
     }

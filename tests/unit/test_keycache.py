@@ -9,7 +9,9 @@ import pytest
 from falcon.testing import TestClient
 
 from gateway.app import create_app
+from runtime.errors import TenantSuspended
 from runtime.keycache import KeyCache
+from runtime.store.models import TenantStatus
 from runtime.store.tenants import Principal, Tenants, parse_scopes
 from tests.unit.conftest import assert_problem
 from tests.waiting import wait_for
@@ -52,10 +54,10 @@ def test_a_key_is_read_once_per_ttl_and_a_revoked_one_is_refused_after_it(
 ):
     clock = FakeClock()
     keys = cache(store_tenants, 2.0, clock)
-    key = make_key(make_tenant(), "invoke")
-    # Given a key that authenticated
+    key = make_key(make_tenant(), "admin")
+    # Given an operator key that authenticated
     first = keys.authenticate(key)
-    assert first is not None and first.scopes == frozenset({"invoke"})
+    assert first is not None and first.scopes == frozenset({"admin"})
     # When it is used again within the TTL, Then the store is not asked again
     clock.advance(1.9)
     assert keys.authenticate(key) == first
@@ -73,10 +75,9 @@ def test_a_key_is_read_once_per_ttl_and_a_revoked_one_is_refused_after_it(
 def test_an_entry_never_outlives_the_key_s_expiry(runtime, store_tenants, make_tenant):
     clock = FakeClock()
     keys = cache(store_tenants, 3600.0, clock)
-    tenant = make_tenant()
     expires_at = datetime.now(UTC) + timedelta(seconds=60)
     _view, key = runtime.store.tenants.create_key(
-        tenant, parse_scopes("read"), expires_at=expires_at
+        None, parse_scopes("admin"), expires_at=expires_at
     )
     assert keys.authenticate(key) is not None
     clock.advance(59)
@@ -88,10 +89,27 @@ def test_an_entry_never_outlives_the_key_s_expiry(runtime, store_tenants, make_t
     assert store_tenants.lookups == 2
 
 
+def test_a_tenants_key_is_read_on_every_request_so_suspension_refuses_it_at_once(
+    runtime, store_tenants, make_tenant, make_key
+):
+    # Given a cache of a minute and a tenant's key that authenticated
+    keys = cache(store_tenants, 60.0, FakeClock())
+    tenant = make_tenant()
+    key = make_key(tenant, "invoke,read,manage")
+    assert keys.authenticate(key) is not None
+    # When the tenant is suspended (by another process: this cache is not told)
+    runtime.store.tenants.set_status(tenant, TenantStatus.SUSPENDED)
+    # Then its key is refused on its next use, and was read each time
+    with pytest.raises(TenantSuspended):
+        keys.authenticate(key)
+    assert store_tenants.lookups == 2
+    assert len(keys) == 0
+
+
 def test_unknown_and_wrong_keys_are_never_remembered(store_tenants, make_tenant, make_key):
     clock = FakeClock()
     keys = cache(store_tenants, 60.0, clock)
-    key = make_key(make_tenant(), "read")
+    key = make_key(make_tenant(), "admin")
     assert keys.authenticate(key) is not None
     # The same key id with another secret is not the remembered key
     prefix, key_id, secret = key.split("_", 2)
@@ -112,8 +130,7 @@ def test_a_ttl_of_zero_reads_the_key_on_every_request(store_tenants, make_tenant
 
 def test_the_memory_is_bounded(store_tenants, make_tenant, make_key):
     keys = KeyCache(store_tenants, ttl_s=60.0, clock=FakeClock(), max_keys=2)  # type: ignore[arg-type]
-    tenant = make_tenant()
-    for key in [make_key(tenant, "read") for _ in range(5)]:
+    for key in [make_key("", "admin") for _ in range(5)]:
         assert keys.authenticate(key) is not None
     assert len(keys) <= 2
 
@@ -152,3 +169,28 @@ def key_for_runtime():
         return key
 
     return create
+
+
+def test_suspending_a_tenant_refuses_its_keys_on_the_next_request_in_every_gateway(
+    runtime_with,
+):
+    # Given two gateways on one store, each remembering keys for a minute, that have both
+    # served a tenant's key and an operator key
+    gateways = [TestClient(create_app(runtime_with(auth_cache_s=60))) for _ in range(2)]
+    admin = runtime_with(auth_cache_s=60)  # the `ferry tenants suspend` process
+    admin.tenants.create("t-suspended")
+    key = admin.tenants.create_key("t-suspended", "invoke,read,manage").secret
+    operator = admin.tenants.create_operator_key("admin").secret
+    tenant = {"Authorization": f"Bearer {key}"}
+    acting = {"Authorization": f"Bearer {operator}", "X-Tenant-ID": "t-suspended"}
+    for gateway in gateways:
+        assert gateway.simulate_get("/v1/invocations", headers=tenant).status_code == 200
+        assert gateway.simulate_get("/v1/invocations", headers=acting).status_code == 200
+    # When another process suspends the tenant
+    admin.tenants.suspend("t-suspended")
+    # Then the very next request with its key is refused in each gateway
+    for gateway in gateways:
+        refused = gateway.simulate_get("/v1/invocations", headers=tenant)
+        assert_problem(refused, 403, "tenant-suspended")
+        # And an operator key still reads it (it acts for no tenant of its own)
+        assert gateway.simulate_get("/v1/invocations", headers=acting).status_code == 200

@@ -41,7 +41,7 @@ def run(promtool: str, *args: str) -> subprocess.CompletedProcess[str]:
 def test_promtool_accepts_the_rules(promtool):
     result = run(promtool, "check", "rules", str(ALERTS))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 8 rules found" in result.stdout
+    assert "SUCCESS: 9 rules found" in result.stdout
 
 
 def test_every_alert_explains_its_threshold_in_a_comment():
@@ -49,7 +49,7 @@ def test_every_alert_explains_its_threshold_in_a_comment():
     lines = ALERTS.read_text().splitlines()
     alerts = [i for i, line in enumerate(lines) if re.match(r"\s*- alert: ", line)]
     # Then each alert is preceded by a comment block that states a number or duration
-    assert len(alerts) == 8
+    assert len(alerts) == 9
     for index in alerts:
         comment = []
         for line in reversed(lines[:index]):
@@ -213,6 +213,29 @@ SCENARIOS: list[dict[str, Any]] = [
                     {
                         "summary": "Ferry cannot read its broker for metrics",
                         "description": "/metrics could not read the broker; /readyz tells more.",
+                    },
+                ),
+            ),
+        ],
+    },
+    {  # host a sweeps every minute until 10m, then fails; host b's sweep stopped at 2m
+        "interval": "1m",
+        "input_series": [
+            series("ferry_sweep_last_success_timestamp_seconds", "0+60x10 600x20", instance="a"),
+            series("ferry_sweep_last_success_timestamp_seconds", "0+60x2 120x28", instance="b"),
+            series("ferry_sweep_failures_total", "0x10 60+60x20", instance="a"),
+        ],
+        "alert_rule_test": [
+            alert("FerrySweepStalled", "10m"),  # host b alone stalled: a sweeps for both
+            alert("FerrySweepStalled", "13m"),  # 180 s without a sweep, but not for 1m yet
+            alert(
+                "FerrySweepStalled",
+                "15m",
+                fired(
+                    {"severity": "critical"},
+                    {
+                        "summary": "Ferry's sweep has stalled",
+                        "description": "No sweep has completed for 5m 0s; retries and delayed invocations are not sent. See sweep_failed in the worker logs.",
                     },
                 ),
             ),

@@ -47,9 +47,11 @@ def test_a_key_is_shown_once_and_authenticates_as_its_tenant_with_its_scopes(run
     assert principal is not None
     assert (principal.key_id, principal.tenant_id) == (new.key.id, "acme")
     assert principal.has("read") and not principal.has("manage")
-    # Scopes may also be given as names
-    admin = runtime.tenants.create_key("acme", ["admin"])
-    assert runtime.tenants.authenticate(admin.secret).has("manage")
+    # Scopes may also be given as names; an operator key belongs to no tenant, has every scope
+    admin = runtime.tenants.create_operator_key(["admin"])
+    operator = runtime.tenants.authenticate(admin.secret)
+    assert operator.tenant_id is None and admin.key.tenant_id is None
+    assert operator.has("manage") and operator.is_admin
     assert runtime.tenants.authenticate("fy_000000000000_" + "A" * 43) is None
     assert runtime.tenants.authenticate("not a key") is None
 

@@ -188,7 +188,7 @@ def test_children_are_stored_queued_and_listed_but_never_run(harness):
         stored = harness.store.invocations.get(child.id)
         assert stored.status == "queued" and stored.attempts == 0
         assert stored.function == "echo" and stored.trigger == "invoke"
-        assert stored.idempotency_key.startswith("p-1/echo/")
+        assert stored.idempotency_key.startswith("invoke:p-1/echo/")
     assert [c.payload["message"] for c in harness.invoked] == ["a", "b"]
     # And a retry of the parent (same key) gets the same children and creates none
     retried = harness.run(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import dramatiq
@@ -11,6 +10,7 @@ from dramatiq.middleware import SkipMessage
 
 from runtime.context import current_claim
 from runtime.errors import StoreUnavailable
+from runtime.recovery.leases import LeaseKeeper
 from runtime.store.claims import Claimed, Claims
 
 log = structlog.get_logger("ferry.claim")
@@ -23,19 +23,20 @@ class ClaimMiddleware(dramatiq.Middleware):
     schedulers) finds the invocation running or finished and is skipped, so a message
     delivered twice runs once. The decision is made here, in a "before" hook, because
     raising `SkipMessage` is the one way to stop a message in Dramatiq.
+
+    The claim's lease is short; `leases` renews it while the attempt runs and stops
+    when it ends.
     """
 
-    def __init__(self, claims: Claims, worker_id: str, lease_s: Callable[[str], float]) -> None:
+    def __init__(self, claims: Claims, worker_id: str, leases: LeaseKeeper) -> None:
         self.claims = claims
         self.worker_id = worker_id
-        self.lease_s = lease_s
+        self.leases = leases
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         invocation_id = message.options.get("invocation_id") or message.args[0]
         try:
-            outcome = self.claims.claim(
-                invocation_id, self.worker_id, self.lease_s(message.actor_name)
-            )
+            outcome = self.claims.claim(invocation_id, self.worker_id, self.leases.options.lease_s)
         except StoreUnavailable as ex:
             # Dramatiq would log and swallow this and run the actor anyway. Without the
             # store nothing may run: the row stays claimable and the sweep resends it.
@@ -45,11 +46,18 @@ class ClaimMiddleware(dramatiq.Middleware):
             # Not due yet: the dispatcher's sweep sends it again when it is.
             log.info("delivery_skipped", invocation_id=invocation_id, reason=outcome.reason)
             raise SkipMessage(outcome.reason)
+        if not self.leases.hold(outcome):
+            # The process is exiting and has released its claims, this one included.
+            log.info("delivery_skipped", invocation_id=invocation_id, reason="worker_stopping")
+            raise SkipMessage("worker stopping")
         current_claim.set(outcome)
 
     def after_process_message(
         self, broker: dramatiq.Broker, message: Any, *, result: Any = None, exception: Any = None
     ) -> None:
+        claimed = current_claim.get()
+        if claimed is not None:
+            self.leases.drop(claimed)
         current_claim.set(None)
 
     after_skip_message = after_process_message
