@@ -4,7 +4,7 @@
 #   docker run ferry                                        # web (gunicorn on $PORT, 8000)
 #   docker run ferry ferry worker --queues default,scheduled
 #   docker run ferry ferry worker --queues heavy
-#   docker run ferry periodiq runtime.scheduling.periodiq_entry:boot
+#   docker run ferry ferry scheduler
 #   docker run ferry ferry migrate                          # one-off, before start/upgrade
 #
 # deploy/compose.yaml and deploy/k8s/ run exactly these commands (the Procfile's).

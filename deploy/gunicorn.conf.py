@@ -17,10 +17,11 @@ and Gunicorn, not Ferry settings; every `FERRY_*` value comes from `Settings`.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from typing import Any
+
+from gunicorn.glogging import Logger
 
 from runtime.errors import ConfigurationError, SettingsInvalid
 from runtime.logs import configure_logging
@@ -65,21 +66,26 @@ errorlog = "-"
 loglevel = _settings.log_level
 
 
-def _log_json() -> None:
-    """Send Gunicorn's own lines (boot, signals, worker exits) through Ferry's JSON logging."""
-    configure_logging(_settings)
-    for name in ("gunicorn.error", "gunicorn.access"):
-        logger = logging.getLogger(name)
-        logger.handlers[:] = []
-        logger.propagate = True
+class FerryLogger(Logger):
+    """Gunicorn's own lines (boot, signals, worker exits) as Ferry's log lines.
+
+    Gunicorn sets up its loggers before any hook runs, and again on each reload; this
+    hands them to the root handler of `configure_logging`, so that from the first line
+    ("Starting gunicorn") every line is JSON in `json` format, with the same redaction.
+    """
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        configure_logging(_settings)
+        for logger in (self.error_log, self.access_log):
+            logger.handlers[:] = []
+            logger.propagate = True
 
 
-def on_reload(server: Any) -> None:
-    _log_json()  # a reload re-installs Gunicorn's plain-text handlers
+logger_class = FerryLogger
 
 
 def on_starting(server: Any) -> None:
-    _log_json()
     # The master joins FERRY_METRICS_DIR before any worker forks: it wipes what a previous
     # run left, and the workers inherit PROMETHEUS_MULTIPROC_DIR. While it lives, a
     # restarted worker keeps the others' counts.

@@ -124,11 +124,17 @@ def _write_private(path: Path, text: str) -> None:
 # --- the HTTP server ---------------------------------------------------------------------------
 
 
+#: Connections the kernel holds until the server accepts them. socketserver's default of 5
+#: reset or dropped connections of a burst; the kernel caps this at `net.core.somaxconn`.
+LISTEN_BACKLOG = 1024
+
+
 class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
-    """One thread per request: a `?wait` request must not hold up the others."""
+    """One thread per connection: a `?wait` request must not hold up the others."""
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = LISTEN_BACKLOG
 
 
 class _ThreadingWSGIServer6(_ThreadingWSGIServer):

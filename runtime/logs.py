@@ -47,6 +47,13 @@ def redact_event(
 
 
 def configure_logging(settings: Settings, stream: Any = None) -> None:
+    """Every log line of the process in one format, with secrets redacted.
+
+    Ferry's own events are structlog's. Everything logged through the standard library
+    (Dramatiq, gunicorn, periodiq, Alembic, SQLAlchemy) and every `warnings.warn` goes
+    through the root logger's handler, whose `ProcessorFormatter` renders it with the
+    same processors: in `json` format each one is a JSON line, its traceback included.
+    """
     level = getattr(logging, settings.log_level.upper())
     renderer: Any = (
         structlog.processors.JSONRenderer()
@@ -57,19 +64,19 @@ def configure_logging(settings: Settings, stream: Any = None) -> None:
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        redact_event,
     ]
+    # Redaction comes after the traceback is rendered: an exception's text may hold a secret.
+    finish: list[Any] = [structlog.processors.format_exc_info, redact_event, renderer]
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        processors=[*shared, *finish],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
         cache_logger_on_first_use=False,
     )
-    # Dramatiq, gunicorn and SQLAlchemy log through the standard library: same lines, same redaction.
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *finish],
             foreign_pre_chain=[
                 *shared,
                 structlog.stdlib.add_logger_name,
@@ -80,5 +87,7 @@ def configure_logging(settings: Settings, stream: Any = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(level, logging.INFO))
+    # Python's warnings (deprecations, SQLAlchemy's) become lines of the `py.warnings` logger.
+    logging.captureWarnings(True)
     # Alembic announces its plugins at INFO in every process that migrates or checks.
     logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -1,4 +1,4 @@
-"""`ferry dev`, `ferry worker` and `ferry migrate`: the processes and the schema they need."""
+"""`ferry dev`, `ferry worker`, `ferry scheduler`, `ferry migrate`: processes and schema."""
 
 from __future__ import annotations
 
@@ -57,6 +57,12 @@ def _parse_queues(text: str) -> list[str]:
     return queues
 
 
+def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
+    from runtime.scheduling.periodiq_entry import run
+
+    return run(settings)
+
+
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     from sqlalchemy.engine import make_url
 
@@ -71,7 +77,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def add_commands(sub: Any) -> None:
-    """Add `ferry dev`, `ferry worker` and `ferry migrate`."""
+    """Add `ferry dev`, `ferry worker`, `ferry scheduler` and `ferry migrate`."""
     dev = sub.add_parser("dev", help="run everything in one process on the embedded defaults")
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=8000, help="0 picks a free port")
@@ -90,6 +96,11 @@ def add_commands(sub: Any) -> None:
         "on this port, for a host or pod without a web process (default: FERRY_METRICS_PORT)",
     )
     worker.set_defaults(run=cmd_worker, own_logging=True)
+
+    scheduler = sub.add_parser(
+        "scheduler", help="run the scheduler process: fires the schedules (production)"
+    )
+    scheduler.set_defaults(run=cmd_scheduler, own_logging=True)
 
     migrate = sub.add_parser("migrate", help="bring the store's schema to the newest version")
     migrate.set_defaults(run=cmd_migrate)

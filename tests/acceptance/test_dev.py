@@ -16,7 +16,10 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -267,3 +270,37 @@ def test_ferry_worker_runs_until_sigterm_and_exits_0(workdir):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(worker.pid, signal.SIGKILL)
         worker.wait(timeout=30)
+
+
+def test_a_burst_of_200_concurrent_connections_is_answered_in_full(servers, workdir):
+    # Given `ferry dev` on loopback
+    dev = start(servers, workdir)
+    burst = 200
+    opened = threading.Barrier(burst, timeout=60)
+
+    def one(n: int) -> int | str:
+        # Each client opens its own connection at the same moment as the others.
+        opened.wait()
+        try:
+            if n % 4 == 0:
+                return requests.get(f"{dev.url}/healthz", timeout=60).status_code
+            answer = requests.post(
+                f"{dev.url}/v1/functions/echo_time/invocations",
+                json={"message": f"burst {n}"},
+                headers={"Authorization": f"Bearer {dev.key}"},
+                timeout=60,
+            )
+            return answer.status_code
+        except requests.RequestException as ex:
+            return repr(ex)
+
+    # When 200 clients connect at once: a quarter ask /healthz, the rest invoke
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=burst) as pool:
+        answers = list(pool.map(one, range(burst)))
+    print(f"\nferry dev burst: {burst} connections answered in {time.monotonic() - started:.2f} s")
+
+    # Then every connection is answered, and every answer is a success
+    failures = [a for a in answers if not (isinstance(a, int) and 200 <= a < 300)]
+    assert failures == [], f"{len(failures)} of {burst} failed: {sorted(set(map(str, failures)))}"
+    assert dev.stop() == 0, dev.logs()

@@ -1,4 +1,8 @@
-"""The Procfile as a Procfile runner starts it: honcho, with the worker kind scaled to 3."""
+"""The Procfile as a Procfile runner starts it: honcho, with the worker kind scaled to 3.
+
+Every process kind (web, worker, heavy, scheduler) runs, stops with 0 on SIGTERM and
+writes only JSON lines.
+"""
 
 from __future__ import annotations
 
@@ -89,6 +93,20 @@ def test_honcho_runs_web_three_workers_and_heavy_from_the_procfile(
     runner.send(signal.SIGTERM)
     runner.wait(timeout=60)
     output = runner.output()
-    for name in ("web.1", "worker.1", "worker.2", "worker.3", "heavy.1"):
+    for name in ("web.1", "worker.1", "worker.2", "worker.3", "heavy.1", "scheduler.1"):
         assert f"{name} stopped (rc=0)" in output, output[-3000:]
     assert "SIGKILL" not in output
+
+    # And every line each process wrote, from its start to its stop, is one JSON object
+    by_process: dict[str, int] = {}
+    for line in output.splitlines():
+        match = LINE.match(line)
+        if match is None or match["process"] == "system" or not match["text"].strip():
+            continue  # honcho's own lines
+        try:
+            assert "event" in json.loads(match["text"]), line
+        except ValueError:
+            raise AssertionError(f"not a JSON line: {line!r}") from None
+        kind = match["process"].split(".")[0]
+        by_process[kind] = by_process.get(kind, 0) + 1
+    assert set(by_process) == {"web", "worker", "heavy", "scheduler"}, by_process

@@ -1,13 +1,16 @@
-"""Nothing accepted is lost: a worker killed mid-run, Redis down, then restarted empty."""
+"""Nothing accepted is lost: a worker killed mid-run; Redis down under 200 accepts, then back empty."""
 
 from __future__ import annotations
 
 import signal
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
+import requests
 
 from tests.conftest import REDIS_URL
 from tests.integration.clients import Client, make_key
@@ -16,6 +19,9 @@ from tests.procs import PrivateRedis, Processes, free_port, timed
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
+
+#: Invocations accepted while Redis is down.
+OUTAGE_BURST = 200
 
 
 def test_a_worker_killed_mid_run_loses_nothing_and_runs_nothing_twice(
@@ -118,7 +124,7 @@ def test_a_worker_killed_mid_run_of_a_600_s_function_runs_it_again_within_a_minu
     assert ledger.executions()[invocation_id] == 2
 
 
-def test_redis_restarted_empty_loses_no_accepted_invocation(
+def test_redis_down_while_200_are_accepted_then_restarted_empty_loses_nothing(
     pg_database: str,
     redis_namespace: str,
     private_redis: PrivateRedis,
@@ -147,20 +153,46 @@ def test_redis_restarted_empty_loses_no_accepted_invocation(
     assert broker.llen(f"{redis_namespace}:default") == 400
     broker.close()
 
-    # When Redis dies: the gateway still accepts what the store commits (202), for the
-    # sweep to send once Redis is back
-    private_redis.kill()
-    while_down = client.invoke("echo", {"message": "while redis is down"})
-    assert while_down.status_code == 202, while_down.text
-    ids.append(while_down.json()["id"])
-    assert ledger.statuses([ids[-1]]) == {ids[-1]: "queued"}
-    # /readyz stays 200, since the gateway still accepts, and says the broker is down
-    ready = client.readyz()
-    assert ready.status_code == 200, ready.text
-    assert ready.json()["checks"]["broker"].startswith("unavailable")
-    assert ledger.total() == 501
+    # When Redis dies while 200 more invocations come in (it is killed after the 50th
+    # answer, so some sends are in flight): the gateway accepts every one the store
+    # commits (202), for the sweep to send once Redis is back
+    answered = threading.Semaphore(0)
 
-    # And comes back empty
+    def invoke(n: int) -> requests.Response:
+        try:
+            return client.invoke("echo", {"message": f"during the outage {n}"})
+        finally:
+            answered.release()
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        pending = [pool.submit(invoke, n) for n in range(OUTAGE_BURST)]
+        for _ in range(50):
+            assert answered.acquire(timeout=60), "the first 50 answers"
+        private_redis.kill()
+        # /readyz stays 200 meanwhile, since the gateway still accepts, and says the
+        # broker is down
+        ready = client.readyz()
+        during = [future.result() for future in pending]
+    slowest = max(r.elapsed.total_seconds() for r in during)
+    print(
+        f"\nredis outage: {OUTAGE_BURST} accepts in {time.monotonic() - started:.2f} s, "
+        f"slowest {slowest:.3f} s, {sum(r.status_code == 202 for r in during)} answered 202"
+    )
+    assert [r.status_code for r in during] == [202] * OUTAGE_BURST, {
+        r.status_code: r.text for r in during if r.status_code != 202
+    }
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["checks"]["broker"].startswith("unavailable"), ready.text
+    assert ready.json()["checks"]["store"] == "ok"
+    outage_ids = [r.json()["id"] for r in during]
+    ids += outage_ids
+    assert set(ledger.statuses(outage_ids).values()) == {"queued"}
+    assert ledger.total() == 500 + OUTAGE_BURST
+    still = client.readyz()
+    assert still.status_code == 200 and still.json()["checks"]["broker"].startswith("unavailable")
+
+    # And Redis comes back empty
     private_redis.start()
     broker = redis.Redis.from_url(private_redis.url)
     assert broker.dbsize() == 0
@@ -172,12 +204,12 @@ def test_redis_restarted_empty_loses_no_accepted_invocation(
     procs.worker(env, name="worker-a", threads=8)
     procs.worker(env, name="worker-b", threads=8)
 
-    # Then all 501 run, each exactly once
+    # Then all 700 run, each exactly once
     wait_for(
-        lambda: ledger.count_status(ids, "succeeded") == 501,
+        lambda: ledger.count_status(ids, "succeeded") == len(ids),
         timeout=180,
         interval=0.5,
-        what="all 501 invocations to succeed",
+        what="all 700 invocations to succeed",
     )
     executions = ledger.executions()
     assert {i: executions.get(i) for i in ids} == dict.fromkeys(ids, 1)
