@@ -14,6 +14,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import random
+import secrets
 import threading
 import time
 import urllib.request
@@ -61,6 +62,8 @@ class FerryDeployment:
             "broker_url": redis_url,
             "redis_namespace": namespace,
             "functions_module": FUNCTIONS_MODULE,
+            # Production mode refuses a default secret; each run makes its own.
+            "secret_key": secrets.token_urlsafe(48),
             # `--ferry NAME=VALUE`: settings under test (e.g. redis_consumer_wakeup=true).
             **(overrides or {}),
         }

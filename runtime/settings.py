@@ -5,11 +5,32 @@ from __future__ import annotations
 import os
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from runtime.errors import SettingsInvalid
 from runtime.outbound.policy import parse_allow_entry
+
+#: `FERRY_SECRET_KEY` unless set: good enough for embedded mode only (refused with Redis).
+DEV_SECRET_KEY = "ferry-dev-secret-change-me"
+#: The shortest `FERRY_SECRET_KEY` production accepts, in bytes.
+MIN_PRODUCTION_SECRET_BYTES = 32
+#: Words of placeholders (ours and the usual ones): a secret holding one was never made.
+SECRET_PLACEHOLDER_WORDS = (
+    "change-me",
+    "change_me",
+    "changeme",
+    "replace-with",
+    "replace_with",
+    "replace-me",
+    "placeholder",
+    "example",
+    "your-secret",
+    "ferry-dev-secret",
+    "ferry-testing-secret",
+)
+#: How to make a good one; the refusal says it.
+MAKE_SECRET_COMMAND = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
 
 #: The largest `FERRY_MAX_DELAY_S` there can be (ten years): datetimes stay in range.
 MAX_DELAY_LIMIT_S = 10 * 365 * 86400
@@ -101,8 +122,10 @@ class Settings(BaseSettings):
     #: Invocations removed per statement: each batch is one short transaction.
     retention_batch_size: int = Field(default=1000, ge=1, le=100_000)
 
-    #: Server-side secret for signing (webhook keys, dashboard sessions). Set it in production.
-    secret_key: str = Field(default="ferry-dev-secret-change-me", min_length=16)
+    # --- the server secret (issue 12: a default or placeholder is refused in production) ---
+    #: Server-side secret for signing (webhook keys, dashboard sessions). Outside embedded
+    #: mode (a Redis broker) it must be set, at least 32 bytes and no placeholder.
+    secret_key: str = Field(default=DEV_SECRET_KEY, min_length=16, validate_default=True)
 
     #: Label invocation metrics with the tenant (watch the cardinality).
     metrics_tenant_label: bool = False
@@ -150,6 +173,21 @@ class Settings(BaseSettings):
     def _known_broker(cls, value: str) -> str:
         if not value.startswith(("memory://", "redis://", "rediss://")):
             raise ValueError("must be memory:// or a redis:// URL")
+        return value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _made_secret_in_production(cls, value: str, info: ValidationInfo) -> str:
+        # `broker_url` is declared (so validated) first; a bad one is reported on its own.
+        broker_url = info.data.get("broker_url")
+        if broker_url is None or broker_url.startswith("memory://"):
+            return value
+        problem = secret_key_problem(value)
+        if problem:
+            raise ValueError(
+                f"{problem}; production (a Redis broker) needs a random secret of at least "
+                f"{MIN_PRODUCTION_SECRET_BYTES} bytes, made with: {MAKE_SECRET_COMMAND}"
+            )
         return value
 
     @field_validator("metrics_dir")
@@ -206,3 +244,15 @@ class Settings(BaseSettings):
                 field = str(error["loc"][0]) if error["loc"] else "?"
                 problems.append(f"FERRY_{field.upper()}: {error['msg']}")
             raise SettingsInvalid("; ".join(problems)) from ex
+
+
+def secret_key_problem(secret: str) -> str | None:
+    """Why `secret` is no production secret (default, placeholder, short), or None."""
+    lowered = secret.lower()
+    if secret == DEV_SECRET_KEY:
+        return "is unset or the published development default"
+    if any(word in lowered for word in SECRET_PLACEHOLDER_WORDS):
+        return "is a placeholder"
+    if len(secret.encode()) < MIN_PRODUCTION_SECRET_BYTES:
+        return f"is shorter than {MIN_PRODUCTION_SECRET_BYTES} bytes"
+    return None

@@ -22,6 +22,7 @@ from runtime.app import Runtime
 from runtime.settings import Settings
 from runtime.store.tenants import parse_scopes
 from runtime.worker.consumer import WorkerHandle
+from tests.procs import PRODUCTION_SECRET_KEY
 
 #: The schema check: every API answer the tests get is checked against /openapi.json.
 pytest_plugins = ("tests.openapi_check",)
@@ -136,6 +137,7 @@ def settings_for(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[...
             values["database_url"] = request.getfixturevalue("pg_database")
             values["broker_url"] = REDIS_URL
             values["redis_namespace"] = request.getfixturevalue("redis_namespace")
+            values["secret_key"] = PRODUCTION_SECRET_KEY
         else:
             values["database_url"] = f"sqlite:///{tmp_path / 'ferry.db'}"
         values.update(overrides)

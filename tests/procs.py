@@ -40,6 +40,8 @@ def _newest_pg_bin() -> Path:
 
 PG_BIN = _newest_pg_bin()
 TEST_FUNCTIONS = "functions,tests.fixtures.functions"
+#: A secret production mode accepts (32+ bytes, no placeholder); for tests only.
+PRODUCTION_SECRET_KEY = "tests-only-0b5e1f3c9a7d4e2b8c6f1a3d5e7b9c2f4a6d8e0b"
 
 
 def free_port() -> int:
@@ -50,11 +52,15 @@ def free_port() -> int:
 
 
 def child_env(**ferry: Any) -> dict[str, str]:
-    """This process's environment for a child, plus `FERRY_<NAME>` for each keyword."""
+    """This process's environment for a child, plus `FERRY_<NAME>` for each keyword.
+
+    The child has a secret key production mode accepts, unless a keyword names another.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("FERRY_")}
     env["PYTHONPATH"] = str(REPO)
     env["PYTHONUNBUFFERED"] = "1"
     env["FERRY_FUNCTIONS_MODULE"] = TEST_FUNCTIONS
+    env["FERRY_SECRET_KEY"] = PRODUCTION_SECRET_KEY
     for name, value in ferry.items():
         env[f"FERRY_{name.upper()}"] = str(value)
     return env

@@ -15,7 +15,7 @@ from runtime.settings import Settings
 from runtime.store import Store
 from runtime.store.views import AttemptView
 from tests.conftest import PROBE_TABLE, REDIS_URL, TEST_FUNCTIONS, require_services
-from tests.procs import PrivatePostgres, PrivateRedis, Processes, child_env
+from tests.procs import PRODUCTION_SECRET_KEY, PrivatePostgres, PrivateRedis, Processes, child_env
 
 #: Short recovery timings for every child process, so recovery happens within a test.
 FAST_RECOVERY = {
@@ -87,7 +87,7 @@ class Deployment:
             broker_url=self.broker_url,
             redis_namespace=self.redis_namespace,
             functions_module=TEST_FUNCTIONS,
-            **{**self.overrides, **more},
+            **{"secret_key": PRODUCTION_SECRET_KEY, **self.overrides, **more},
         )
 
     def env(self, **more: Any) -> dict[str, str]:

@@ -15,6 +15,7 @@ import fnmatch
 import os
 import re
 import runpy
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -27,6 +28,7 @@ import dramatiq
 import pytest
 import yaml
 
+from runtime.errors import SettingsInvalid
 from runtime.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,8 +61,11 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 
 def example_settings(monkeypatch: pytest.MonkeyPatch, path: Path) -> Settings:
+    """The example's settings once the operator filled in the secret key, as it says."""
     for key, value in read_env_file(path).items():
         monkeypatch.setenv(key, value)
+    if "FERRY_SECRET_KEY" in read_env_file(path):
+        monkeypatch.setenv("FERRY_SECRET_KEY", secrets.token_urlsafe(48))
     return Settings.from_env()
 
 
@@ -215,8 +220,20 @@ def test_the_env_examples_name_only_real_settings_with_valid_values(monkeypatch)
         names = {k.removeprefix("FERRY_").lower() for k in read_env_file(path) if "FERRY_" in k}
         # Then every FERRY_* variable is a setting (a misspelt one would be ignored)
         assert names <= set(Settings.model_fields), path.name
-        # And its values pass validation
+        # And its values pass validation (once its placeholder secret is replaced)
         example_settings(monkeypatch, path)
+
+
+@pytest.mark.parametrize("path", [SYSTEMD / "ferry.env.example", K8S / "secret.env.example"])
+def test_the_env_examples_placeholder_secret_is_refused(monkeypatch, path):
+    # Given an operator copies an example file without making a secret key
+    for key, value in read_env_file(path).items():
+        monkeypatch.setenv(key, value)
+    # Then Ferry refuses it, naming the variable and how to make one
+    with pytest.raises(SettingsInvalid) as refused:
+        Settings.from_env()
+    assert str(refused.value).startswith("FERRY_SECRET_KEY:")
+    assert "token_urlsafe" in str(refused.value)
 
 
 def render_units(target: Path) -> list[Path]:
