@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
@@ -27,6 +28,19 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _create_private_sqlite_file(url: str) -> None:
+    """Create a new SQLite database file readable by its owner only (mode 0600).
+
+    It holds every tenant's data and key hashes; SQLite gives its -wal and -shm files the
+    database file's mode. An existing file keeps its mode.
+    """
+    path = sa.engine.make_url(url).database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    with contextlib.suppress(FileExistsError, FileNotFoundError):  # SQLite says what is wrong
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+
+
 class TenantViolation(FerryError):
     """A tenant session tried to write a row of another tenant."""
 
@@ -37,6 +51,7 @@ def engine_from_settings(settings: Settings) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     if url.startswith("sqlite"):
+        _create_private_sqlite_file(url)
         engine = sa.create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 5}, pool_pre_ping=False
         )
