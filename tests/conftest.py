@@ -137,10 +137,12 @@ def settings_for(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[...
             values["database_url"] = request.getfixturevalue("pg_database")
             values["broker_url"] = REDIS_URL
             values["redis_namespace"] = request.getfixturevalue("redis_namespace")
-            values["secret_key"] = PRODUCTION_SECRET_KEY
         else:
             values["database_url"] = f"sqlite:///{tmp_path / 'ferry.db'}"
         values.update(overrides)
+        if not str(values.get("broker_url", "memory://")).startswith("memory://"):
+            # Production mode refuses the development secret key.
+            values.setdefault("secret_key", PRODUCTION_SECRET_KEY)
         return Settings.from_env(**values)
 
     return build

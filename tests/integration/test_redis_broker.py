@@ -19,6 +19,7 @@ from dramatiq.brokers.redis import RedisBroker
 
 from runtime.worker.redis_broker import WakingRedisBroker
 from tests.conftest import REDIS_URL
+from tests.procs import PRODUCTION_SECRET_KEY
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -309,11 +310,16 @@ def test_the_waking_broker_is_the_default_and_the_setting_turns_it_off(redis_nam
     from runtime.settings import Settings
     from runtime.worker.broker import build_broker
 
-    url = "redis://127.0.0.1:6379/0"
-    on = build_broker(Settings.from_env(broker_url=url, redis_namespace=redis_namespace))
+    url, secret = "redis://127.0.0.1:6379/0", PRODUCTION_SECRET_KEY
+    on = build_broker(
+        Settings.from_env(broker_url=url, redis_namespace=redis_namespace, secret_key=secret)
+    )
     off = build_broker(
         Settings.from_env(
-            broker_url=url, redis_namespace=redis_namespace, redis_consumer_wakeup=False
+            broker_url=url,
+            redis_namespace=redis_namespace,
+            redis_consumer_wakeup=False,
+            secret_key=secret,
         )
     )
     try:
