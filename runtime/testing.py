@@ -104,9 +104,12 @@ class FunctionHarness:
         """
         self.tenant_id = tenant_id
         # The environment's database is never used: a test must not touch a real store.
+        # Nor its broker (the harness has none): a production env's Redis URL would ask
+        # for a production secret key.
         overrides: dict[str, Any] = {
             "secret_key": secret_key,
             "database_url": database_url or "sqlite://",
+            "broker_url": "memory://",
         }
         if functions_module is not None:
             overrides["functions_module"] = functions_module
@@ -289,7 +292,8 @@ def _migrated_sqlite_template() -> Path:
     folder = Path(tempfile.mkdtemp(prefix="ferry-harness-template-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     path = folder / "ferry.db"
-    store = Store.from_settings(Settings.from_env(database_url=f"sqlite:///{path}"))
+    template = Settings.from_env(database_url=f"sqlite:///{path}", broker_url="memory://")
+    store = Store.from_settings(template)
     try:
         store.migrate()
     finally:

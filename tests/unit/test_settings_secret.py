@@ -133,3 +133,13 @@ def test_the_wsgi_module_alone_refuses_the_default_secret(tmp_path) -> None:
     assert done.returncode == 3
     assert done.stderr.strip().splitlines() == [done.stderr.strip()]
     assert done.stderr.startswith("ferry web: FERRY_SECRET_KEY:")
+
+
+def test_the_function_harness_ignores_a_production_broker_in_the_environment(monkeypatch):
+    # Given a developer's shell with production's broker (the harness runs none)
+    monkeypatch.setenv("FERRY_BROKER_URL", REDIS)
+    from runtime.testing import FunctionHarness
+
+    # Then the harness still starts with its own test secret
+    with FunctionHarness(tenant_id="acme") as harness:
+        assert harness.settings.embedded_broker
