@@ -163,6 +163,9 @@ def test_the_honcho_recipe_counts_every_process_on_every_scrape(
     # whichever gunicorn process answers, and nothing of the previous run
     figures = scrapes(f"{client.base_url}/metrics", reaching=100)
     print("honcho scrapes:", figures)
+    # honcho stops the processes it started on SIGTERM; the SIGKILL of its group at cleanup
+    # would not reach them (each runs in a session of its own) and leave them running
+    runner.stop()
     assert figures == [{"succeeded": 100.0, "accepted": 100.0}] * SCRAPES
 
 
