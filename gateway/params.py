@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 import falcon
 
 from runtime.errors import BadRequest
-from runtime.settings import MAX_DELAY_LIMIT_S
 from runtime.store.models import Status
 
 #: `Idempotency-Key`: 1 to 255 printable ASCII characters.
@@ -29,9 +28,6 @@ RFC3339_PATTERN = (
 )
 #: A page cursor is unpadded base64url (what `next_cursor` holds).
 CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"
-#: The largest `?delay` the parser takes (ten years); the service then refuses anything
-#: beyond `FERRY_MAX_DELAY_S`, for every caller (`InvocationService.accept`).
-MAX_DELAY_S = MAX_DELAY_LIMIT_S
 DEFAULT_LIMIT, MAX_LIMIT = 50, 200
 STATUSES = tuple(status.value for status in Status)
 

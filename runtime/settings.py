@@ -36,6 +36,10 @@ MAKE_SECRET_COMMAND = "python -c 'import secrets; print(secrets.token_urlsafe(48
 MAX_DELAY_LIMIT_S = 10 * 365 * 86400
 #: `FERRY_MAX_DELAY_S` unless set: 30 days.
 DEFAULT_MAX_DELAY_S = 30 * 86400
+#: `FERRY_MAX_WAITS_PER_TENANT` unless set.
+DEFAULT_MAX_WAITS_PER_TENANT = 4
+#: Threads of one gateway process unless `GUNICORN_THREADS` says otherwise.
+DEFAULT_GATEWAY_THREADS = 8
 
 
 class Settings(BaseSettings):
@@ -80,7 +84,7 @@ class Settings(BaseSettings):
     max_delay_s: float = Field(default=DEFAULT_MAX_DELAY_S, gt=0, le=MAX_DELAY_LIMIT_S)
     #: `?wait` requests one tenant may hold at once in one gateway process; past it the
     #: answer is 202 at once, with `Location`. 0 never holds a request.
-    max_waits_per_tenant: int = Field(default=4, ge=0)
+    max_waits_per_tenant: int = Field(default=DEFAULT_MAX_WAITS_PER_TENANT, ge=0)
     #: `?wait` requests all tenants may hold at once in one gateway process. Unset: half of
     #: the process's threads (`GUNICORN_THREADS`, 8 by default), so waits never take them all.
     max_waits_per_process: int | None = Field(default=None, ge=0)
@@ -224,9 +228,9 @@ class Settings(BaseSettings):
         if self.max_waits_per_process is not None:
             return self.max_waits_per_process
         try:
-            threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+            threads = int(os.environ.get("GUNICORN_THREADS", str(DEFAULT_GATEWAY_THREADS)))
         except ValueError:
-            threads = 8
+            threads = DEFAULT_GATEWAY_THREADS
         return max(1, threads // 2)
 
     @property

@@ -12,6 +12,7 @@ from gateway.types import WsgiApp
 from runtime.app import Runtime
 from runtime.registry import Registry
 from runtime.services.invocations import InvocationService
+from runtime.settings import MAX_DELAY_LIMIT_S
 
 
 class FunctionCollection:
@@ -76,7 +77,7 @@ class FunctionInvocations:
             idempotency_key=key,
             trigger="http",
             request_id=request_id_of(req),
-            delay_s=params.seconds(req, "delay", maximum=params.MAX_DELAY_S),
+            delay_s=params.seconds(req, "delay", maximum=MAX_DELAY_LIMIT_S),
             at=params.rfc3339(req, "at"),
         )
         invocation, created = accepted

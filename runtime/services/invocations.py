@@ -33,7 +33,11 @@ from runtime.errors import (
 )
 from runtime.registry import Function, Registry
 from runtime.services.waits import WaitSlots
-from runtime.settings import DEFAULT_MAX_DELAY_S
+from runtime.settings import (
+    DEFAULT_GATEWAY_THREADS,
+    DEFAULT_MAX_DELAY_S,
+    DEFAULT_MAX_WAITS_PER_TENANT,
+)
 from runtime.store import Store
 from runtime.store.invocations import NewInvocation
 from runtime.store.models import Status
@@ -164,7 +168,9 @@ class InvocationService:
         #: The furthest ahead `accept` puts an invocation (`FERRY_MAX_DELAY_S`).
         self.max_delay_s = max_delay_s
         #: Waits held at once in this process (`FERRY_MAX_WAITS_PER_*`).
-        self.wait_slots = wait_slots or WaitSlots(per_tenant=4, per_process=4)
+        self.wait_slots = wait_slots or WaitSlots(
+            per_tenant=DEFAULT_MAX_WAITS_PER_TENANT, per_process=DEFAULT_GATEWAY_THREADS // 2
+        )
 
     # --- accepting ----------------------------------------------------------------------------
 

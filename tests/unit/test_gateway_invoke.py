@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from gateway.params import MAX_DELAY_S
+from runtime.settings import MAX_DELAY_LIMIT_S as MAX_DELAY_S
 from runtime.store.views import rfc3339
 from tests.conftest import executions
 from tests.unit.conftest import assert_problem, invoke, wait_finished
