@@ -9,7 +9,9 @@ are never stopped.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -195,6 +197,35 @@ class Processes:
         wait_for(healthy, timeout=60, interval=0.1, what="gunicorn /healthz")
         return proc
 
+    def honcho(self, env: Mapping[str, str], *, port: int, workers: int) -> Honcho:
+        """The README's recipe: honcho on the repository's Procfile, `worker` scaled to
+        `workers`; waits until the web process is ready and every worker (and the heavy
+        one) has started. Teardown stops it with SIGTERM: honcho's children each run in
+        a session of their own, so a SIGKILL of honcho's group would leave them running."""
+        honcho = shutil.which("honcho", path=str(Path(PYTHON).parent))
+        assert honcho is not None, "honcho is a runtime dependency of ferry-runtime"
+        env = {**env, "PATH": f"{Path(PYTHON).parent}:{env.get('PATH', '')}"}
+        argv = [honcho, "start", "-f", "Procfile", "-p", str(port)]
+        argv += ["-c", f"worker={workers}", "--no-colour"]
+        runner = Honcho("honcho", argv, env, self.log_dir)
+        self.started.append(runner)
+        ready = f"http://127.0.0.1:{port}/readyz"
+
+        def web_answers() -> bool:
+            try:
+                return requests.get(ready, timeout=2).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_for(web_answers, timeout=60, interval=0.2, what="the web process to be ready")
+
+        def all_started() -> dict[str, int]:
+            started = runner.started_workers()
+            return started if len(started) == workers + 1 else {}
+
+        wait_for(all_started, timeout=60, what=f"{workers} workers and 1 heavy worker to start")
+        return runner
+
     def report(self) -> str:
         parts = []
         for proc in self.started:
@@ -204,7 +235,27 @@ class Processes:
 
     def close(self) -> None:
         for proc in self.started:
+            if isinstance(proc, Honcho) and proc.alive():
+                with contextlib.suppress(AssertionError, subprocess.TimeoutExpired):
+                    proc.stop(timeout=60)
             proc.kill_group()
+
+
+#: `HH:MM:SS name.N | text`, honcho's prefix on every line (colours off).
+HONCHO_LINE = re.compile(r"^\S+ (?P<process>[\w.-]+)\s*\| (?P<text>.*)$")
+
+
+class Honcho(Proc):
+    """honcho running the Procfile; its output's lines are prefixed with the process name."""
+
+    def started_workers(self) -> dict[str, int]:
+        """The honcho process name and pid of each worker that logged `worker_started`."""
+        found = {}
+        for line in self.output().splitlines():
+            match = HONCHO_LINE.match(line)
+            if match and '"worker_started"' in match["text"]:
+                found[match["process"]] = json.loads(match["text"])["pid"]
+        return found
 
 
 # --- private servers a test may kill ------------------------------------------------------

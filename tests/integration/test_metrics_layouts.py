@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -24,7 +23,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.clients import Client, make_key
 from tests.integration.conftest import Deployment, Ledger, worker_pid
-from tests.integration.test_procfile import started_workers
 from tests.integration.test_worker_process import accept_echoes
 from tests.procs import PYTHON, REPO, Proc, Processes, free_port
 from tests.waiting import wait_for
@@ -120,28 +118,11 @@ def test_the_honcho_recipe_counts_every_process_on_every_scrape(
     # previous run left 7 invocations
     metrics_dir = tmp_path / "metrics"
     count_in_a_dead_process(metrics_dir, succeeded=7)
-    honcho = shutil.which("honcho", path=str(Path(PYTHON).parent))
-    assert honcho is not None, "honcho is a runtime dependency of ferry-runtime"
     port = free_port()
-    env = deployment.env(metrics_dir=metrics_dir)
-    env.update(WEB_CONCURRENCY="2", PATH=f"{Path(PYTHON).parent}:{env.get('PATH', '')}")
-    argv = [honcho, "start", "-f", "Procfile", "-p", str(port), "-c", "worker=2", "--no-colour"]
-    runner = procs.start("honcho", argv, env)
     client = Client(f"http://127.0.0.1:{port}", make_key(deployment.database_url, "t-metrics"))
-
-    def web_answers() -> bool:
-        try:
-            return requests.get(f"{client.base_url}/readyz", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
-
-    wait_for(web_answers, timeout=60, interval=0.2, what="the web process to be ready")
-
-    def all_started() -> dict[str, int]:
-        started = started_workers(runner.output())
-        return started if len(started) == 3 else {}
-
-    workers = wait_for(all_started, timeout=60, what="2 workers and 1 heavy worker to start")
+    env = deployment.env(metrics_dir=metrics_dir)
+    runner = procs.honcho({**env, "WEB_CONCURRENCY": "2"}, port=port, workers=2)
+    workers = runner.started_workers()
 
     # When 100 invocations come in over HTTP, from 4 clients (connections spread over
     # both gunicorn processes)
@@ -163,9 +144,6 @@ def test_the_honcho_recipe_counts_every_process_on_every_scrape(
     # whichever gunicorn process answers, and nothing of the previous run
     figures = scrapes(f"{client.base_url}/metrics", reaching=100)
     print("honcho scrapes:", figures)
-    # honcho stops the processes it started on SIGTERM; the SIGKILL of its group at cleanup
-    # would not reach them (each runs in a session of its own) and leave them running
-    runner.stop()
     assert figures == [{"succeeded": 100.0, "accepted": 100.0}] * SCRAPES
 
 

@@ -7,65 +7,27 @@ writes only JSON lines.
 from __future__ import annotations
 
 import json
-import re
-import shutil
 import signal
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
-import requests
 
 from tests.integration.clients import Client, make_key
 from tests.integration.conftest import Deployment, Ledger, worker_pid
-from tests.procs import PYTHON, Processes, free_port
+from tests.procs import HONCHO_LINE, Processes, free_port
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
-
-#: `HH:MM:SS name.N | text`, honcho's prefix on every line (colours off).
-LINE = re.compile(r"^\S+ (?P<process>[\w.-]+)\s*\| (?P<text>.*)$")
-
-
-def started_workers(output: str) -> dict[str, int]:
-    """The honcho process name and pid of each worker that logged `worker_started`."""
-    found = {}
-    for line in output.splitlines():
-        match = LINE.match(line)
-        if match and '"worker_started"' in match["text"]:
-            found[match["process"]] = json.loads(match["text"])["pid"]
-    return found
 
 
 def test_honcho_runs_web_three_workers_and_heavy_from_the_procfile(
     deployment: Deployment, procs: Processes, ledger_for: Callable[[str], Ledger]
 ) -> None:
     # Given `honcho start -c worker=3` on the repository's Procfile, `ferry` on the PATH
-    honcho = shutil.which("honcho", path=str(Path(PYTHON).parent))
-    assert honcho is not None, "honcho is a runtime dependency of ferry-runtime"
     port = free_port()
-    env = deployment.env()
-    env["PATH"] = f"{Path(PYTHON).parent}:{env.get('PATH', '')}"
     client = Client(f"http://127.0.0.1:{port}", make_key(deployment.database_url, "t-honcho"))
-    runner = procs.start(
-        "honcho",
-        [honcho, "start", "-f", "Procfile", "-p", str(port), "-c", "worker=3", "--no-colour"],
-        env,
-    )
-
-    def web_answers() -> bool:
-        try:
-            return requests.get(f"{client.base_url}/readyz", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
-
-    wait_for(web_answers, timeout=60, interval=0.2, what="the web process to be ready")
-
-    def all_started() -> dict[str, int]:
-        started = started_workers(runner.output())
-        return started if len(started) == 4 else {}
-
-    workers = wait_for(all_started, timeout=60, what="3 workers and 1 heavy worker to start")
+    runner = procs.honcho(deployment.env(), port=port, workers=3)
+    workers = runner.started_workers()
     assert sorted(workers) == ["heavy.1", "worker.1", "worker.2", "worker.3"]
 
     # When invocations for the default and the heavy queue come in over HTTP
@@ -100,7 +62,7 @@ def test_honcho_runs_web_three_workers_and_heavy_from_the_procfile(
     # And every line each process wrote, from its start to its stop, is one JSON object
     by_process: dict[str, int] = {}
     for line in output.splitlines():
-        match = LINE.match(line)
+        match = HONCHO_LINE.match(line)
         if match is None or match["process"] == "system" or not match["text"].strip():
             continue  # honcho's own lines
         try:
