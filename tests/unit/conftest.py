@@ -16,6 +16,7 @@ from falcon.testing import Result, TestClient
 from gateway.app import create_app
 from runtime.app import Runtime
 from runtime.settings import Settings
+from tests.clocks import ManualClock
 from tests.conftest import prepare
 from tests.waiting import wait_for
 
@@ -112,6 +113,20 @@ def wait_finished(client: TestClient, headers: dict[str, str], invocation_id: st
         return body if body["status"] in ("succeeded", "failed", "cancelled") else None
 
     return wait_for(check, what=f"invocation {invocation_id} to finish")
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """The store's clock, moved by the test."""
+    return ManualClock()
+
+
+@pytest.fixture
+def clocked(settings: Settings, clock: ManualClock) -> Iterator[Runtime]:
+    """A migrated runtime on this test's backend whose store reads `clock`."""
+    runtime = prepare(Runtime(settings, clock=clock))
+    yield runtime
+    runtime.close()
 
 
 @pytest.fixture

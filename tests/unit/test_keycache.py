@@ -13,6 +13,7 @@ from runtime.errors import TenantSuspended
 from runtime.keycache import KeyCache
 from runtime.store.models import TenantStatus
 from runtime.store.tenants import Principal, Tenants, parse_scopes
+from tests.clocks import ManualClock
 from tests.unit.conftest import assert_problem
 from tests.waiting import wait_for
 
@@ -29,30 +30,19 @@ class CountingTenants:
         return self.tenants.authenticate(token)
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
 @pytest.fixture
 def store_tenants(runtime: Any) -> CountingTenants:
     return CountingTenants(runtime.store.tenants)
 
 
-def cache(tenants: CountingTenants, ttl_s: float, clock: FakeClock) -> KeyCache:
+def cache(tenants: CountingTenants, ttl_s: float, clock: ManualClock) -> KeyCache:
     return KeyCache(tenants, ttl_s=ttl_s, clock=clock)  # type: ignore[arg-type]
 
 
 def test_a_key_is_read_once_per_ttl_and_a_revoked_one_is_refused_after_it(
     runtime, store_tenants, make_tenant, make_key
 ):
-    clock = FakeClock()
+    clock = ManualClock(datetime.now(UTC))
     keys = cache(store_tenants, 2.0, clock)
     key = make_key(make_tenant(), "admin")
     # Given an operator key that authenticated
@@ -73,7 +63,7 @@ def test_a_key_is_read_once_per_ttl_and_a_revoked_one_is_refused_after_it(
 
 
 def test_an_entry_never_outlives_the_key_s_expiry(runtime, store_tenants, make_tenant):
-    clock = FakeClock()
+    clock = ManualClock(datetime.now(UTC))
     keys = cache(store_tenants, 3600.0, clock)
     expires_at = datetime.now(UTC) + timedelta(seconds=60)
     _view, key = runtime.store.tenants.create_key(
@@ -93,7 +83,7 @@ def test_a_tenants_key_is_read_on_every_request_so_suspension_refuses_it_at_once
     runtime, store_tenants, make_tenant, make_key
 ):
     # Given a cache of a minute and a tenant's key that authenticated
-    keys = cache(store_tenants, 60.0, FakeClock())
+    keys = cache(store_tenants, 60.0, ManualClock(datetime.now(UTC)))
     tenant = make_tenant()
     key = make_key(tenant, "invoke,read,manage")
     assert keys.authenticate(key) is not None
@@ -107,7 +97,7 @@ def test_a_tenants_key_is_read_on_every_request_so_suspension_refuses_it_at_once
 
 
 def test_unknown_and_wrong_keys_are_never_remembered(store_tenants, make_tenant, make_key):
-    clock = FakeClock()
+    clock = ManualClock(datetime.now(UTC))
     keys = cache(store_tenants, 60.0, clock)
     key = make_key(make_tenant(), "admin")
     assert keys.authenticate(key) is not None
@@ -121,7 +111,7 @@ def test_unknown_and_wrong_keys_are_never_remembered(store_tenants, make_tenant,
 
 
 def test_a_ttl_of_zero_reads_the_key_on_every_request(store_tenants, make_tenant, make_key):
-    keys = cache(store_tenants, 0.0, FakeClock())
+    keys = cache(store_tenants, 0.0, ManualClock(datetime.now(UTC)))
     key = make_key(make_tenant(), "read")
     for _ in range(3):
         assert keys.authenticate(key) is not None
@@ -129,7 +119,7 @@ def test_a_ttl_of_zero_reads_the_key_on_every_request(store_tenants, make_tenant
 
 
 def test_the_memory_is_bounded(store_tenants, make_tenant, make_key):
-    keys = KeyCache(store_tenants, ttl_s=60.0, clock=FakeClock(), max_keys=2)  # type: ignore[arg-type]
+    keys = KeyCache(store_tenants, ttl_s=60.0, clock=ManualClock(datetime.now(UTC)), max_keys=2)  # type: ignore[arg-type]
     for key in [make_key("", "admin") for _ in range(5)]:
         assert keys.authenticate(key) is not None
     assert len(keys) <= 2

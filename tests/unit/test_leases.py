@@ -14,35 +14,10 @@ from runtime.app import Runtime
 from runtime.recovery.heartbeat import Heartbeat, HeartbeatOptions
 from runtime.recovery.leases import LeaseKeeper, LeaseOptions, timeouts
 from runtime.store.claims import Claimed
-from tests.conftest import executions, prepare
+from tests.conftest import executions
 from tests.waiting import finished, wait_for
 
 HEARTBEAT = HeartbeatOptions(interval_s=5, stale_after_s=30, retention_s=3600)
-
-
-class Clock:
-    """The store's clock, moved by the test."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def clocked(settings, clock) -> Iterator[Runtime]:
-    runtime = prepare(Runtime(settings, clock=clock))
-    yield runtime
-    runtime.close()
 
 
 def keeper(runtime: Runtime, worker_id: str, *, lease_s: float, grace_s: float) -> LeaseKeeper:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -18,35 +16,9 @@ from runtime.metrics import Metrics
 from runtime.recovery.heartbeat import Heartbeat, HeartbeatOptions
 from runtime.settings import Settings
 from runtime.store.workers import Workers
-from tests.conftest import prepare
 from tests.waiting import wait_for
 
 OPTIONS = HeartbeatOptions(interval_s=5, stale_after_s=30, retention_s=3600)
-
-
-class Clock:
-    """The store's clock, moved by the test."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def clocked(settings, clock) -> Iterator[Runtime]:
-    runtime = prepare(Runtime(settings, clock=clock))
-    yield runtime
-    runtime.close()
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from runtime.store.retention import (
     TenantRetention,
     expiries,
 )
+from tests.clocks import ManualClock
 from tests.conftest import prepare
 
 START = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
@@ -31,22 +32,9 @@ ECHO = {"message": "kept for a while"}
 DAY = 86_400
 
 
-class FakeClock:
-    """The store's clock, moved by the test."""
-
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> ManualClock:
+    return ManualClock(START)
 
 
 @pytest.fixture
