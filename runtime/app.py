@@ -53,6 +53,7 @@ class Runtime:
             self.worker_id,
             timeout_s=timeouts(self.registry, settings),
             options=LeaseOptions.from_settings(settings),
+            metrics=self.metrics,
         )
         install_worker_middleware(
             self.broker, self.store.claims, self.worker_id, self.leases, self.metrics

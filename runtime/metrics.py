@@ -137,7 +137,15 @@ class Metrics:
         )
         self._registry = registry
         self._sweep: SweepMetrics | None = None
+        self._leases: LeaseMetrics | None = None
         self._sweep_lock = threading.Lock()
+
+    def leases(self) -> LeaseMetrics:
+        """The lease keeper's figures, built when a worker first renews or releases a lease."""
+        with self._sweep_lock:
+            if self._leases is None:
+                self._leases = LeaseMetrics(self._registry)
+            return self._leases
 
     def sweep(self) -> SweepMetrics:
         """The sweep's figures, built when a sweep first needs them (see `SweepMetrics`)."""
@@ -187,6 +195,37 @@ class SweepMetrics:
         self.failures = Counter(
             "ferry_sweep_failures",
             "Sweeps that failed (each logged as sweep_failed, with its traceback).",
+            registry=registry,
+        )
+        self.reclaimed = Counter(
+            "ferry_sweep_reclaimed_attempts",
+            "Attempts whose lease lapsed (their worker died or hung), taken back by the sweep.",
+            registry=registry,
+        )
+        self.removed = Counter(
+            "ferry_retention_removed_invocations",
+            "Finished invocations removed by retention (FERRY_RETENTION_*).",
+            registry=registry,
+        )
+
+
+class LeaseMetrics:
+    """How a worker process's lease keeper (`runtime.recovery.leases`) fares."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.renewed = Counter(
+            "ferry_lease_renewals",
+            "Leases of running attempts renewed (one per attempt per renewal round).",
+            registry=registry,
+        )
+        self.lapsed = Counter(
+            "ferry_lease_lapses",
+            "Running attempts whose lease was left to lapse: past their timeout plus grace.",
+            registry=registry,
+        )
+        self.released = Counter(
+            "ferry_leases_released",
+            "Leases given up by a stopping worker, so the sweep runs their attempts again.",
             registry=registry,
         )
 

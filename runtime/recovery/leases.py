@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
+from runtime.metrics import Metrics
 from runtime.registry import Registry
 from runtime.settings import Settings
 from runtime.store.claims import Claimed
@@ -86,12 +87,14 @@ class LeaseKeeper:
         timeout_s: Callable[[str], float],
         options: LeaseOptions,
         clock: Clock | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.leases = leases
         self.worker_id = worker_id
         self.timeout_s = timeout_s
         self.options = options
         self.clock = clock or leases.db.clock
+        self.metrics = metrics
         self._held: dict[AttemptKey, _Held] = {}
         self._lock = threading.Lock()
         #: Set by `release_all`: a claim won after it is released at once.
@@ -139,6 +142,10 @@ class LeaseKeeper:
             # The time limit did not stop it: its lease now lapses and the sweep takes it back.
             log.warning("lease_not_renewed", invocation_id=invocation_id, attempt=attempt)
         renewed = self.leases.renew(self.worker_id, due, self.options.lease_s)
+        if self.metrics is not None and (renewed or overdue):
+            figures = self.metrics.leases()
+            figures.renewed.inc(len(renewed))
+            figures.lapsed.inc(len(overdue))
         ended = [key for key in due if key not in renewed]
         with self._lock:
             # Finished just now (dropped meanwhile), or taken back: never renewed again.
@@ -189,4 +196,6 @@ class LeaseKeeper:
             return 0
         if released:
             log.warning("leases_released", count=released, reason=reason)
+            if self.metrics is not None:
+                self.metrics.leases().released.inc(released)
         return released

@@ -145,7 +145,7 @@ class SweepThread:
     def sweep_once(self) -> bool:
         """Sweep once and count it; a failure is logged, and the next round tries again."""
         try:
-            self.sweep()
+            report = self.sweep()
         except Exception as ex:
             self.consecutive_failures += 1
             if self.figures is not None:
@@ -160,6 +160,9 @@ class SweepThread:
             return False
         if self.figures is not None:
             self.figures.last_success.set(self.clock())
+            if isinstance(report, SweepReport):
+                self.figures.reclaimed.inc(report.lost)
+                self.figures.removed.inc(report.removed)
         if self.consecutive_failures:
             log.info("sweep_recovered", failed_sweeps=self.consecutive_failures)
             self.consecutive_failures = 0

@@ -9,8 +9,10 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from runtime.app import Runtime
+from runtime.metrics import Metrics
 from runtime.recovery.heartbeat import Heartbeat, HeartbeatOptions
 from runtime.recovery.leases import LeaseKeeper, LeaseOptions, timeouts
 from runtime.store.claims import Claimed
@@ -20,13 +22,21 @@ from tests.waiting import finished, wait_for
 HEARTBEAT = HeartbeatOptions(interval_s=5, stale_after_s=30, retention_s=3600)
 
 
-def keeper(runtime: Runtime, worker_id: str, *, lease_s: float, grace_s: float) -> LeaseKeeper:
+def keeper(
+    runtime: Runtime,
+    worker_id: str,
+    *,
+    lease_s: float,
+    grace_s: float,
+    metrics: Metrics | None = None,
+) -> LeaseKeeper:
     """A lease keeper the test renews by hand (its thread is not started)."""
     return LeaseKeeper(
         runtime.store.leases,
         worker_id,
         timeout_s=timeouts(runtime.registry, runtime.settings),
         options=LeaseOptions(lease_s=lease_s, grace_s=grace_s),
+        metrics=metrics,
     )
 
 
@@ -93,6 +103,26 @@ def test_an_attempt_past_its_timeout_is_not_renewed_and_is_taken_back(clocked, c
     assert outcomes(clocked, stuck.invocation.id) == [("lost", "w")]
     # and it is not renewed any more, while the later attempt still is
     assert leases.renew_once() == {key(fresh)}
+
+
+def test_renewals_lapses_and_releases_are_counted(clocked, clock):
+    # Given a worker with two attempts (echo: timeout 20 s, grace 1 s), counting into its
+    # own registry
+    registry = CollectorRegistry()
+    tenant = clocked.store.tenants.create("t-count").id
+    leases = keeper(clocked, "w", lease_s=10, grace_s=1, metrics=Metrics(registry=registry))
+    run_on(clocked, leases, tenant), run_on(clocked, leases, tenant)
+    # When it renews at 8 s and 16 s, then at 22 s (past timeout + grace, the leases still
+    # valid until 26 s), then stops
+    for step in (8, 8, 6):
+        clock.advance(step)
+        leases.renew_once()
+    assert leases.release_all() == 2
+    # Then two renewals per round before the timeout, two lapses, two releases
+    figure = registry.get_sample_value
+    assert figure("ferry_lease_renewals_total") == 4
+    assert figure("ferry_lease_lapses_total") == 2
+    assert figure("ferry_leases_released_total") == 2
 
 
 def test_a_renewal_never_revives_a_lease_that_ended(clocked, clock):

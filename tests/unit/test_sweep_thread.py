@@ -7,7 +7,7 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from runtime.metrics import Metrics
-from runtime.recovery.sweeper import SweepThread
+from runtime.recovery.sweeper import SweepReport, SweepThread
 from tests.waiting import wait_for
 
 LAST_SUCCESS = "ferry_sweep_last_success_timestamp_seconds"
@@ -83,3 +83,19 @@ def test_a_process_that_does_not_sweep_reports_no_sweep_figures(registry):
     Metrics(registry=registry)
     assert registry.get_sample_value(LAST_SUCCESS) is None
     assert registry.get_sample_value(FAILURES) is None
+
+
+def test_reclaimed_attempts_and_removed_invocations_are_counted(registry):
+    # Given sweeps that took back 2 lapsed attempts and removed 300, then 0 and 5 expired rows
+    reports = iter(
+        [
+            SweepReport(lost=2, sent=2, failed_sends=0, removed=300),
+            SweepReport(lost=0, sent=0, failed_sends=0, removed=5),
+        ]
+    )
+    thread = SweepThread(lambda: next(reports), 1.0, metrics=Metrics(registry=registry))
+    # When both run
+    assert thread.sweep_once() and thread.sweep_once()
+    # Then the counters add them up
+    assert registry.get_sample_value("ferry_sweep_reclaimed_attempts_total") == 2
+    assert registry.get_sample_value("ferry_retention_removed_invocations_total") == 305
