@@ -214,7 +214,13 @@ def apply_scope(connection: Connection, role: str) -> None:
     if not facts["exists"]:
         if not facts["can_create"]:
             return
-        connection.execute(sa.text(f"CREATE ROLE {role} NOLOGIN NOSUPERUSER NOBYPASSRLS NOINHERIT"))
+        # Roles belong to the server: another database's `ferry migrate` may make it now too.
+        connection.execute(
+            sa.text(
+                f"DO $$ BEGIN CREATE ROLE {role} NOLOGIN NOSUPERUSER NOBYPASSRLS NOINHERIT;"
+                " EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+            )
+        )
         if not facts["login_bypasses"]:  # a superuser may switch to any role
             connection.execute(sa.text(f'GRANT {role} TO "{facts["login"]}"'))
     for statement in grant_statements(role):

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+import structlog.testing
 
 from runtime.app import Runtime
 from runtime.cli import main
@@ -216,13 +217,19 @@ def test_migrate_says_what_set_up_is_missing_and_functions_are_refused_until_don
     assert fix in out.err
     assert main(["migrate", "--check"]) == 1
     assert fix in capsys.readouterr().err
-    # And a function's session is refused rather than left unscoped
-    store = Store.from_settings(Settings.from_env())
+    # And a worker says so when it starts
+    runtime = Runtime(Settings.from_env(functions_module=SCOPE_FUNCTIONS))
     try:
+        with structlog.testing.capture_logs() as logs:
+            runtime.start_worker(sweep=False).stop(grace_s=5)
+        [warning] = [e for e in logs if e["event"] == "tenant_scope_not_set_up"]
+        assert warning["log_level"] == "error"
+        assert warning["missing"] == [f"the role {role} does not exist"]
+        # And a function's session is refused rather than left unscoped
         with pytest.raises(TenantScopeUnavailable, match=f"the role {role} does not exist"):
-            store.db.open_session("ours")
+            runtime.store.db.open_session("ours")
     finally:
-        store.close()
+        runtime.close()
     # When the operator runs the SQL it printed, and migrates again
     admin = sa.create_engine(PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + url.rsplit("/", 1)[1])
     with admin.begin() as conn:
