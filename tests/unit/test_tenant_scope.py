@@ -19,7 +19,8 @@ from runtime.errors import TenantNotFound
 from runtime.settings import Settings
 from runtime.store import Database, Store
 from runtime.store.models import ApiKey
-from runtime.store.tenant_scope import TenantScopeUnavailable
+from runtime.store.tenant_scope import TenantScopeEscaped, TenantScopeUnavailable
+from runtime.testing import FunctionHarness
 from tests.conftest import PG_ADMIN_URL, pg_url, prepare
 from tests.waiting import finished, wait_for
 
@@ -266,3 +267,19 @@ def test_sqlite_migrate_says_what_the_orm_guard_covers(
     assert main(["migrate"]) == 0
     assert "raw SQL in a function is not scoped" in capsys.readouterr().out
     assert main(["migrate", "--check"]) == 0
+
+
+@pytest.mark.integration
+def test_the_harness_on_postgresql_scopes_and_checks_like_the_runtime(pg_database):
+    with FunctionHarness(
+        tenant_id="ours", database_url=pg_database, functions_module=SCOPE_FUNCTIONS
+    ) as harness:
+        harness.store.tenants.create("theirs")
+        harness.store.tenants.create_key("theirs", frozenset({"read"}))
+        mine, _ = harness.store.tenants.create_key("ours", frozenset({"read"}))
+        # When a function counts through the harness, then leaves its scope
+        assert harness.run("count_rows", {}).api_keys == 1
+        with pytest.raises(TenantScopeEscaped):
+            harness.run("escape_scope", {"how": "reset_role", "key_id": mine.id})
+        # Then its rename is rolled back, as in a worker
+        assert [k.name for k in harness.store.tenants.list_keys("ours")] == [""]
