@@ -18,8 +18,9 @@ the login role to record the outcome in the same transaction (`leave_scope`).
 What it does not stop: code that deliberately runs `RESET ROLE` or changes
 `ferry.tenant_id` itself. A function runs inside the worker process, with its settings
 and credentials; the scope guards against queries that forget the tenant, not against
-hostile code. `leave` fails the attempt (rolling its writes back) when the scope was
-changed, so such code cannot commit writes that way. See docs/tenancy.md.
+hostile code. `leave_scope` fails the attempt (rolling back its uncommitted writes) when
+the scope is still changed as the function returns: that catches a change left behind,
+not code that restores the scope before returning. See docs/tenancy.md.
 
 On SQLite there is no database-side scope: the ORM guard of `runtime.store.db` filters
 ORM queries only.
