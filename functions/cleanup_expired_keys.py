@@ -15,8 +15,10 @@ Internal: schedules (and operator keys) run it; a tenant's key cannot invoke it 
 HTTP, so no client can delete a tenant's revoked-key records early.
 
 Only the calling tenant's keys are considered: the function's session is scoped to its
-tenant (operator keys, which have no tenant, are never seen). The deletions commit together with the invocation's success, so a failed
-attempt deletes nothing and a retry starts from the same keys.
+tenant (on PostgreSQL by the database's row-level security, on SQLite by the ORM guard,
+which covers these ORM queries; docs/tenancy.md), and operator keys, which have no
+tenant, are never seen. The deletions commit together with the invocation's success, so
+a failed attempt deletes nothing and a retry starts from the same keys.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ class Output(BaseModel):
 @function(queue="scheduled", max_retries=3, timeout=120, internal=True)
 def cleanup_expired_keys(ctx: Context, payload: Input) -> Output:
     cutoff = datetime.now(UTC) - timedelta(days=payload.grace_days)
-    # No tenant filter here on purpose: ctx.session only ever sees this tenant's keys.
+    # No tenant filter here on purpose: ctx.session scopes these ORM statements to the
+    # tenant on both backends (raw SQL would be scoped on PostgreSQL only; docs/tenancy.md).
     query = (
         sa.select(ApiKey)
         .where(sa.or_(ApiKey.expires_at < cutoff, ApiKey.revoked_at < cutoff))

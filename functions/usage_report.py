@@ -20,8 +20,9 @@ Columns:
   the `duration_ms` the API shows; empty when there are none;
 - `attempts`: attempts started, retries included.
 
-Only the calling tenant's invocations are read: the function's session is scoped to its
-tenant, so the report cannot see another tenant's rows.
+Only the calling tenant's invocations are read: the query goes through the function's
+session, which is scoped to its tenant (on PostgreSQL by the database's row-level
+security, on SQLite by the ORM guard, which covers this ORM query; docs/tenancy.md).
 """
 
 from __future__ import annotations
@@ -155,7 +156,8 @@ def usage_report(ctx: Context, payload: Input) -> Output:
         raise Permanent(
             f"since ({since.isoformat()}) must be earlier than until ({until.isoformat()})"
         )
-    # No tenant filter here on purpose: ctx.session only ever sees this tenant's rows.
+    # No tenant filter here on purpose: ctx.session scopes this ORM query to the tenant on
+    # both backends (a raw SQL query would be scoped on PostgreSQL only; docs/tenancy.md).
     query = (
         sa.select(
             Invocation.function,

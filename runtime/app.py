@@ -10,7 +10,7 @@ import dramatiq
 import structlog
 
 from runtime.dispatch import Dispatcher
-from runtime.errors import BrokerUnavailable
+from runtime.errors import BrokerUnavailable, StoreUnavailable
 from runtime.metrics import process_metrics
 from runtime.outbound import OutboundPolicy
 from runtime.recovery.leases import LeaseKeeper, LeaseOptions, timeouts
@@ -102,6 +102,7 @@ class Runtime:
         sweep: bool = True,
     ) -> WorkerHandle:
         """Start consuming in this process (threads), with the sweep unless told not to."""
+        self._warn_unscoped_sessions()
         return start_consuming(
             self.broker,
             self.settings,
@@ -113,6 +114,19 @@ class Runtime:
             queues=queues,
             threads=threads,
         )
+
+    def _warn_unscoped_sessions(self) -> None:
+        # Functions' sessions are refused until the set-up is done: say so once, at start.
+        try:
+            gaps = self.store.db.tenant_scope_gaps()
+        except StoreUnavailable:
+            return
+        if gaps:
+            log.error(
+                "tenant_scope_not_set_up",
+                missing=[gap.problem for gap in gaps],
+                fix="`ferry migrate` prints the SQL that sets it up (docs/tenancy.md)",
+            )
 
     def readiness(self) -> dict[str, str]:
         """`ok` or what failed, for the store and the broker."""

@@ -180,8 +180,12 @@ class Context:
     def session(self) -> Session:
         """A SQLAlchemy session scoped to this tenant.
 
-        Its writes commit together with the invocation's success, and roll back if the
-        attempt fails: a retried attempt never sees half of a failed one's writes.
+        On PostgreSQL the database enforces the scope: every query, ORM, Core or raw
+        `text()`, sees and changes only this tenant's rows, and only of the tables a
+        function may use (docs/tenancy.md). On SQLite only ORM queries of Ferry's models
+        are scoped; raw SQL is not. Its writes commit together with the invocation's
+        success, and roll back if the attempt fails: a retried attempt never sees half of
+        a failed one's writes.
         """
         if self._session is None:
             self._session = self._store.db.open_session(self.tenant_id)

@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     #: a revoked key is refused within this long. 0 reads the key on every request.
     auth_cache_s: float = Field(default=2.0, ge=0, le=300)
 
+    #: The PostgreSQL role functions' `ctx.session` runs as, under row-level security
+    #: (docs/tenancy.md); one per deployment when several share a server.
+    function_db_role: str = Field(default="ferry_function", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+
     #: Connections a process keeps: at least its threads (8) plus the sweep and heartbeat,
     #: or connections beyond it are opened and closed per request under load.
     db_pool_size: int = Field(default=10, ge=1, le=200)

@@ -179,6 +179,8 @@ class FunctionHarness:
             session = ctx.close_session()
             if session is not None:
                 with translate_errors(), session:
+                    # As the runtime does: a function that left its tenant scope fails.
+                    self.store.db.leave_function_scope(session)
                     session.commit()
         finally:
             current_context.reset(token)

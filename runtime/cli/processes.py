@@ -6,11 +6,12 @@ import argparse
 from typing import Any
 
 from runtime import devserver
-from runtime.cli.output import EXIT_OK, say
+from runtime.cli.output import EXIT_OK, EXIT_USER_ERROR, say, warn
 from runtime.errors import BadRequest
 from runtime.registry import QUEUES
 from runtime.settings import Settings
 from runtime.store import Store
+from runtime.store.tenant_scope import Gap
 
 #: Settings `ferry dev` changes when the user left them unset: a single local process can
 #: re-send lost work after 2 s instead of 60 (and a restarted one run its attempts again
@@ -68,12 +69,45 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
     store = Store.from_settings(settings)
     try:
-        store.migrate()
+        if not args.check:
+            store.migrate()
+        current = store.is_current()
+        gaps = store.db.tenant_scope_gaps()
     finally:
         store.close()
     where = make_url(settings.database_url).render_as_string(hide_password=True)
-    say(f"the store is at the newest schema: {where}")
-    return EXIT_OK
+    if current:
+        say(f"the store is at the newest schema: {where}")
+    else:
+        warn(f"the store is not at the newest schema: {where} (run `ferry migrate`)")
+    if store.db.dialect != "postgresql":
+        say(
+            "tenant scope: SQLite scopes functions' ORM queries only; raw SQL in a "
+            "function is not scoped (docs/tenancy.md)"
+        )
+    elif not gaps:
+        say(
+            f"tenant scope: functions' sessions run as {settings.function_db_role} under "
+            "row-level security"
+        )
+    else:
+        _print_scope_gaps(gaps)
+    return EXIT_OK if (current and not gaps) or not args.check else EXIT_USER_ERROR
+
+
+def _print_scope_gaps(gaps: list[Gap]) -> None:
+    warn(
+        "tenant scope: NOT SET UP; functions that use ctx.session are refused until it is "
+        "(docs/tenancy.md). Missing:"
+    )
+    for gap in gaps:
+        warn(f"  - {gap.problem}")
+    operator = [gap.fix for gap in gaps if gap.operator]
+    if operator:
+        warn("Run once as a role with CREATEROLE (or a superuser), then `ferry migrate` again:")
+        warn("\n".join(dict.fromkeys(operator)))
+    else:
+        warn("Run `ferry migrate` (as the role that owns the tables) to add the rest.")
 
 
 def add_commands(sub: Any) -> None:
@@ -102,5 +136,13 @@ def add_commands(sub: Any) -> None:
     )
     scheduler.set_defaults(run=cmd_scheduler, own_logging=True)
 
-    migrate = sub.add_parser("migrate", help="bring the store's schema to the newest version")
+    migrate = sub.add_parser(
+        "migrate",
+        help="bring the store's schema to the newest version and check the tenant scope set-up",
+    )
+    migrate.add_argument(
+        "--check",
+        action="store_true",
+        help="change nothing; exit 1 unless the schema is current and the tenant scope set up",
+    )
     migrate.set_defaults(run=cmd_migrate)

@@ -18,6 +18,7 @@ from runtime.store.retention import Retention
 from runtime.store.schedules import Schedules
 from runtime.store.stats import Stats
 from runtime.store.sweep import Sweep
+from runtime.store.tenant_scope import apply_scope
 from runtime.store.tenants import Tenants
 from runtime.store.workers import Workers
 
@@ -41,7 +42,9 @@ class Store:
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Clock = utcnow) -> Store:
-        return cls(Database(engine_from_settings(settings), clock))
+        return cls(
+            Database(engine_from_settings(settings), clock, function_role=settings.function_db_role)
+        )
 
     def _alembic(self) -> Config:
         config = Config()
@@ -57,6 +60,9 @@ class Store:
                 connection.exec_driver_sql("SELECT pg_advisory_xact_lock(4711)")
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
+            if connection.dialect.name == "postgresql":
+                # The owner's part of functions' tenant scope: grants (docs/tenancy.md).
+                apply_scope(connection, self.db.function_role)
 
     def is_current(self) -> bool:
         head = ScriptDirectory.from_config(self._alembic()).get_current_head()

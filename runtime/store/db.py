@@ -18,6 +18,15 @@ from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker, with_loader_c
 from runtime.errors import FerryError, StoreUnavailable
 from runtime.settings import Settings
 from runtime.store.models import TenantScoped
+from runtime.store.tenant_scope import (
+    Gap,
+    TenantScopeUnavailable,
+    check_role_name,
+    enter_scope,
+    inspect_scope,
+    leave_scope,
+    reset_pooled,
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -129,21 +138,50 @@ def _check_writes(session: Session, _context: Any, _instances: Any) -> None:
             )
 
 
-class Database:
-    """The engine and its session factory; every store module works through one of these."""
+def _enter_function_scope(session: Session, _transaction: Any, connection: Connection) -> None:
+    scope = session.info.get("function_scope")
+    if scope is not None and not session.info.get("scope_left"):
+        enter_scope(connection, scope, session.info["tenant_id"])
 
-    def __init__(self, engine: Engine, clock: Clock = utcnow) -> None:
+
+def _reset_pooled(dbapi_connection: Any, record: Any) -> None:
+    if dbapi_connection is not None:
+        try:
+            reset_pooled(dbapi_connection, record.info)
+        except Exception as ex:  # a connection that cannot reset is not reused
+            record.invalidate(ex)
+
+
+class Database:
+    """The engine and its session factory; every store module works through one of these.
+
+    `function_role` is the PostgreSQL role functions' sessions run as
+    (`runtime.store.tenant_scope`); SQLite has none.
+    """
+
+    def __init__(
+        self, engine: Engine, clock: Clock = utcnow, *, function_role: str = "ferry_function"
+    ) -> None:
         self.engine = engine
         self.clock = clock
+        self.function_role = check_role_name(function_role)
+        self._function_scope_ready = False
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         # Reads and single-statement writes need no transaction: on an autocommit
         # connection they cost one round trip, not BEGIN + statement + COMMIT.
         self._autocommit = sessionmaker(
             engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
         )
-        for factory in (self._sessions, self._autocommit):
+        # Functions' sessions: the ORM guard as every tenant session, and on PostgreSQL
+        # the database's own scope at the start of each transaction.
+        self._function_sessions = sessionmaker(engine, expire_on_commit=False)
+        for factory in (self._sessions, self._autocommit, self._function_sessions):
             event.listen(factory, "do_orm_execute", _scope_to_tenant)
             event.listen(factory, "before_flush", _check_writes)
+        if self.dialect == "postgresql":
+            event.listen(self._function_sessions, "after_begin", _enter_function_scope)
+            if not event.contains(engine, "checkin", _reset_pooled):
+                event.listen(engine, "checkin", _reset_pooled)
 
     @property
     def dialect(self) -> str:
@@ -177,9 +215,52 @@ class Database:
         with translate_errors(), self.engine.connect() as connection:
             yield connection.execution_options(isolation_level="AUTOCOMMIT")
 
-    def open_session(self, tenant_id: str | None = None) -> Session:
-        """A session the caller manages (a function's `ctx.session`)."""
-        return self._sessions(info={"tenant_id": tenant_id})
+    def open_session(self, tenant_id: str) -> Session:
+        """A function's `ctx.session`, scoped to `tenant_id`; the caller manages it.
+
+        On PostgreSQL the database enforces the scope (`runtime.store.tenant_scope`): every
+        query sees only the tenant's rows, whatever its form. It refuses with
+        `TenantScopeUnavailable` while the set-up is incomplete, rather than fall back to
+        a scope that raw SQL passes by. On SQLite only ORM queries are scoped.
+        """
+        if self.dialect != "postgresql":
+            return self._function_sessions(info={"tenant_id": tenant_id})
+        self._require_function_scope()
+        return self._function_sessions(
+            info={"tenant_id": tenant_id, "function_scope": self.function_role}
+        )
+
+    def leave_function_scope(self, session: Session) -> None:
+        """Take a function's session back for the runtime's own writes (the outcome).
+
+        Raises `TenantScopeEscaped` if the function changed its session's role or tenant.
+        """
+        role = session.info.get("function_scope")
+        if role is None or session.info.get("scope_left"):
+            return
+        session.info["scope_left"] = True
+        if session.in_transaction():
+            leave_scope(session, role, session.info["tenant_id"])
+
+    def tenant_scope_gaps(self) -> list[Gap]:
+        """What the database lacks to scope functions' sessions (PostgreSQL; else empty)."""
+        if self.dialect != "postgresql":
+            return []
+        with translate_errors(), self.engine.connect() as connection:
+            return inspect_scope(connection, self.function_role)
+
+    def _require_function_scope(self) -> None:
+        # Checked until it first holds, then trusted: the set-up is not undone in operation.
+        if self._function_scope_ready:
+            return
+        gaps = self.tenant_scope_gaps()
+        if gaps:
+            raise TenantScopeUnavailable(
+                "functions' sessions cannot be scoped to their tenant: "
+                + "; ".join(gap.problem for gap in gaps)
+                + " (`ferry migrate` prints the SQL that sets it up; docs/tenancy.md)"
+            )
+        self._function_scope_ready = True
 
     def ping(self) -> None:
         with translate_errors(), self.engine.connect() as conn:

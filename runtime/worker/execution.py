@@ -170,6 +170,7 @@ class Executor:
         else:
             try:
                 with translate_errors(), session:
+                    self.store.db.leave_function_scope(session)
                     recorded = self.store.claims.succeed(session, claimed, result)
                     if recorded:
                         session.commit()
