@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from falcon.testing import TestClient
 
 from gateway.app import create_app
@@ -298,3 +299,15 @@ def test_the_only_statement_that_removes_audit_records_is_retentions():
     assert writers == {"runtime/store/retention.py": ["remove_audit"]}
     # And the check finds such a function where there is one
     assert _audit_writers("def f():\n    sa.delete(models.AuditRecord)\n") == ["f"]
+
+
+def test_the_database_refuses_to_change_a_record(runtime):
+    # Given a record
+    runtime.store.audit.append(
+        Actor.cli("ops", "r-1").entry("tenant.create", tenant_id="t", target="t")
+    )
+    # When anyone, with plain SQL, tries to rewrite it, the store refuses
+    with pytest.raises(sa.exc.DBAPIError, match="append-only"):
+        with runtime.store.db.engine.begin() as conn:
+            conn.execute(sa.text("UPDATE audit_records SET actor_id = 'someone-else'"))
+    assert [r.actor_id for r in records(runtime)] == ["ops"]

@@ -6,7 +6,9 @@ Create Date: 2026-11-30 00:20:00.000000
 
 One new table, `audit_records`, with two indexes: by time (operators' listings and
 retention, which removes the oldest) and by tenant and time (a tenant's listing). Rows
-are only inserted (with the change they record) and removed by retention.
+are only inserted (with the change they record) and removed by retention; a trigger
+refuses any UPDATE of them on both backends, whoever sends it (a function's
+`ctx.session` included).
 """
 
 from __future__ import annotations
@@ -18,6 +20,20 @@ revision = "0007_audit"
 down_revision = "0006_retention"
 branch_labels = None
 depends_on = None
+
+REFUSAL = "audit records are append-only"
+SQLITE_TRIGGER = f"""
+CREATE TRIGGER audit_records_append_only BEFORE UPDATE ON audit_records
+BEGIN SELECT RAISE(ABORT, '{REFUSAL}'); END
+"""
+PG_FUNCTION = f"""
+CREATE FUNCTION ferry_audit_records_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION '{REFUSAL}'; END $$
+"""
+PG_TRIGGER = """
+CREATE TRIGGER audit_records_append_only BEFORE UPDATE ON audit_records
+FOR EACH ROW EXECUTE FUNCTION ferry_audit_records_append_only()
+"""
 
 
 def upgrade() -> None:
@@ -41,9 +57,19 @@ def upgrade() -> None:
         ["tenant_id", "at", "id"],
         unique=False,
     )
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(PG_FUNCTION)
+        op.execute(PG_TRIGGER)
+    else:
+        op.execute(SQLITE_TRIGGER)
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP TRIGGER IF EXISTS audit_records_append_only ON audit_records")
+        op.execute("DROP FUNCTION IF EXISTS ferry_audit_records_append_only()")
+    else:
+        op.execute("DROP TRIGGER IF EXISTS audit_records_append_only")
     op.drop_index("ix_audit_records_tenant_id_at_id", table_name="audit_records")
     op.drop_index("ix_audit_records_at_id", table_name="audit_records")
     op.drop_table("audit_records")
