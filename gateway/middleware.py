@@ -13,6 +13,7 @@ import falcon
 import structlog
 
 from gateway.errors import Problem
+from runtime.services.audit import Actor
 from runtime.services.tenants import Principal, TenantService
 
 log = structlog.get_logger("ferry.gateway")
@@ -55,6 +56,11 @@ def caller_of(req: falcon.Request) -> Caller:
 
 def request_id_of(req: falcon.Request) -> str:
     return str(req.context.request_id)
+
+
+def actor_of(req: falcon.Request) -> Actor:
+    """Who acts in this request, for the audit trail: the caller's key and the request id."""
+    return Actor.of_key(caller_of(req).principal, request_id_of(req))
 
 
 class RequestIdMiddleware:

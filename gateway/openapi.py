@@ -23,6 +23,7 @@ from gateway.errors import PROBLEM_JSON
 from gateway.hooks import MAX_JSON_DEPTH
 from gateway.schemas import (
     MODELS,
+    AuditList,
     Function,
     FunctionList,
     Invocation,
@@ -164,6 +165,13 @@ def _parameters(max_wait_s: float, max_delay_s: float) -> dict[str, Any]:
                   "default": params.DEFAULT_LIMIT}, "Page size."),
         "cursor": ("cursor", "query", {"type": "string", "pattern": params.CURSOR_PATTERN},
                    "`next_cursor` of the previous page; any other value is a 400."),
+        "audit_action": ("action", "query", text, "Only this action, like `invocation.cancel`."),
+        "audit_target": ("target", "query", text, "Only actions on this id."),
+        "audit_actor": ("actor", "query", text, "Only this key id (or OS user of a command)."),
+        "since": ("since", "query", {"type": "string", "format": "date-time",
+                  "pattern": params.RFC3339_PATTERN}, "Only records from this RFC 3339 time."),
+        "until": ("until", "query", {"type": "string", "format": "date-time",
+                  "pattern": params.RFC3339_PATTERN}, "Only records before this RFC 3339 time."),
     }
     # fmt: on
     return {
@@ -298,6 +306,14 @@ OPERATIONS = (
     Operation("post", "/v1/schedules/{schedule_id}/resume", "resume_schedule",
               "Resume a schedule from its next tick (admin).", "schedules", {200: Schedule},
               parameters=SCHEDULE),
+    Operation("get", "/v1/audit", "list_audit_records",
+              "The audit trail of manage and admin actions, newest first (manage).", "audit",
+              {200: AuditList}, problems=(400,),
+              parameters=("audit_action", "audit_target", "audit_actor", "since", "until",
+                          "limit", "cursor"),
+              description="A tenant's key sees its tenant's records; an operator key every "
+              "tenant's, or one tenant's with X-Tenant-ID. Records are kept for "
+              "FERRY_RETENTION_AUDIT_S and never changed."),
 )
 # fmt: on
 

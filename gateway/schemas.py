@@ -234,6 +234,27 @@ class ScheduleRestored(Body):
     schedules: list[Schedule]
 
 
+class AuditRecord(Body):
+    """One `manage` or `admin` action: who, for which tenant, what, on what, when."""
+
+    id: str
+    at: Time
+    tenant_id: str | None = Field(description="The tenant acted for; null: none (an operator's).")
+    actor_kind: Literal["key", "operator", "cli", "system"] = Field(
+        description="A tenant's API key, an operator key, a `ferry` command, or Ferry itself."
+    )
+    actor_id: str = Field(description="The key's id, or the OS user who ran the command.")
+    action: str = Field(description="`noun.verb`, like `invocation.cancel` or `schedule.pause`.")
+    target: str = Field(description="The invocation, schedule, tenant or key acted on.")
+    request_id: str = Field(description="The request's X-Request-ID (a command makes its own).")
+    detail: JsonObject | None
+
+
+class AuditList(Body):
+    records: list[AuditRecord]
+    next_cursor: str | None = Field(description="The `cursor` of the next page; null at the end.")
+
+
 class Liveness(Body):
     status: Literal["ok"]
 
@@ -257,6 +278,8 @@ MODELS: tuple[type[BaseModel], ...] = (
     ScheduleList,
     ScheduleTriggered,
     ScheduleRestored,
+    AuditRecord,
+    AuditList,
     Liveness,
     Readiness,
 )

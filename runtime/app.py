@@ -18,6 +18,7 @@ from runtime.recovery.retention import RetentionSweep
 from runtime.recovery.sweeper import Sweep
 from runtime.registry import Registry
 from runtime.scheduling.scheduler import Scheduler
+from runtime.services.audit import AuditTrail
 from runtime.services.invocations import InvocationService, new_invocation_id
 from runtime.services.schedules import ScheduleService
 from runtime.services.tenants import TenantService
@@ -79,6 +80,7 @@ class Runtime:
             ),
         )
         self.tenants = TenantService(self.store, auth_cache_s=settings.auth_cache_s)
+        self.audit = AuditTrail(self.store)
         self.executor = Executor(
             self.store,
             self.invocations,

@@ -37,6 +37,8 @@ from runtime.app import Runtime
 from runtime.errors import AlreadyExists, ConfigurationError, TenantSuspended
 from runtime.logs import configure_logging
 from runtime.scheduling.loop import start_scheduler_thread
+from runtime.services.audit import Actor
+from runtime.services.tenants import TenantService
 from runtime.settings import Settings
 from runtime.store import Store
 from runtime.store.tenants import Principal
@@ -84,17 +86,19 @@ def ensure_credentials(store: Store, state_dir: Path = STATE_DIR) -> DevCredenti
     operator_file = state_dir / OPERATOR_KEY_FILE
     key = _saved_key(store, key_file, lambda p: p.tenant_id == DEV_TENANT and p.has("manage"))
     created = key is None
+    # Made through the service, so the audit trail shows who ran `ferry dev`.
+    tenants, actor = TenantService(store), Actor.cli()
     if key is None:
         try:
-            store.tenants.create(DEV_TENANT, "Demo tenant of ferry dev")
+            tenants.create(DEV_TENANT, "Demo tenant of ferry dev", actor=actor)
         except AlreadyExists:
             pass
-        _view, key = store.tenants.create_key(DEV_TENANT, DEV_SCOPES, name="ferry dev")
+        _view, key = tenants.create_key(DEV_TENANT, DEV_SCOPES, name="ferry dev", actor=actor)
         _write_private(key_file, key + "\n")
     operator_key = _saved_key(store, operator_file, lambda p: p.is_admin)
     if operator_key is None:
-        _view, operator_key = store.tenants.create_key(
-            None, frozenset({"admin"}), name="ferry dev operator"
+        _view, operator_key = tenants.create_operator_key(
+            "admin", name="ferry dev operator", actor=actor
         )
         _write_private(operator_file, operator_key + "\n")
     return DevCredentials(DEV_TENANT, key, key_file, created, operator_key, operator_file)

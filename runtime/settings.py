@@ -129,6 +129,9 @@ class Settings(BaseSettings):
     retention_interval_s: float = Field(default=10.0, ge=0)
     #: Invocations removed per statement: each batch is one short transaction.
     retention_batch_size: int = Field(default=1000, ge=1, le=100_000)
+    #: Seconds an audit record is kept (`runtime.store.audit`); 0 keeps them forever. Until
+    #: then nothing changes or removes it; the sweep removes it after.
+    retention_audit_s: int = Field(default=365 * 86_400, ge=0)
 
     # --- the server secret (issue 12: a default or placeholder is refused in production) ---
     #: Server-side secret for signing (webhook keys, dashboard sessions). Outside embedded

@@ -7,7 +7,7 @@ Sign-in, sessions and CSRF are in `sessions` and `auth`.
 
 from __future__ import annotations
 
-from gateway.dashboard import resources, schedule_pages
+from gateway.dashboard import audit_pages, resources, schedule_pages
 from gateway.dashboard.auth import Gate
 from gateway.dashboard.readmodel import DashboardReadModel
 from gateway.dashboard.rendering import Renderer
@@ -33,6 +33,7 @@ def add_dashboard_routes(app: WsgiApp, runtime: Runtime) -> None:
         invocations=runtime.invocations,
         tenants=runtime.tenants,
         schedules=runtime.schedules,
+        audit=runtime.audit,
         function_names=tuple(f.name for f in runtime.registry),
     )
     item = resources.InvocationItem(gate, services)
@@ -52,6 +53,7 @@ def add_dashboard_routes(app: WsgiApp, runtime: Runtime) -> None:
     app.add_route("/dashboard/schedules/{schedule_id}", schedule)
     for action in ("pause", "resume", "trigger"):
         app.add_route(f"/dashboard/schedules/{{schedule_id}}/{action}", schedule, suffix=action)
+    app.add_route("/dashboard/audit", audit_pages.Audit(gate, services))
     app.add_route("/dashboard/static/dashboard.css", resources.Stylesheet())
 
 

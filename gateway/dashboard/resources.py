@@ -22,6 +22,7 @@ from gateway.dashboard.readmodel import InvocationFilter
 from gateway.dashboard.rendering import STATIC, page_headers
 from gateway.dashboard.sessions import LOGIN_COOKIE, LOGIN_FORM_MAX_AGE_S, SESSION_COOKIE
 from runtime.errors import BadRequest, TenantSuspended
+from runtime.services.audit import Actor, AuditTrail
 from runtime.services.invocations import InvocationService
 from runtime.services.schedules import ScheduleService
 from runtime.services.tenants import TenantService
@@ -86,6 +87,7 @@ class Services:
     invocations: InvocationService
     tenants: TenantService
     schedules: ScheduleService
+    audit: AuditTrail
     #: The deployment's function names, for the listings' filters.
     function_names: tuple[str, ...]
 
@@ -262,7 +264,9 @@ class Failed(Base):
         if not ids:
             redirect(resp, "/dashboard/failed" + viewer.query(notice="nothing-selected"))
             return
-        done = self.services.invocations.retry_failed(ids, acting_tenant(viewer))
+        done = self.services.invocations.retry_failed(
+            ids, acting_tenant(viewer), actor=actor_of(req, viewer)
+        )
         retried, skipped = len(done.retried), len(done.skipped)
         log.info(
             "dashboard_bulk_retry", key_id=viewer.principal.key_id, retried=retried, skipped=skipped
@@ -271,6 +275,11 @@ class Failed(Base):
             resp,
             "/dashboard/failed" + viewer.query(notice="bulk", retried=retried, skipped=skipped),
         )
+
+
+def actor_of(req: falcon.Request, viewer: Viewer) -> Actor:
+    """Who acts, for the audit trail: the signed-in key, under the gateway's request id."""
+    return Actor.of_key(viewer.principal, str(req.context.request_id))
 
 
 def acting_tenant(viewer: Viewer) -> str | None:
@@ -318,7 +327,9 @@ class InvocationItem(Base):
         form: dict[str, list[str]],
         invocation_id: str,
     ) -> None:
-        done = self.services.invocations.retry(invocation_id, acting_tenant(viewer))
+        done = self.services.invocations.retry(
+            invocation_id, acting_tenant(viewer), actor=actor_of(req, viewer)
+        )
         _logged(viewer, "retry", invocation_id, done.tenant_id)
         redirect(resp, invocation_path(invocation_id) + "?notice=retried")
 
@@ -331,7 +342,9 @@ class InvocationItem(Base):
         form: dict[str, list[str]],
         invocation_id: str,
     ) -> None:
-        done = self.services.invocations.cancel(invocation_id, acting_tenant(viewer))
+        done = self.services.invocations.cancel(
+            invocation_id, acting_tenant(viewer), actor=actor_of(req, viewer)
+        )
         _logged(viewer, "cancel", invocation_id, done.tenant_id)
         redirect(resp, invocation_path(invocation_id) + "?notice=cancelled")
 

@@ -10,7 +10,7 @@ import falcon
 import structlog
 
 from gateway.dashboard.auth import Viewer, action, first, page, redirect
-from gateway.dashboard.resources import Base, notice_of
+from gateway.dashboard.resources import Base, actor_of, notice_of
 from runtime.errors import BadRequest
 
 log = structlog.get_logger("ferry.dashboard")
@@ -77,7 +77,7 @@ class ScheduleItem(Base):
         form: dict[str, list[str]],
         schedule_id: str,
     ) -> None:
-        self.services.schedules.pause(schedule_id, viewer.read_tenant)
+        self.services.schedules.pause(schedule_id, viewer.read_tenant, actor=actor_of(req, viewer))
         self._done(resp, viewer, schedule_id, "paused")
 
     @action("admin")
@@ -89,7 +89,7 @@ class ScheduleItem(Base):
         form: dict[str, list[str]],
         schedule_id: str,
     ) -> None:
-        self.services.schedules.resume(schedule_id, viewer.read_tenant)
+        self.services.schedules.resume(schedule_id, viewer.read_tenant, actor=actor_of(req, viewer))
         self._done(resp, viewer, schedule_id, "resumed")
 
     @action("admin")
@@ -109,5 +109,6 @@ class ScheduleItem(Base):
             viewer.read_tenant,
             token=f"dashboard:{token}",
             request_id=str(req.context.get("request_id") or "") or None,
+            actor=actor_of(req, viewer),
         )
         self._done(resp, viewer, schedule_id, "triggered")

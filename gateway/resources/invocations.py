@@ -11,7 +11,7 @@ import falcon
 
 from gateway import params, schemas
 from gateway.hooks import require_scope
-from gateway.middleware import caller_of
+from gateway.middleware import actor_of, caller_of
 from gateway.schemas import invocation_url
 from gateway.types import WsgiApp
 from runtime.app import Runtime
@@ -56,12 +56,12 @@ class InvocationItem:
     def on_post_cancel(
         self, req: falcon.Request, resp: falcon.Response, invocation_id: str
     ) -> None:
-        view = self.invocations.cancel(invocation_id, caller_of(req).tenant_id)
+        view = self.invocations.cancel(invocation_id, caller_of(req).tenant_id, actor=actor_of(req))
         resp.media = schemas.Invocation.model_validate(view).media()
 
     @falcon.before(require_scope("manage"))
     def on_post_retry(self, req: falcon.Request, resp: falcon.Response, invocation_id: str) -> None:
-        view = self.invocations.retry(invocation_id, caller_of(req).tenant_id)
+        view = self.invocations.retry(invocation_id, caller_of(req).tenant_id, actor=actor_of(req))
         resp.status = falcon.HTTP_202
         resp.location = invocation_url(view.id)
         resp.media = schemas.Invocation.model_validate(view).media()

@@ -13,7 +13,7 @@ import falcon
 
 from gateway import params, schemas
 from gateway.hooks import require_scope
-from gateway.middleware import caller_of, request_id_of
+from gateway.middleware import actor_of, caller_of, request_id_of
 from gateway.schemas import invocation_url
 from gateway.types import WsgiApp
 from runtime.app import Runtime
@@ -45,17 +45,17 @@ class ScheduleItem:
 
     @falcon.before(require_scope("admin"))
     def on_delete(self, req: falcon.Request, resp: falcon.Response, schedule_id: str) -> None:
-        self.control.delete(schedule_id, caller_of(req).read_tenant_id)
+        self.control.delete(schedule_id, caller_of(req).read_tenant_id, actor=actor_of(req))
         resp.status = falcon.HTTP_204
 
     @falcon.before(require_scope("admin"))
     def on_post_pause(self, req: falcon.Request, resp: falcon.Response, schedule_id: str) -> None:
-        view = self.control.pause(schedule_id, caller_of(req).read_tenant_id)
+        view = self.control.pause(schedule_id, caller_of(req).read_tenant_id, actor=actor_of(req))
         resp.media = schemas.Schedule.of(view).media()
 
     @falcon.before(require_scope("admin"))
     def on_post_resume(self, req: falcon.Request, resp: falcon.Response, schedule_id: str) -> None:
-        view = self.control.resume(schedule_id, caller_of(req).read_tenant_id)
+        view = self.control.resume(schedule_id, caller_of(req).read_tenant_id, actor=actor_of(req))
         resp.media = schemas.Schedule.of(view).media()
 
     @falcon.before(require_scope("admin"))
@@ -65,6 +65,7 @@ class ScheduleItem:
             caller_of(req).read_tenant_id,
             token=params.idempotency_key(req),
             request_id=request_id_of(req),
+            actor=actor_of(req),
         )
         resp.status = falcon.HTTP_202
         if len(invocations) == 1:
@@ -83,7 +84,7 @@ class ScheduleRestore:
 
     @falcon.before(require_scope("admin"))
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        restored = self.control.restore()
+        restored = self.control.restore(actor=actor_of(req))
         views = self.control.list(caller_of(req).read_tenant_id)
         resp.media = schemas.ScheduleRestored(
             restored=restored, schedules=[schemas.Schedule.of(view) for view in views]

@@ -7,6 +7,7 @@ from typing import Any
 
 from runtime.cli.connect import open_tenants
 from runtime.cli.output import EXIT_OK, add_json_flag, say, show
+from runtime.services.audit import Actor
 from runtime.settings import Settings
 from runtime.store.views import rfc3339
 
@@ -14,9 +15,13 @@ from runtime.store.views import rfc3339
 def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
     with open_tenants(settings) as service:
         if args.operator:
-            view, plaintext = service.create_operator_key(args.scopes, name=args.name)
+            view, plaintext = service.create_operator_key(
+                args.scopes, name=args.name, actor=Actor.cli()
+            )
         else:
-            view, plaintext = service.create_key(args.tenant, args.scopes, name=args.name)
+            view, plaintext = service.create_key(
+                args.tenant, args.scopes, name=args.name, actor=Actor.cli()
+            )
     owner = "an operator (no tenant)" if view.tenant_id is None else f"tenant {view.tenant_id}"
     say(
         f"created key {view.id} for {owner} with scopes "
@@ -49,7 +54,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_revoke(args: argparse.Namespace, settings: Settings) -> int:
     with open_tenants(settings) as service:
-        key = service.revoke_key(args.key_id)
+        key = service.revoke_key(args.key_id, actor=Actor.cli())
     owner = "an operator" if key.tenant_id is None else f"tenant {key.tenant_id}"
     say(f"key {key.id} of {owner} is revoked")
     return EXIT_OK

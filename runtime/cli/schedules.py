@@ -13,6 +13,7 @@ from typing import Any
 
 from runtime.cli.connect import open_runtime
 from runtime.cli.output import EXIT_OK, add_json_flag, print_json, say, table, warn
+from runtime.services.audit import Actor
 from runtime.services.schedules import ScheduleService, ScheduleView
 from runtime.settings import Settings
 from runtime.store.views import rfc3339
@@ -85,14 +86,14 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_pause(args: argparse.Namespace, settings: Settings) -> int:
     with _control(settings) as control:
-        control.pause(args.schedule_id)
+        control.pause(args.schedule_id, actor=Actor.cli())
     say(f"schedule {args.schedule_id} is paused; it stays paused until resumed")
     return EXIT_OK
 
 
 def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
     with _control(settings) as control:
-        view = control.resume(args.schedule_id)
+        view = control.resume(args.schedule_id, actor=Actor.cli())
     next_run = rfc3339(view.next_run_times[0]) if view.next_run_times else "never"
     say(f"schedule {args.schedule_id} is active; next run at {next_run}")
     return EXIT_OK
@@ -100,21 +101,28 @@ def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
     with _control(settings) as control:
-        control.delete(args.schedule_id)
+        control.delete(args.schedule_id, actor=Actor.cli())
     say(f"schedule {args.schedule_id} is deleted; `ferry schedules restore` brings it back")
     return EXIT_OK
 
 
 def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     with _control(settings) as control:
-        restored = control.restore()
+        restored = control.restore(actor=Actor.cli())
     say(f"restored: {', '.join(restored)}" if restored else "no schedule was deleted")
     return EXIT_OK
 
 
 def cmd_trigger(args: argparse.Namespace, settings: Settings) -> int:
     with _control(settings) as control:
-        invocations = control.trigger(args.schedule_id, args.tenant, token=args.key)
+        actor = Actor.cli()
+        invocations = control.trigger(
+            args.schedule_id,
+            args.tenant,
+            token=args.key,
+            request_id=actor.request_id,
+            actor=actor,
+        )
     if settings.embedded_broker and invocations:
         warn(
             "note: the in-process broker lives only inside one process; the invocations "

@@ -7,6 +7,7 @@ from typing import Any
 
 from runtime.cli.connect import open_tenants
 from runtime.cli.output import EXIT_OK, add_json_flag, print_json, say, show
+from runtime.services.audit import Actor
 from runtime.services.tenants import RetentionPolicy
 from runtime.settings import Settings
 from runtime.store.views import rfc3339
@@ -14,7 +15,7 @@ from runtime.store.views import rfc3339
 
 def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
     with open_tenants(settings) as service:
-        tenant = service.create(args.tenant_id, args.name)
+        tenant = service.create(args.tenant_id, args.name, actor=Actor.cli())
     say(f"created tenant {tenant.id} ({tenant.name})")
     return EXIT_OK
 
@@ -32,14 +33,14 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_suspend(args: argparse.Namespace, settings: Settings) -> int:
     with open_tenants(settings) as service:
-        tenant = service.suspend(args.tenant_id)
+        tenant = service.suspend(args.tenant_id, actor=Actor.cli())
     say(f"tenant {tenant.id} is {tenant.status}")
     return EXIT_OK
 
 
 def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
     with open_tenants(settings) as service:
-        tenant = service.resume(args.tenant_id)
+        tenant = service.resume(args.tenant_id, actor=Actor.cli())
     say(f"tenant {tenant.id} is {tenant.status}")
     return EXIT_OK
 
@@ -68,7 +69,7 @@ def cmd_set_retention(args: argparse.Namespace, settings: Settings) -> int:
     changes = {s: vars(args)[s] for s in RETENTION_OPTIONS if s in vars(args)}
     with open_tenants(settings) as service:
         own = (
-            service.set_retention(args.tenant_id, changes)
+            service.set_retention(args.tenant_id, changes, actor=Actor.cli())
             if changes
             else service.retention(args.tenant_id)
         )

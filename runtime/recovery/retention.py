@@ -7,6 +7,9 @@ the sweep's other work (due retries, lost messages) waits at most that long. A r
 short by its budget leaves the next sweep to carry on at once, from the expiry it
 stopped at, so one busy tenant or status cannot starve the others.
 
+After the invocations, it removes audit records older than `FERRY_RETENTION_AUDIT_S`
+(0: never), oldest first, in the same batches and within the same budget.
+
 Each batch is its own short transaction (`runtime.store.retention`): the accept path
 never waits for it, and any number of processes may run it at once.
 """
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -43,9 +46,14 @@ class RetentionSweep:
         batch_size: int,
         budget_s: float = RUN_BUDGET_S,
         monotonic: Callable[[], float] = time.monotonic,
+        audit_s: int = 0,
     ) -> None:
         self.store = store
         self.policy = policy
+        #: Seconds an audit record is kept; 0: forever.
+        self.audit_s = audit_s
+        #: A run cut short while removing audit records: the next one carries on at once.
+        self._audit_behind = False
         self.interval_s = interval_s
         self.batch_size = batch_size
         self.budget_s = budget_s
@@ -64,11 +72,12 @@ class RetentionSweep:
             RetentionPolicy.from_settings(settings),
             interval_s=settings.retention_interval_s,
             batch_size=settings.retention_batch_size,
+            audit_s=settings.retention_audit_s,
         )
 
     def due(self, now: datetime) -> bool:
         """Whether a run is due: behind, never run, or `interval_s` since the last."""
-        if self._resume_at is not None or self._last_run is None:
+        if self._resume_at is not None or self._audit_behind or self._last_run is None:
             return True
         return (now - self._last_run).total_seconds() >= self.interval_s
 
@@ -93,8 +102,29 @@ class RetentionSweep:
                     self._resume_at = index
                     self._log(removed, behind=True)
                     return removed
+        self._audit_behind = not self._remove_audit(now, deadline)
+        if self._audit_behind:
+            return removed
         self._log(removed, behind=False)
         return removed
+
+    def _remove_audit(self, now: datetime, deadline: float) -> bool:
+        """Remove expired audit records until none is left (True) or the budget ends."""
+        if self.audit_s <= 0:
+            return True
+        before = now - timedelta(seconds=self.audit_s)
+        removed = 0
+        try:
+            while True:
+                count = self.store.retention.remove_audit(before, limit=self.batch_size)
+                removed += count
+                if count < self.batch_size:
+                    return True
+                if self.monotonic() >= deadline:
+                    return False
+        finally:
+            if removed:
+                log.info("audit_records_removed", count=removed)
 
     def _log(self, removed: int, *, behind: bool) -> None:
         """One line when it catches up, and at most every `LOG_EVERY_S` while behind."""

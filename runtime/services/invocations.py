@@ -32,6 +32,7 @@ from runtime.errors import (
     Unavailable,
 )
 from runtime.registry import Function, Registry
+from runtime.services.audit import SYSTEM, Actor
 from runtime.services.waits import WaitSlots
 from runtime.settings import (
     DEFAULT_GATEWAY_THREADS,
@@ -310,29 +311,50 @@ class InvocationService:
         return InvocationPage(views, next_cursor)
 
     # --- operator actions ---------------------------------------------------------------------
+    # Each is recorded in the audit trail with its `actor`, in the transaction of the change.
 
-    def cancel(self, invocation_id: str, tenant_id: str | None) -> InvocationView:
+    def cancel(
+        self, invocation_id: str, tenant_id: str | None, *, actor: Actor = SYSTEM
+    ) -> InvocationView:
         """Cancel an invocation that is not running yet (`InvalidState` otherwise)."""
-        return self.store.invocations.cancel(invocation_id, tenant_id)
+        owner = tenant_id or self.store.invocations.get(invocation_id).tenant_id
+        audit = actor.entry("invocation.cancel", tenant_id=owner, target=invocation_id)
+        return self.store.invocations.cancel(invocation_id, tenant_id, audit=audit)
 
-    def retry(self, invocation_id: str, tenant_id: str | None) -> InvocationView:
+    def retry(
+        self, invocation_id: str, tenant_id: str | None, *, actor: Actor = SYSTEM
+    ) -> InvocationView:
         """Queue a failed or cancelled invocation again, with a fresh retry budget.
 
         Another tenant's invocation is not found before anything else is said about it;
         then a suspended tenant runs nothing new. `None` acts for the invocation's tenant.
         """
+        return self._retry(invocation_id, tenant_id, actor, bulk=False)
+
+    def _retry(
+        self, invocation_id: str, tenant_id: str | None, actor: Actor, *, bulk: bool
+    ) -> InvocationView:
         owner = self.store.invocations.get(invocation_id, tenant_id).tenant_id
         if not self.store.tenants.get(owner).active:
             raise TenantSuspended(f"tenant {owner!r} is suspended")
-        invocation = self.store.invocations.requeue(invocation_id, owner)
+        audit = actor.entry(
+            "invocation.retry",
+            tenant_id=owner,
+            target=invocation_id,
+            detail={"bulk": True} if bulk else None,
+        )
+        invocation = self.store.invocations.requeue(invocation_id, owner, audit=audit)
         self.dispatcher.dispatch(_dispatch_of(invocation))
         log.info("invocation_requeued", **invocation.log_context())
         return invocation
 
-    def retry_failed(self, invocation_ids: Iterable[str], tenant_id: str | None) -> BulkRetry:
+    def retry_failed(
+        self, invocation_ids: Iterable[str], tenant_id: str | None, *, actor: Actor = SYSTEM
+    ) -> BulkRetry:
         """Retry each named invocation that is failed now; skip the others.
 
-        Each id is tried once, in order, up to `MAX_BULK_RETRY` of them.
+        Each id is tried once, in order, up to `MAX_BULK_RETRY` of them. Each one retried
+        is one `invocation.retry` record (detail `{"bulk": true}`); a skipped one, none.
         """
         retried: builtins.list[InvocationView] = []
         skipped: builtins.list[str] = []
@@ -341,7 +363,7 @@ class InvocationService:
                 current = self.store.invocations.get(invocation_id, tenant_id)
                 if current.status != Status.FAILED:
                     raise InvalidState(f"invocation is {current.status}, not failed")
-                retried.append(self.retry(invocation_id, tenant_id))
+                retried.append(self._retry(invocation_id, tenant_id, actor, bulk=True))
             except (NotFound, InvalidState, TenantSuspended):
                 skipped.append(invocation_id)
         return BulkRetry(tuple(retried), tuple(skipped))

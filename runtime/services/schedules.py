@@ -21,6 +21,7 @@ from typing import Any
 from runtime.errors import ScheduleNotFound
 from runtime.scheduling.definition import ScheduleDefinition
 from runtime.scheduling.scheduler import Scheduler
+from runtime.services.audit import SYSTEM, Actor
 from runtime.store.schedules import ScheduleRunView, ScheduleStateView
 from runtime.store.views import InvocationView, rfc3339
 
@@ -98,6 +99,7 @@ class ScheduleService:
         self.book = scheduler.book
         self.store = scheduler.store
         self.clock = scheduler.clock
+        self.audit = scheduler.invocations.store.audit
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -168,27 +170,39 @@ class ScheduleService:
         )
 
     # --- acting -------------------------------------------------------------------------------
+    # Each action is recorded in the audit trail with its `actor` and the tenant it acted
+    # for (None: across tenants); all but a trigger in the transaction of the change.
 
-    def pause(self, schedule_id: str, tenant_id: str | None = None) -> ScheduleView:
+    def pause(
+        self, schedule_id: str, tenant_id: str | None = None, *, actor: Actor = SYSTEM
+    ) -> ScheduleView:
         now = self.clock()
         self._find(schedule_id, tenant_id, now)
-        self.store.pause(schedule_id, now)
+        audit = actor.entry("schedule.pause", tenant_id=tenant_id, target=schedule_id)
+        self.store.pause(schedule_id, now, audit=audit)
         return self.get(schedule_id, tenant_id)
 
-    def resume(self, schedule_id: str, tenant_id: str | None = None) -> ScheduleView:
+    def resume(
+        self, schedule_id: str, tenant_id: str | None = None, *, actor: Actor = SYSTEM
+    ) -> ScheduleView:
         now = self.clock()
         self._find(schedule_id, tenant_id, now)
-        self.store.resume(schedule_id, now)
+        audit = actor.entry("schedule.resume", tenant_id=tenant_id, target=schedule_id)
+        self.store.resume(schedule_id, now, audit=audit)
         return self.get(schedule_id, tenant_id)
 
-    def delete(self, schedule_id: str, tenant_id: str | None = None) -> None:
+    def delete(
+        self, schedule_id: str, tenant_id: str | None = None, *, actor: Actor = SYSTEM
+    ) -> None:
         now = self.clock()
         self._find(schedule_id, tenant_id, now)
-        self.store.delete(schedule_id, now)
+        audit = actor.entry("schedule.delete", tenant_id=tenant_id, target=schedule_id)
+        self.store.delete(schedule_id, now, audit=audit)
 
-    def restore(self) -> builtins.list[str]:
+    def restore(self, *, actor: Actor = SYSTEM) -> builtins.list[str]:
         """Register every schedule in the code again; the ids that were deleted."""
-        return self.store.restore(self.book.ids(), self.clock())
+        audit = actor.entry("schedule.restore", tenant_id=None, target="*")
+        return self.store.restore(self.book.ids(), self.clock(), audit=audit)
 
     def trigger(
         self,
@@ -197,8 +211,22 @@ class ScheduleService:
         *,
         token: str | None = None,
         request_id: str | None = None,
+        actor: Actor = SYSTEM,
     ) -> builtins.list[InvocationView]:
-        """Run it now; see `Scheduler.trigger`."""
-        return self.scheduler.trigger(
+        """Run it now; see `Scheduler.trigger`.
+
+        Recorded once it has run, by itself: a trigger makes its invocations one by one.
+        A repeated trigger (the same `token`) is recorded again, naming the same invocations.
+        """
+        invocations = self.scheduler.trigger(
             schedule_id, tenant_id=tenant_id, token=token, request_id=request_id
         )
+        self.audit.append(
+            actor.entry(
+                "schedule.trigger",
+                tenant_id=tenant_id,
+                target=schedule_id,
+                detail={"invocations": [i.id for i in invocations]},
+            )
+        )
+        return invocations

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import NamedTuple
 
 from runtime.keycache import KeyCache
+from runtime.services.audit import SYSTEM, Actor
 from runtime.store import Store
 from runtime.store.models import TenantStatus
 from runtime.store.retention import RetentionPolicy, TenantRetention
@@ -48,9 +49,14 @@ class TenantService:
 
     # --- tenants ------------------------------------------------------------------------------
 
-    def create(self, tenant_id: str, name: str | None = None) -> TenantView:
+    # Every change is recorded in the audit trail with its `actor`, in its transaction.
+
+    def create(
+        self, tenant_id: str, name: str | None = None, *, actor: Actor = SYSTEM
+    ) -> TenantView:
         """A new active tenant; `AlreadyExists` if the id is taken."""
-        return self.tenants.create(tenant_id, name)
+        audit = actor.entry("tenant.create", tenant_id=tenant_id, target=tenant_id)
+        return self.tenants.create(tenant_id, name, audit=audit)
 
     def get(self, tenant_id: str) -> TenantView:
         """One tenant; `TenantNotFound` if there is none."""
@@ -60,26 +66,36 @@ class TenantService:
         """Every tenant (or those in `status`), by id."""
         return self.tenants.list(status=status)
 
-    def suspend(self, tenant_id: str) -> TenantView:
+    def suspend(self, tenant_id: str, *, actor: Actor = SYSTEM) -> TenantView:
         """Stop a tenant: nothing new of it runs until it is resumed."""
-        return self.tenants.set_status(tenant_id, TenantStatus.SUSPENDED)
+        audit = actor.entry("tenant.suspend", tenant_id=tenant_id, target=tenant_id)
+        return self.tenants.set_status(tenant_id, TenantStatus.SUSPENDED, audit=audit)
 
-    def resume(self, tenant_id: str) -> TenantView:
+    def resume(self, tenant_id: str, *, actor: Actor = SYSTEM) -> TenantView:
         """Let a suspended tenant run again."""
-        return self.tenants.set_status(tenant_id, TenantStatus.ACTIVE)
+        audit = actor.entry("tenant.resume", tenant_id=tenant_id, target=tenant_id)
+        return self.tenants.set_status(tenant_id, TenantStatus.ACTIVE, audit=audit)
 
     def retention(self, tenant_id: str) -> TenantRetention:
         """The tenant's own retention per final status; None where it follows the default."""
         return self.tenants.retention(tenant_id)
 
-    def set_retention(self, tenant_id: str, seconds: Mapping[str, int | None]) -> TenantRetention:
+    def set_retention(
+        self, tenant_id: str, seconds: Mapping[str, int | None], *, actor: Actor = SYSTEM
+    ) -> TenantRetention:
         """Keep the tenant's invocations that end in each status named for that many seconds.
 
         Keys are final statuses (`succeeded`, `failed`, `cancelled`); 0 keeps them forever,
         None returns to the deployment's `FERRY_RETENTION_*_S`; statuses not named keep
         their current value. The sweep applies it from its next retention run.
         """
-        return self.tenants.set_retention(tenant_id, seconds)
+        audit = actor.entry(
+            "tenant.set_retention",
+            tenant_id=tenant_id,
+            target=tenant_id,
+            detail={"seconds": dict(seconds)},
+        )
+        return self.tenants.set_retention(tenant_id, seconds, audit=audit)
 
     # --- keys ---------------------------------------------------------------------------------
 
@@ -90,9 +106,10 @@ class TenantService:
         *,
         name: str = "",
         expires_at: datetime | None = None,
+        actor: Actor = SYSTEM,
     ) -> NewKey:
         """A new key of `tenant_id`; `scopes` comma-separated or as names, never `admin`."""
-        return self._create_key(tenant_id, scopes, name=name, expires_at=expires_at)
+        return self._create_key(tenant_id, scopes, name=name, expires_at=expires_at, actor=actor)
 
     def create_operator_key(
         self,
@@ -100,9 +117,10 @@ class TenantService:
         *,
         name: str = "",
         expires_at: datetime | None = None,
+        actor: Actor = SYSTEM,
     ) -> NewKey:
         """A new operator key: of no tenant, with `admin` among its scopes."""
-        return self._create_key(None, scopes, name=name, expires_at=expires_at)
+        return self._create_key(None, scopes, name=name, expires_at=expires_at, actor=actor)
 
     def _create_key(
         self,
@@ -111,9 +129,19 @@ class TenantService:
         *,
         name: str,
         expires_at: datetime | None,
+        actor: Actor,
     ) -> NewKey:
         wanted = parse_scopes(scopes if isinstance(scopes, str) else ",".join(scopes))
-        view, secret = self.tenants.create_key(tenant_id, wanted, name=name, expires_at=expires_at)
+        # The target is the new key's id, which the store fills in.
+        audit = actor.entry(
+            "key.create",
+            tenant_id=tenant_id,
+            target="",
+            detail={"scopes": sorted(wanted), "name": name},
+        )
+        view, secret = self.tenants.create_key(
+            tenant_id, wanted, name=name, expires_at=expires_at, audit=audit
+        )
         return NewKey(view, secret)
 
     def list_keys(self, tenant_id: str | None = None) -> builtins.list[ApiKeyView]:
@@ -122,9 +150,11 @@ class TenantService:
             self.tenants.get(tenant_id)
         return self.tenants.list_keys(tenant_id)
 
-    def revoke_key(self, key_id: str) -> ApiKeyView:
+    def revoke_key(self, key_id: str, *, actor: Actor = SYSTEM) -> ApiKeyView:
         """Revoke a key; here at once, in other processes within their `auth_cache_s`."""
-        key = self.tenants.revoke_key(key_id)
+        # The record's tenant is the key's, which the store fills in.
+        audit = actor.entry("key.revoke", tenant_id=None, target=key_id)
+        key = self.tenants.revoke_key(key_id, audit=audit)
         self.keys.forget()
         return key
 

@@ -10,6 +10,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from runtime.settings import Settings
+from runtime.store.audit import AuditLog
 from runtime.store.claims import Claims
 from runtime.store.db import Clock, Database, engine_from_settings, translate_errors, utcnow
 from runtime.store.invocations import Invocations
@@ -39,6 +40,7 @@ class Store:
         self.schedules = Schedules(db)
         self.stats = Stats(db)
         self.retention = Retention(db)
+        self.audit = AuditLog(db)
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Clock = utcnow) -> Store:

@@ -21,6 +21,7 @@ from runtime.errors import (
     TenantSuspended,
 )
 from runtime.store import models, statements
+from runtime.store.audit import AuditEntry, append_in
 from runtime.store.db import Database
 from runtime.store.models import CLAIMABLE, Status
 from runtime.store.paging import decode_cursor, encode_cursor
@@ -186,7 +187,10 @@ class Invocations:
 
     # --- operator actions ---------------------------------------------------------------------
 
-    def cancel(self, invocation_id: str, tenant_id: str | None) -> InvocationView:
+    def cancel(
+        self, invocation_id: str, tenant_id: str | None, *, audit: AuditEntry | None = None
+    ) -> InvocationView:
+        """Cancel one not yet running; `audit` is appended in the same transaction."""
         now = self.db.clock()
         with self.db.session(tenant_id) as s:
             done = s.execute(
@@ -194,6 +198,8 @@ class Invocations:
                 .where(I.id == invocation_id, I.status.in_(CLAIMABLE))
                 .values(status=Status.CANCELLED, finished_at=now, lease_expires_at=None)
             )
+            if done.rowcount and audit is not None:  # type: ignore[attr-defined]
+                append_in(s, audit, now)
         if done.rowcount == 0:  # type: ignore[attr-defined]
             current = self.get(invocation_id, tenant_id)
             raise InvalidState(
@@ -201,8 +207,13 @@ class Invocations:
             )
         return self.get(invocation_id, tenant_id)
 
-    def requeue(self, invocation_id: str, tenant_id: str | None) -> InvocationView:
-        """Queue a failed or cancelled invocation again, with a fresh retry budget."""
+    def requeue(
+        self, invocation_id: str, tenant_id: str | None, *, audit: AuditEntry | None = None
+    ) -> InvocationView:
+        """Queue a failed or cancelled invocation again, with a fresh retry budget.
+
+        `audit` is appended in the same transaction, if it queued it.
+        """
         now = self.db.clock()
         with self.db.session(tenant_id) as s:
             done = s.execute(
@@ -218,6 +229,8 @@ class Invocations:
                     dispatched_at=now,
                 )
             )
+            if done.rowcount and audit is not None:  # type: ignore[attr-defined]
+                append_in(s, audit, now)
         if done.rowcount == 0:  # type: ignore[attr-defined]
             current = self.get(invocation_id, tenant_id)
             raise InvalidState(

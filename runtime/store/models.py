@@ -298,3 +298,40 @@ class Worker(Base):
     last_seen_at: Mapped[datetime]
     stopped_at: Mapped[datetime | None]
     state: Mapped[str] = mapped_column(String(16))
+
+
+# --- audit trail (runtime.store.audit) --------------------------------------------------------
+
+
+class AuditRecord(Base):
+    """One `manage` or `admin` action: who, for which tenant, what, on what, when, request id.
+
+    Append-only: rows are inserted with the change they record and removed only by
+    retention (`FERRY_RETENTION_AUDIT_S`); nothing updates them. Not `TenantScoped`: an
+    operator's action may belong to no tenant, and a function's `ctx.session` has no
+    business reading it (the API filters by tenant itself).
+    """
+
+    __tablename__ = "audit_records"
+    __table_args__ = (
+        # Newest first across tenants (operators, retention oldest first) and per tenant.
+        Index("ix_audit_records_at_id", "at", "id"),
+        Index("ix_audit_records_tenant_id_at_id", "tenant_id", "at", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    at: Mapped[datetime]
+    #: The tenant acted for; NULL for an operator's action of no tenant (a restore, an
+    #: operator key). No foreign key: the record outlives anything it names.
+    tenant_id: Mapped[str | None] = mapped_column(String(63))
+    #: `key` (a tenant's API key), `operator` (an operator key), `cli`, or `system`.
+    actor_kind: Mapped[str] = mapped_column(String(16))
+    #: The API key's id, or the OS user who ran the command.
+    actor_id: Mapped[str] = mapped_column(String(200))
+    #: `noun.verb`: `invocation.cancel`, `schedule.pause`, `key.create`, ...
+    action: Mapped[str] = mapped_column(String(64))
+    #: What it acted on: an invocation, schedule, tenant or key id.
+    target: Mapped[str] = mapped_column(String(255))
+    request_id: Mapped[str] = mapped_column(String(200))
+    #: A few facts of the action (scopes of a new key, invocations a trigger made); never a secret.
+    detail: Mapped[dict[str, Any] | None]

@@ -42,6 +42,7 @@ from runtime.store.models import FINISHED, FINISHED_SQL, Status
 
 _T: sa.Table = models.Invocation.__table__  # type: ignore[assignment]
 _TENANTS: sa.Table = models.Tenant.__table__  # type: ignore[assignment]
+_AUDIT: sa.Table = models.AuditRecord.__table__  # type: ignore[assignment]
 #: The longest retention a tenant may set (the column is a 32-bit integer): about 68 years.
 MAX_RETENTION_S = 2**31 - 1
 #: The tenant columns of each final status's retention.
@@ -180,4 +181,19 @@ class Retention:
         }
         with self.db.statements() as connection:
             removed: int = connection.execute(statement, params).rowcount
+        return removed
+
+    def remove_audit(self, before: datetime, *, limit: int) -> int:
+        """Remove up to `limit` audit records older than `before`, oldest first; how many.
+
+        The only statement that removes audit records (a test holds it to that): records
+        are kept, unchanged, until `FERRY_RETENTION_AUDIT_S` has passed.
+        """
+        expired = sa.select(_AUDIT.c.id).where(_AUDIT.c.at < before).order_by(_AUDIT.c.at)
+        expired = expired.limit(limit)
+        if self.db.dialect == "postgresql":
+            expired = expired.with_for_update(skip_locked=True)
+        statement = sa.delete(_AUDIT).where(_AUDIT.c.id.in_(expired.scalar_subquery()))
+        with self.db.statements() as connection:
+            removed: int = connection.execute(statement).rowcount
         return removed

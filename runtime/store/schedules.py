@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from runtime.errors import ScheduleNotFound
 from runtime.store import models
+from runtime.store.audit import AuditEntry, append_in
 from runtime.store.db import Database
 from runtime.store.views import InvocationView
 
@@ -213,16 +214,23 @@ class Schedules:
             raise ScheduleNotFound(f"no schedule {schedule_id!r}")
         return row
 
-    def pause(self, schedule_id: str, now: datetime) -> ScheduleStateView:
+    # Each operator action takes the `AuditEntry` of its record, appended in its transaction.
+
+    def pause(
+        self, schedule_id: str, now: datetime, *, audit: AuditEntry | None = None
+    ) -> ScheduleStateView:
         """Stop firing until resumed; pausing a paused schedule changes nothing."""
         with self.db.session() as s:
             row = self._live_row(s, schedule_id, now)
             if row.paused_at is None:
                 row.paused_at = now
                 row.updated_at = now
+            _append(s, audit, now)
             return ScheduleStateView.from_row(row)
 
-    def resume(self, schedule_id: str, now: datetime) -> ScheduleStateView:
+    def resume(
+        self, schedule_id: str, now: datetime, *, audit: AuditEntry | None = None
+    ) -> ScheduleStateView:
         """Fire again from the next tick; the ticks of the pause are not caught up."""
         with self.db.session() as s:
             row = self._live_row(s, schedule_id, now)
@@ -230,21 +238,28 @@ class Schedules:
                 row.paused_at = None
                 row.last_tick_at = _later(row.last_tick_at, now)
                 row.updated_at = now
+            _append(s, audit, now)
             return ScheduleStateView.from_row(row)
 
-    def delete(self, schedule_id: str, now: datetime) -> ScheduleStateView:
+    def delete(
+        self, schedule_id: str, now: datetime, *, audit: AuditEntry | None = None
+    ) -> ScheduleStateView:
         """Stop firing and leave the listings until restored."""
         with self.db.session() as s:
             row = self._live_row(s, schedule_id, now)
             row.deleted_at = now
             row.updated_at = now
+            _append(s, audit, now)
             return ScheduleStateView.from_row(row)
 
-    def restore(self, ids: Collection[str], now: datetime) -> list[str]:
-        """Bring back the deleted ones among `ids`, firing from the next tick; their ids."""
+    def restore(
+        self, ids: Collection[str], now: datetime, *, audit: AuditEntry | None = None
+    ) -> list[str]:
+        """Bring back the deleted ones among `ids`, firing from the next tick; their ids.
+
+        `audit`'s detail gets the ids restored.
+        """
         wanted = list(ids)
-        if not wanted:
-            return []
         with self.db.session() as s:
             rows = s.scalars(
                 sa.select(S)
@@ -256,4 +271,12 @@ class Schedules:
                 row.deleted_at = None
                 row.last_tick_at = _later(row.last_tick_at, now)
                 row.updated_at = now
-            return [row.id for row in rows]
+            restored = [row.id for row in rows]
+            if audit is not None:
+                _append(s, audit.evolve(detail={"restored": restored}), now)
+            return restored
+
+
+def _append(s: Session, audit: AuditEntry | None, now: datetime) -> None:
+    if audit is not None:
+        append_in(s, audit, now)

@@ -24,6 +24,7 @@ from runtime.errors import (
     TenantSuspended,
 )
 from runtime.store import models
+from runtime.store.audit import AuditEntry, append_in
 from runtime.store.db import Database
 from runtime.store.retention import COLUMNS, MAX_RETENTION_S, TenantRetention
 from runtime.store.views import ApiKeyView, TenantView
@@ -121,7 +122,11 @@ class Tenants:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def create(self, tenant_id: str, name: str | None = None) -> TenantView:
+    # Each change takes the `AuditEntry` of its record, appended in its transaction.
+
+    def create(
+        self, tenant_id: str, name: str | None = None, *, audit: AuditEntry | None = None
+    ) -> TenantView:
         if not TENANT_ID.fullmatch(tenant_id):
             raise RequestRejected(f"tenant id {tenant_id!r} must match [a-z0-9][a-z0-9-]{{0,62}}")
         try:
@@ -134,6 +139,7 @@ class Tenants:
                 )
                 s.add(row)
                 s.flush()
+                self._append(s, audit)
                 return TenantView.from_row(row)
         except IntegrityError as ex:
             raise AlreadyExists(f"tenant {tenant_id!r} exists already") from ex
@@ -152,12 +158,15 @@ class Tenants:
                 query = query.where(models.Tenant.status == status)
             return [TenantView.from_row(r) for r in s.scalars(query)]
 
-    def set_status(self, tenant_id: str, status: models.TenantStatus) -> TenantView:
+    def set_status(
+        self, tenant_id: str, status: models.TenantStatus, *, audit: AuditEntry | None = None
+    ) -> TenantView:
         with self.db.session() as s:
             row = s.get(models.Tenant, tenant_id)
             if row is None:
                 raise TenantNotFound(f"no tenant {tenant_id!r}")
             row.status = status
+            self._append(s, audit)
             return TenantView.from_row(row)
 
     def retention(self, tenant_id: str) -> TenantRetention:
@@ -168,7 +177,13 @@ class Tenants:
                 raise TenantNotFound(f"no tenant {tenant_id!r}")
             return TenantRetention.from_row(row)
 
-    def set_retention(self, tenant_id: str, seconds: Mapping[str, int | None]) -> TenantRetention:
+    def set_retention(
+        self,
+        tenant_id: str,
+        seconds: Mapping[str, int | None],
+        *,
+        audit: AuditEntry | None = None,
+    ) -> TenantRetention:
         """Set the tenant's retention of the final statuses named (None: back to the default)."""
         unknown = set(seconds) - set(COLUMNS)
         if unknown:
@@ -181,6 +196,7 @@ class Tenants:
                 raise TenantNotFound(f"no tenant {tenant_id!r}")
             for status, value in seconds.items():
                 setattr(row, COLUMNS[models.Status(status)], value)
+            self._append(s, audit)
             return TenantRetention.from_row(row)
 
     # --- keys -------------------------------------------------------------------------------
@@ -192,10 +208,12 @@ class Tenants:
         *,
         name: str = "",
         expires_at: datetime | None = None,
+        audit: AuditEntry | None = None,
     ) -> tuple[ApiKeyView, str]:
         """Create a key of a tenant, or an operator key (`tenant_id` None).
 
-        The plaintext is returned here and never again.
+        The plaintext is returned here and never again; `audit` gets the new key's id as
+        its target.
         """
         check_key_scopes(tenant_id, scopes)
         key_id = secrets.token_hex(6)
@@ -215,6 +233,7 @@ class Tenants:
             )
             s.add(row)
             s.flush()
+            self._append(s, None if audit is None else audit.evolve(target=key_id))
             return ApiKeyView.from_row(row), f"fy_{key_id}_{secret}"
 
     def list_keys(self, tenant_id: str | None = None) -> builtins.list[ApiKeyView]:
@@ -224,14 +243,20 @@ class Tenants:
                 query = query.where(models.ApiKey.tenant_id == tenant_id)
             return [ApiKeyView.from_row(r) for r in s.scalars(query)]
 
-    def revoke_key(self, key_id: str) -> ApiKeyView:
+    def revoke_key(self, key_id: str, *, audit: AuditEntry | None = None) -> ApiKeyView:
+        """Revoke a key; `audit` gets the key's tenant as its tenant."""
         with self.db.session() as s:
             row = s.get(models.ApiKey, key_id)
             if row is None:
                 raise NotFound(f"no key {key_id!r}")
             if row.revoked_at is None:
                 row.revoked_at = self.db.clock()
+            self._append(s, None if audit is None else audit.evolve(tenant_id=row.tenant_id))
             return ApiKeyView.from_row(row)
+
+    def _append(self, s: Any, audit: AuditEntry | None) -> None:
+        if audit is not None:
+            append_in(s, audit, self.db.clock())
 
     def authenticate(self, token: str) -> Principal | None:
         """Resolve a presented key to its principal; None for unknown, revoked or expired keys.
