@@ -1,7 +1,7 @@
 """audit: the append-only audit trail of `manage` and `admin` actions
 
-Revision ID: 0007_audit
-Revises: 0006_retention
+Revision ID: 0008_audit
+Revises: 0007_rls
 Create Date: 2026-11-30 00:20:00.000000
 
 One new table, `audit_records`, with two indexes: by time (operators' listings and
@@ -16,8 +16,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007_audit"
-down_revision = "0006_retention"
+revision = "0008_audit"
+down_revision = "0007_rls"
 branch_labels = None
 depends_on = None
 
