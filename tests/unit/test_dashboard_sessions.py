@@ -22,6 +22,7 @@ from runtime.app import Runtime
 from runtime.services.sessions import SessionService
 from runtime.store import Database, Store, models
 from tests.unit.test_dashboard import Browser, build_app, signed_in
+from tests.waiting import finished, wait_for
 
 SESSIONS = models.DashboardSession.__table__
 
@@ -127,6 +128,23 @@ def test_revoking_the_key_ends_its_sessions(runtime, browser, make_tenant, make_
     runtime.tenants.revoke_key(key_id_of(key))
     assert_sent_to_sign_in(b.get("/dashboard"))
     assert [r.ended_at is not None for r in records(runtime, key_id=key_id_of(key))] == [True]
+
+
+def test_deleting_a_revoked_key_deletes_its_sessions(
+    runtime, worker, browser, make_tenant, make_key
+):
+    tenant = make_tenant()
+    key = make_key(tenant, "read")
+    signed_in(browser, key)
+    runtime.tenants.revoke_key(key_id_of(key))  # its session record is still there
+    assert len(records(runtime, key_id=key_id_of(key))) == 1
+    inv, _ = runtime.invocations.accept(
+        tenant_id=tenant, function="cleanup_expired_keys", payload={"grace_days": 0}
+    )
+    done = wait_for(finished(runtime, inv.id), what="the cleanup")
+    assert done.status == "succeeded", done.error
+    assert done.result["key_ids"] == [key_id_of(key)]
+    assert not records(runtime, key_id=key_id_of(key))
 
 
 # --- crafted cookies and tokens -----------------------------------------------------------------
