@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -17,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 from itsdangerous import TimestampSigner
 
-from gateway.dashboard.sessions import SALTS
+from gateway.dashboard.sessions import SALTS, SessionOptions, SessionSigner
 from runtime.app import Runtime
 from runtime.services.sessions import SessionService
 from runtime.store import Database, Store, models
@@ -174,6 +175,8 @@ def test_tampered_non_ascii_or_wrongly_salted_cookies_get_the_sign_in_page(
         signed_for("csrf"),
         TimestampSigner(secret).sign(session_id).decode(),  # itsdangerous' default salt
         good + "." + signature,
+        # Signed right, but naming no session the server knows.
+        SessionSigner(secret, SessionOptions()).issue(secrets.token_urlsafe(32)),
         "." * 300,
     ]
     for value in crafted:
