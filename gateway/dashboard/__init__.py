@@ -15,6 +15,7 @@ from gateway.dashboard.sessions import SessionOptions, SessionSigner
 from gateway.types import WsgiApp
 from runtime.app import Runtime
 from runtime.recovery.heartbeat import HeartbeatOptions
+from runtime.services.sessions import SessionService
 
 
 def add_dashboard_routes(app: WsgiApp, runtime: Runtime) -> None:
@@ -28,7 +29,8 @@ def add_dashboard_routes(app: WsgiApp, runtime: Runtime) -> None:
         runtime.schedules,
     )
     signer = SessionSigner(settings.secret_key, SessionOptions.from_settings(settings))
-    gate = Gate(read, signer, Renderer())
+    sessions = SessionService(runtime.store, max_age_s=settings.dashboard_session_max_age_s)
+    gate = Gate(read, signer, sessions, Renderer())
     services = resources.Services(
         invocations=runtime.invocations,
         tenants=runtime.tenants,
@@ -40,7 +42,9 @@ def add_dashboard_routes(app: WsgiApp, runtime: Runtime) -> None:
     failed = resources.Failed(gate, services)
     app.add_route("/dashboard", resources.Overview(gate, services))
     app.add_route("/dashboard/login", resources.Login(gate, services))
-    app.add_route("/dashboard/logout", resources.Logout(gate, services))
+    logout = resources.Logout(gate, services)
+    app.add_route("/dashboard/logout", logout)
+    app.add_route("/dashboard/logout/everywhere", logout, suffix="everywhere")
     app.add_route("/dashboard/functions", resources.Functions(gate, services))
     app.add_route("/dashboard/invocations", resources.Invocations(gate, services))
     app.add_route("/dashboard/invocations/{invocation_id}", item)

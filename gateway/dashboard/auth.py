@@ -6,6 +6,10 @@ before anything happens. What a signed-in key may see and do is decided exactly 
 API decides it (`gateway.middleware.Caller`, `Principal.has`): `read` to view, `manage`
 to retry or cancel; an operator key (`admin`, no tenant) sees every tenant and filters by
 one. A suspended tenant's key is refused on its next page (`TenantSuspended`, 403).
+
+A session is the signed cookie (`sessions.SessionSigner`) *and* its live server-side
+record (`runtime.services.sessions.SessionService`): signing out, signing out everywhere
+or a refused key ends the record, and the cookie alone then opens nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import structlog
 
 from gateway.dashboard.readmodel import DashboardReadModel
 from gateway.dashboard.rendering import Renderer, page_headers
-from gateway.dashboard.sessions import SESSION_COOKIE, Session, SessionSigner
+from gateway.dashboard.sessions import SESSION_COOKIE, SessionSigner
 from gateway.middleware import Caller
 from runtime.errors import (
     BadRequest,
@@ -32,6 +36,7 @@ from runtime.errors import (
     TenantSuspended,
     Unavailable,
 )
+from runtime.services.sessions import SessionService
 from runtime.store.tenants import TENANT_ID, Principal
 
 log = structlog.get_logger("ferry.dashboard")
@@ -48,7 +53,8 @@ class Viewer:
 
     principal: Principal
     caller: Caller
-    session: Session
+    #: The session's opaque id (what the cookie carries); it is never rendered.
+    session_id: str
     csrf_token: str
     #: The tenant an operator key chose to look at (None: all tenants).
     tenant_filter: str | None
@@ -97,27 +103,45 @@ def redirect(resp: falcon.Response, location: str) -> None:
 class Gate:
     """Sessions to viewers; shared by every dashboard resource."""
 
-    def __init__(self, read: DashboardReadModel, signer: SessionSigner, renderer: Renderer) -> None:
+    def __init__(
+        self,
+        read: DashboardReadModel,
+        signer: SessionSigner,
+        sessions: SessionService,
+        renderer: Renderer,
+    ) -> None:
         self.read = read
         self.signer = signer
+        self.sessions = sessions
         self.renderer = renderer
 
     def viewer(self, req: falcon.Request, resp: falcon.Response) -> Viewer | None:
-        """The signed-in viewer, or None (and the stale cookie cleared)."""
+        """The signed-in viewer, or None (and the stale cookie cleared).
+
+        The cookie must be ours and its session live, with a key that still authenticates
+        and has `read`; a suspended tenant's key raises `TenantSuspended`.
+        """
         cookie = req.cookies.get(SESSION_COOKIE)
-        session = self.signer.read(cookie)
-        principal = self.read.principal(session.key_id) if session is not None else None
-        if session is None or principal is None or not principal.has("read"):
+        session_id = self.signer.read(cookie)
+        signed_in = self.sessions.check(session_id) if session_id is not None else None
+        if signed_in is None:
             if cookie:
                 self.signer.clear_cookie(req, resp, SESSION_COOKIE)
             return None
+        principal = signed_in.principal
         tenant_filter = self._tenant_filter(req, principal)
         # An operator key (no tenant) acts for the tenant it filters by, if any.
         tenant = principal.tenant_id if principal.tenant_id is not None else tenant_filter
         caller = Caller(principal, acting_tenant_id=tenant, read_tenant_id=tenant)
         # The access log names the tenant, as it does for API requests.
         req.context.caller = caller
-        return Viewer(principal, caller, session, self.signer.csrf_token(session), tenant_filter)
+        return Viewer(
+            principal,
+            caller,
+            signed_in.session_id,
+            self.signer.csrf_token(signed_in.session_id),
+            tenant_filter,
+        )
 
     def _tenant_filter(self, req: falcon.Request, principal: Principal) -> str | None:
         tenant = req.get_param("tenant") or None
@@ -199,7 +223,7 @@ def action(scope: str) -> Callable[[Responder], Responder]:
                     redirect(resp, LOGIN)
                     return
                 form = read_form(req)
-                if not gate.signer.csrf_valid(viewer.session, first(form, "csrf_token")):
+                if not gate.signer.csrf_valid(viewer.session_id, first(form, "csrf_token")):
                     log.warning(
                         "dashboard_csrf_refused", path=req.path, key_id=viewer.principal.key_id
                     )

@@ -23,7 +23,6 @@ from runtime.services.schedules import ScheduleService, ScheduleView
 from runtime.store import Store, models
 from runtime.store.models import FINISHED, Status
 from runtime.store.stats import FunctionFigures
-from runtime.store.tenants import Principal
 from runtime.store.views import AttemptView, InvocationView
 from runtime.store.workers import WorkerView
 from runtime.worker.queues import queue_depths
@@ -236,10 +235,6 @@ class DashboardReadModel:
         self.clock = clock or store.db.clock
 
     # --- who is looking -------------------------------------------------------------------------
-
-    def principal(self, key_id: str) -> Principal | None:
-        """The key's principal if it still authenticates (not revoked, not expired)."""
-        return self.store.tenants.principal(key_id)
 
     def tenant_ids(self) -> list[str]:
         return [t.id for t in self.store.tenants.list()]

@@ -36,6 +36,7 @@ NOTICES = {
     "resumed": "Resumed.",
     "triggered": "Triggered: its invocations are listed below.",
     "signed-out": "Signed out.",
+    "signed-out-everywhere": "Signed out: every session of that API key has ended.",
     "nothing-selected": "Select at least one invocation.",
 }
 _DATETIME_LOCAL = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2})?")
@@ -167,7 +168,8 @@ class Login(Base):
                 error="That API key lacks the 'read' scope the dashboard needs.",
             )
             return
-        cookie, _session = signer.issue(principal.key_id)
+        session = self.gate.sessions.login(principal)
+        cookie = signer.issue(session.session_id)
         signer.set_cookie(req, resp, SESSION_COOKIE, cookie, signer.options.max_age_s)
         signer.clear_cookie(req, resp, LOGIN_COOKIE)
         log.info("dashboard_login", key_id=principal.key_id, tenant_id=principal.tenant_id)
@@ -175,15 +177,25 @@ class Login(Base):
 
 
 class Logout(Base):
-    """POST /dashboard/logout."""
+    """POST /dashboard/logout ends this session; POST .../everywhere every session of the key."""
 
     @action("read")
     def on_post(
         self, req: falcon.Request, resp: falcon.Response, viewer: Viewer, form: dict[str, list[str]]
     ) -> None:
+        self.gate.sessions.logout(viewer.session_id)
         self.gate.signer.clear_cookie(req, resp, SESSION_COOKIE)
         log.info("dashboard_logout", key_id=viewer.principal.key_id)
         redirect(resp, "/dashboard/login?notice=signed-out")
+
+    @action("read")
+    def on_post_everywhere(
+        self, req: falcon.Request, resp: falcon.Response, viewer: Viewer, form: dict[str, list[str]]
+    ) -> None:
+        ended = self.gate.sessions.sign_out_everywhere(viewer.principal.key_id)
+        self.gate.signer.clear_cookie(req, resp, SESSION_COOKIE)
+        log.info("dashboard_logout_everywhere", key_id=viewer.principal.key_id, sessions=ended)
+        redirect(resp, "/dashboard/login?notice=signed-out-everywhere")
 
 
 class Overview(Base):

@@ -1,27 +1,33 @@
-"""Dashboard sessions: a signed cookie naming the API key, and CSRF tokens bound to it.
+"""Dashboard cookies and CSRF tokens, signed with itsdangerous.
 
-The cookie holds `v1.<key id>.<nonce>.<issued at>.<signature>`: the key's public id,
-never the key itself, signed with HMAC-SHA256 under a key derived from
-`FERRY_SECRET_KEY` (the standard library's `hmac`; no extra dependency). Each request
-checks the signature and age, then that the key still authenticates, so revoking a
-key logs its sessions out. The CSRF token is an HMAC of the session's random nonce
-(a synchronizer token bound to the session, not stored server-side): every POST must
-carry it. The login form, before any session exists, is protected the same way by a
-short-lived signed nonce cookie.
+The session cookie carries the session's opaque id (`runtime.services.sessions`), signed
+with a timestamp: `<session id>.<timestamp>.<signature>`. It never names the key; the
+server-side record says which key it is, and is checked on every request, so a valid
+signature alone opens nothing once the session has ended.
+
+Every signature is made by itsdangerous with HMAC-SHA256 under a key derived from
+`FERRY_SECRET_KEY` and a salt of its own purpose (`SALTS`), so a value signed for one
+purpose (a login cookie, a CSRF token) is worthless for another. The CSRF token is the
+signature of the session id (a synchronizer token bound to the session, stored nowhere):
+every POST must carry it. The login form, before any session exists, is protected the
+same way by a short-lived signed nonce cookie and the signature of that nonce.
+
+Anything presented is first matched against the alphabet itsdangerous writes, so a
+crafted or non-ASCII value is refused like a forged one, never an error.
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import hashlib
-import hmac
 import re
 import secrets
 import time
 from collections.abc import Callable
+from typing import Any
 
 import falcon
+from itsdangerous import BadData, Signer, TimestampSigner
 
 from runtime.settings import Settings
 
@@ -30,10 +36,18 @@ LOGIN_COOKIE = "ferry_login"
 COOKIE_PATH = "/dashboard"
 #: Seconds a login form stays valid.
 LOGIN_FORM_MAX_AGE_S = 900
-_KEY_ID = re.compile(r"[a-z0-9]{1,32}")
-_NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
-#: Seconds since the epoch, in ASCII digits (`str.isdigit` also takes "²", which `int` refuses).
-_ISSUED = re.compile(r"[0-9]{1,12}")
+#: One salt per purpose: a signature made for one is refused for every other.
+SALTS = {
+    "session": "ferry.dashboard.session-cookie",
+    "csrf": "ferry.dashboard.csrf-token",
+    "login-cookie": "ferry.dashboard.login-cookie",
+    "login-form": "ferry.dashboard.login-form",
+}
+#: What itsdangerous writes (URL-safe base64 and its `.` separator), bounded in length.
+_SIGNED = re.compile(r"[A-Za-z0-9_.-]{1,256}")
+_SIGNATURE = re.compile(r"[A-Za-z0-9_-]{1,128}")
+#: The signing key is an HMAC of the secret and the salt; signatures are HMAC-SHA256.
+_HMAC_SHA256: dict[str, Any] = {"key_derivation": "hmac", "digest_method": hashlib.sha256}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,15 +66,15 @@ class SessionOptions:
         )
 
 
-@dataclasses.dataclass(frozen=True)
-class Session:
-    key_id: str
-    nonce: str
-    issued_at: int
+class _Clocked(TimestampSigner):
+    """A timestamp signer reading the time from `clock` (a test's fake clock)."""
 
+    def __init__(self, secret_key: str, salt: str, clock: Callable[[], float]) -> None:
+        super().__init__(secret_key, salt=salt, **_HMAC_SHA256)
+        self.clock = clock
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+    def get_timestamp(self) -> int:
+        return int(self.clock())
 
 
 class SessionSigner:
@@ -73,72 +87,57 @@ class SessionSigner:
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        # A key of its own, so a signature made here means nothing anywhere else.
-        self._key = hmac.new(secret_key.encode(), b"ferry-dashboard-v1", hashlib.sha256).digest()
         self.options = options
-        self.clock = clock
+        self._session = _Clocked(secret_key, SALTS["session"], clock)
+        self._login_cookie = _Clocked(secret_key, SALTS["login-cookie"], clock)
+        self._csrf = Signer(secret_key, salt=SALTS["csrf"], **_HMAC_SHA256)
+        self._login_form = Signer(secret_key, salt=SALTS["login-form"], **_HMAC_SHA256)
 
-    def _sign(self, purpose: str, payload: str) -> str:
-        mac = hmac.new(self._key, f"{purpose}\n{payload}".encode(), hashlib.sha256)
-        return _b64(mac.digest())
+    @staticmethod
+    def _unsign(signer: TimestampSigner, value: str | None, max_age: int) -> str | None:
+        if not value or not _SIGNED.fullmatch(value):
+            return None
+        try:
+            return signer.unsign(value, max_age=max_age).decode("ascii")
+        except BadData:  # a bad signature, a bad or future timestamp, or too old
+            return None
 
-    def _valid(self, purpose: str, payload: str, signature: str) -> bool:
-        # Compared as bytes: `compare_digest` raises TypeError on a str with non-ASCII.
-        expected = self._sign(purpose, payload).encode()
-        return hmac.compare_digest(expected, signature.encode("utf-8", "surrogateescape"))
+    @staticmethod
+    def _verify(signer: Signer, value: str, signature: str | None) -> bool:
+        if not signature or not _SIGNATURE.fullmatch(signature):
+            return False
+        return signer.verify_signature(value, signature)
 
     # --- sessions -------------------------------------------------------------------------------
 
-    def issue(self, key_id: str) -> tuple[str, Session]:
-        session = Session(key_id, secrets.token_urlsafe(24), int(self.clock()))
-        payload = f"v1.{session.key_id}.{session.nonce}.{session.issued_at}"
-        return f"{payload}.{self._sign('session', payload)}", session
+    def issue(self, session_id: str) -> str:
+        """The cookie value carrying `session_id`."""
+        return self._session.sign(session_id).decode("ascii")
 
-    def read(self, cookie: str | None) -> Session | None:
-        """The session a cookie carries, if it is ours, intact and not expired."""
-        if not cookie:
-            return None
-        parts = cookie.split(".")
-        if len(parts) != 5 or parts[0] != "v1":
-            return None
-        _version, key_id, nonce, issued, signature = parts
-        if not (
-            _KEY_ID.fullmatch(key_id) and _NONCE.fullmatch(nonce) and _ISSUED.fullmatch(issued)
-        ):
-            return None
-        if not self._valid("session", ".".join(parts[:4]), signature):
-            return None
-        age = self.clock() - int(issued)
-        if age < -60 or age > self.options.max_age_s:
-            return None
-        return Session(key_id, nonce, int(issued))
+    def read(self, cookie: str | None) -> str | None:
+        """The session id a cookie carries, if it is ours, intact and not too old.
 
-    def csrf_token(self, session: Session) -> str:
-        return self._sign("csrf", session.nonce)
+        Whether that session is still live is the session service's to say.
+        """
+        return self._unsign(self._session, cookie, self.options.max_age_s)
 
-    def csrf_valid(self, session: Session, token: str | None) -> bool:
-        return bool(token) and self._valid("csrf", session.nonce, str(token))
+    def csrf_token(self, session_id: str) -> str:
+        return self._csrf.get_signature(session_id).decode("ascii")
+
+    def csrf_valid(self, session_id: str, token: str | None) -> bool:
+        return self._verify(self._csrf, session_id, token)
 
     # --- the login form -------------------------------------------------------------------------
 
     def login_nonce(self) -> tuple[str, str]:
         """A cookie value for the login form and the token its form must send back."""
         nonce = secrets.token_urlsafe(24)
-        issued = str(int(self.clock()))
-        payload = f"{nonce}.{issued}"
-        return f"{payload}.{self._sign('login-cookie', payload)}", self._sign("login", nonce)
+        cookie = self._login_cookie.sign(nonce).decode("ascii")
+        return cookie, self._login_form.get_signature(nonce).decode("ascii")
 
     def login_valid(self, cookie: str | None, token: str | None) -> bool:
-        if not cookie or not token:
-            return False
-        parts = cookie.split(".")
-        if len(parts) != 3 or not _NONCE.fullmatch(parts[0]) or not _ISSUED.fullmatch(parts[1]):
-            return False
-        if not self._valid("login-cookie", f"{parts[0]}.{parts[1]}", parts[2]):
-            return False
-        if not 0 <= self.clock() - int(parts[1]) <= LOGIN_FORM_MAX_AGE_S:
-            return False
-        return self._valid("login", parts[0], str(token))
+        nonce = self._unsign(self._login_cookie, cookie, LOGIN_FORM_MAX_AGE_S)
+        return nonce is not None and self._verify(self._login_form, nonce, token)
 
     # --- cookies --------------------------------------------------------------------------------
 

@@ -335,3 +335,29 @@ class AuditRecord(Base):
     request_id: Mapped[str] = mapped_column(String(200))
     #: A few facts of the action (scopes of a new key, invocations a trigger made); never a secret.
     detail: Mapped[dict[str, Any] | None]
+
+
+# --- dashboard sessions (runtime.store.sessions) ---------------------------------------------
+
+
+class DashboardSession(Base):
+    """A dashboard sign-in, checked on every dashboard request (`runtime.services.sessions`).
+
+    The browser holds the session's opaque id in a signed cookie; only its SHA-256 is
+    stored, so a copy of this table opens no session. Ending a session (sign out, sign
+    out everywhere, its key refused) sets `ended_at` and brings `expires_at` to that
+    instant, so "still valid" and "removable" are both one comparison on `expires_at`.
+    """
+
+    __tablename__ = "dashboard_sessions"
+
+    #: SHA-256 (hex) of the session id the cookie carries.
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: The API key signed in with; deleting the key removes its sessions.
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
+    #: The key's tenant when it signed in; NULL for an operator key.
+    tenant_id: Mapped[str | None] = mapped_column(String(63))
+    created_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    ended_at: Mapped[datetime | None]
