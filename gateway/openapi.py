@@ -18,7 +18,7 @@ import falcon
 import pydantic
 from pydantic.json_schema import models_json_schema
 
-from gateway import params
+from gateway import params, schemas
 from gateway.errors import PROBLEM_JSON
 from gateway.hooks import MAX_JSON_DEPTH
 from gateway.schemas import (
@@ -135,6 +135,8 @@ def _parameters(max_wait_s: float, max_delay_s: float) -> dict[str, Any]:
         "name": ("name", "path", text, "The function's name."),
         "invocation_id": ("invocation_id", "path", text, "The invocation's id."),
         "schedule_id": ("schedule_id", "path", text, "The schedule's id."),
+        "secret_name": ("secret_name", "path", text, "The secret's name: a lower-case letter, "
+                        "then lower-case letters, digits or _, at most 64 in all."),
         "XTenantId": ("X-Tenant-ID", "header", text, "With an admin key: the tenant to act for "
                       "(404 if there is none). Any other key may only name its own tenant."),
         "IdempotencyKey": ("Idempotency-Key", "header", {"type": "string", "minLength": 1,
@@ -249,7 +251,7 @@ INVOKE_DESCRIPTION = (
     "`read` carries the id and status only. A function may need a scope beyond `invoke` "
     "(its `invoke_scope`), and an internal one is an operator key's alone (403)."
 )
-ITEM, SCHEDULE = ("invocation_id",), ("schedule_id",)
+ITEM, SCHEDULE, SECRET = ("invocation_id",), ("schedule_id",), ("secret_name",)
 # fmt: off
 OPERATIONS = (
     Operation("get", "/healthz", "healthz", "Liveness: 200 while the process lives.",
@@ -298,6 +300,19 @@ OPERATIONS = (
     Operation("post", "/v1/schedules/{schedule_id}/resume", "resume_schedule",
               "Resume a schedule from its next tick (admin).", "schedules", {200: Schedule},
               parameters=SCHEDULE),
+    Operation("get", "/v1/secrets", "list_secrets", "The tenant's function secrets: names and "
+              "times, never values (manage).", "secrets", {200: schemas.SecretList}),
+    Operation("put", "/v1/secrets/{secret_name}", "set_secret", "Set a function secret; no "
+              "answer ever shows it (manage).", "secrets", {200: schemas.SecretInfo},
+              problems=(400, 413, 415, 422), parameters=SECRET,
+              request_body=ref("schemas", schemas.SecretValue.__name__)),
+    Operation("delete", "/v1/secrets/{secret_name}", "delete_secret", "Remove a function "
+              "secret (manage).", "secrets", {204: None}, problems=(400,), parameters=SECRET),
+    Operation("get", "/v1/webhook-secret", "get_webhook_secret", "The webhook signing secret, "
+              "made on first use (manage).", "secrets", {200: schemas.WebhookSecret}),
+    Operation("post", "/v1/webhook-secret/rotate", "rotate_webhook_secret", "A new webhook "
+              "signing secret; the old one signs too until previous_expires_at (manage).",
+              "secrets", {200: schemas.WebhookSecret}),
 )
 # fmt: on
 

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from runtime.cli import functions, invoke, keys, processes, schedules, tenants
+from runtime.cli import functions, invoke, keys, processes, schedules, secrets, tenants
 from runtime.cli.output import EXIT_BAD_SETTINGS, EXIT_USER_ERROR, describe_error, warn
 from runtime.errors import FerryError, SettingsInvalid
 from runtime.logs import configure_logging
@@ -29,6 +29,7 @@ COMMAND_GROUPS: list[Callable[[Any], None]] = [
     functions.add_commands,
     invoke.add_commands,
     schedules.add_commands,
+    secrets.add_commands,
 ]
 
 
