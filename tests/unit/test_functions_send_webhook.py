@@ -385,3 +385,26 @@ def test_delivery_ids_differ_by_tenant_and_by_key_and_repeat_for_the_same_pair()
     assert one == webhook.delivery_id("acme", "send_webhook", "k1")
     assert one != webhook.delivery_id("other", "send_webhook", "k1")
     assert one != webhook.delivery_id("acme", "send_webhook", "k2")
+
+
+def test_a_rotated_secret_signs_beside_the_new_one_until_its_grace_ends(receiver):
+    now = [datetime.now(UTC)]
+    endpoint = receiver(Answer(204))
+    with FunctionHarness(
+        tenant_id="acme", outbound_allow=LOOPBACK_ALLOWED, clock=lambda: now[0]
+    ) as harness:
+        old = harness.webhook_secret().secret
+        new = harness.rotate_webhook_secret()
+        assert new.previous == old and new.secret != old
+        harness.run(webhook.send_webhook, event_for(endpoint.url))
+        # Past the grace period (a day by default) the old secret no longer signs.
+        now[0] += timedelta(days=1, seconds=1)
+        assert harness.webhook_secret().previous is None
+        harness.run(webhook.send_webhook, event_for(endpoint.url))
+    during, after = (r.headers["Ferry-Signature"] for r in endpoint.requests)
+    assert during.count("v1=") == 2 and after.count("v1=") == 1
+    for secret in (old, new.secret):
+        webhook.verify_signature(endpoint.requests[0].body, during, secret)
+    webhook.verify_signature(endpoint.requests[1].body, after, new.secret)
+    with pytest.raises(webhook.SignatureInvalid):
+        webhook.verify_signature(endpoint.requests[1].body, after, old)
