@@ -40,6 +40,7 @@ from gateway.schemas import (
     invoke_url,
 )
 from runtime.registry import Registry
+from runtime.secrets.values import SECRET_NAME_PATTERN
 from runtime.settings import DEFAULT_MAX_DELAY_S
 
 OPENAPI_VERSION = "3.1.0"
@@ -135,8 +136,8 @@ def _parameters(max_wait_s: float, max_delay_s: float) -> dict[str, Any]:
         "name": ("name", "path", text, "The function's name."),
         "invocation_id": ("invocation_id", "path", text, "The invocation's id."),
         "schedule_id": ("schedule_id", "path", text, "The schedule's id."),
-        "secret_name": ("secret_name", "path", text, "The secret's name: a lower-case letter, "
-                        "then lower-case letters, digits or _, at most 64 in all."),
+        "secret_name": ("secret_name", "path", {"type": "string", "pattern": SECRET_NAME_PATTERN},
+                        "The secret's name (another is a 400)."),
         "XTenantId": ("X-Tenant-ID", "header", text, "With an admin key: the tenant to act for "
                       "(404 if there is none). Any other key may only name its own tenant."),
         "IdempotencyKey": ("Idempotency-Key", "header", {"type": "string", "minLength": 1,
@@ -312,7 +313,7 @@ OPERATIONS = (
               "made on first use (manage).", "secrets", {200: schemas.WebhookSecret}),
     Operation("post", "/v1/webhook-secret/rotate", "rotate_webhook_secret", "A new webhook "
               "signing secret; the old one signs too until previous_expires_at (manage).",
-              "secrets", {200: schemas.WebhookSecret}),
+              "secrets", {200: schemas.WebhookSecret}, problems=(409,)),
 )
 # fmt: on
 

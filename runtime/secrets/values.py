@@ -20,7 +20,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 #: What a secret's name looks like (`@function(secrets=[...])`, `ferry secrets set`).
-SECRET_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+SECRET_NAME_PATTERN = "^[a-z][a-z0-9_]{0,63}$"
+SECRET_NAME = re.compile(SECRET_NAME_PATTERN.strip("^$"))
 SECRET_NAME_RULE = "a letter, then letters, digits or _ (lower case, at most 64 in all)"
 #: Values shorter than this are refused when set: scrubbing a two-letter value would
 #: mangle every message, and so short a value is no secret.

@@ -34,8 +34,8 @@ from runtime.store.secrets import StoredSecret
 
 log = structlog.get_logger("ferry.secrets")
 
-#: The largest value a secret may hold, in bytes of UTF-8.
-MAX_VALUE_BYTES = 65_536
+#: The longest value a secret may hold, in characters (`SecretValue` in gateway/schemas.py).
+MAX_VALUE_CHARS = 65_536
 #: Names of a tenant's webhook signing secrets (kind `webhook`).
 WEBHOOK_CURRENT, WEBHOOK_PREVIOUS = "current", "previous"
 #: Every webhook signing secret starts with this, so it is recognisable where it is pasted.
@@ -95,10 +95,16 @@ def check_name(name: str) -> str:
 
 
 def check_value(value: str) -> str:
-    if not isinstance(value, str) or len(value) < MIN_VALUE_CHARS:
-        raise BadRequest(f"a secret's value has at least {MIN_VALUE_CHARS} characters")
-    if len(value.encode()) > MAX_VALUE_BYTES:
-        raise BadRequest(f"a secret's value has at most {MAX_VALUE_BYTES} bytes")
+    """The value, if it is 8 to 65536 characters of encodable text (else `BadRequest`)."""
+    if not isinstance(value, str) or not MIN_VALUE_CHARS <= len(value) <= MAX_VALUE_CHARS:
+        raise BadRequest(
+            f"a secret's value has at least {MIN_VALUE_CHARS} and at most "
+            f"{MAX_VALUE_CHARS} characters"
+        )
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise BadRequest("a secret's value must be text (it has a lone surrogate)") from None
     return value
 
 

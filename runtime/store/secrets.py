@@ -13,9 +13,10 @@ from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from runtime.errors import TenantNotFound
+from runtime.errors import InvalidState, TenantNotFound
 from runtime.store import models
 from runtime.store.db import Database
 
@@ -209,6 +210,36 @@ class Secrets:
         """
         now = self.db.clock()
         where = (_SECRETS.c.tenant_id == tenant_id) & (_SECRETS.c.kind == kind)
+        try:
+            return self._supersede(
+                tenant_id,
+                kind,
+                where,
+                now,
+                current,
+                previous,
+                ciphertext,
+                previous_expires_at,
+                previous_ciphertext,
+            )
+        except IntegrityError as ex:
+            # Another rotation of the same secret committed between our delete and insert.
+            raise InvalidState(
+                "the secret is being rotated by another request at the same time; try again"
+            ) from ex
+
+    def _supersede(
+        self,
+        tenant_id: str,
+        kind: str,
+        where: sa.ColumnElement[bool],
+        now: datetime,
+        current: str,
+        previous: str,
+        ciphertext: str,
+        previous_expires_at: datetime,
+        previous_ciphertext: str | None,
+    ) -> StoredSecret:
         with self.db.session() as s:
             self._require_tenant(s, tenant_id)
             s.execute(sa.delete(_SECRETS).where(where, _SECRETS.c.name.in_([current, previous])))

@@ -98,7 +98,7 @@ def test_a_short_value_or_unknown_tenant_is_one_line_on_stderr(
     ran = ferry("secrets", "set", "--tenant", tenant, "crm_token")
     assert (
         ran.code == 1
-        and "at least 8 characters" in ran.err
+        and "at least 8 and at most 65536 characters" in ran.err
         and "short" not in ran.err.replace("at least", "")
     )
     monkeypatch.setattr("sys.stdin", io.StringIO("long-enough-value\n"))
