@@ -9,7 +9,9 @@ The request is `POST <url>` with the JSON body
 headers:
 
 - `Ferry-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">`, keyed
-  with the tenant's webhook secret (`Context.tenant_secret("webhook")`).
+  with the tenant's webhook signing secret (`ctx.webhook_signing_keys()`). Just after the
+  secret was rotated, a second `v1=` signs with the previous one, for as long as its
+  grace lasts (`FERRY_WEBHOOK_SECRET_GRACE_S`, a day by default).
 - `Ferry-Event`: the event name.
 - `Ferry-Delivery` and `Idempotency-Key`: the delivery id. It derives from the
   invocation's idempotency key, so every retry of one delivery carries the same id and
@@ -30,9 +32,14 @@ metadata service at `169.254.169.254`, ...) fails at once, before anything is se
 unless the operator allow-lists it in `FERRY_OUTBOUND_ALLOW`; so does a URL with
 `user:password@` in it.
 
-Verifying a delivery on the receiving side, where `secret` is the tenant's webhook
-secret (the 32 bytes of `Context.tenant_secret("webhook")`, derived from the server's
-`FERRY_SECRET_KEY`, so it stays the same until that key changes):
+Each tenant has its own random webhook signing secret (`whsec_...`), made on its first
+delivery, stored encrypted, and never derived from the server's key. The tenant reads it
+with a `manage` key (`GET /v1/webhook-secret`) or an operator with
+`ferry secrets webhook --tenant ID`, and rotates it with `POST /v1/webhook-secret/rotate`
+or `--rotate`: the new secret signs at once and the previous one keeps signing beside it
+through the grace period, so a receiver can switch secrets without refusing a delivery.
+
+Verifying a delivery on the receiving side, where `secret` is that `whsec_...` text:
 
 ```
 from functions.send_webhook import SignatureInvalid, verify_signature
@@ -56,6 +63,7 @@ import hmac
 import json
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -111,23 +119,28 @@ def sign(secret: bytes, timestamp: int, body: bytes) -> str:
     return hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
 
 
-def signature_header(secret: bytes, timestamp: int, body: bytes) -> str:
-    """The `Ferry-Signature` header value for a body sent at `timestamp`."""
-    return f"t={timestamp},v1={sign(secret, timestamp, body)}"
+def signature_header(secrets: bytes | Sequence[bytes], timestamp: int, body: bytes) -> str:
+    """The `Ferry-Signature` header value for a body sent at `timestamp`.
+
+    One `v1=` per secret, in order (the current secret first, then one being rotated out).
+    """
+    keys = [secrets] if isinstance(secrets, bytes) else list(secrets)
+    return ",".join([f"t={timestamp}", *(f"v1={sign(key, timestamp, body)}" for key in keys)])
 
 
 def verify_signature(
     body: bytes,
     header: str,
-    secret: bytes,
+    secret: bytes | str,
     *,
     tolerance_s: float = SIGNATURE_TOLERANCE_S,
     now: float | None = None,
 ) -> int:
     """Check a received `Ferry-Signature` header; return its timestamp.
 
-    Several `v1=` entries are accepted (any one may match), so a sender can sign with an
-    old and a new secret while they are rotated.
+    `secret` is the tenant's webhook signing secret (the `whsec_...` text, or its UTF-8
+    bytes). Several `v1=` entries are accepted (any one may match): Ferry signs with the
+    old and the new secret while one is rotated.
 
     Raises:
         SignatureInvalid: the header is malformed, no signature matches the body, or the
@@ -148,7 +161,8 @@ def verify_signature(
             candidates.append(value.encode("utf-8", "replace"))
     if timestamp is None or not candidates:
         raise SignatureInvalid("the signature header needs t=<timestamp> and v1=<signature>")
-    expected = sign(secret, timestamp, body).encode()
+    key = secret.encode() if isinstance(secret, str) else secret
+    expected = sign(key, timestamp, body).encode()
     if not any(hmac.compare_digest(expected, candidate) for candidate in candidates):
         raise SignatureInvalid("no signature matches the body")
     current = time.time() if now is None else now
@@ -202,7 +216,7 @@ def send_webhook(ctx: Context, payload: Input) -> Output:
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
-        "Ferry-Signature": signature_header(ctx.tenant_secret("webhook"), timestamp, body),
+        "Ferry-Signature": signature_header(ctx.webhook_signing_keys(), timestamp, body),
         "Ferry-Event": payload.event,
         "Ferry-Delivery": delivery,
         "Idempotency-Key": delivery,

@@ -18,7 +18,7 @@ import falcon
 import pydantic
 from pydantic.json_schema import models_json_schema
 
-from gateway import params
+from gateway import params, schemas
 from gateway.errors import PROBLEM_JSON
 from gateway.hooks import MAX_JSON_DEPTH
 from gateway.schemas import (
@@ -41,6 +41,7 @@ from gateway.schemas import (
     invoke_url,
 )
 from runtime.registry import Registry
+from runtime.secrets.values import SECRET_NAME_PATTERN
 from runtime.settings import DEFAULT_MAX_DELAY_S
 
 OPENAPI_VERSION = "3.1.0"
@@ -136,6 +137,8 @@ def _parameters(max_wait_s: float, max_delay_s: float) -> dict[str, Any]:
         "name": ("name", "path", text, "The function's name."),
         "invocation_id": ("invocation_id", "path", text, "The invocation's id."),
         "schedule_id": ("schedule_id", "path", text, "The schedule's id."),
+        "secret_name": ("secret_name", "path", {"type": "string", "pattern": SECRET_NAME_PATTERN},
+                        "The secret's name (another is a 400)."),
         "XTenantId": ("X-Tenant-ID", "header", text, "With an admin key: the tenant to act for "
                       "(404 if there is none). Any other key may only name its own tenant."),
         "IdempotencyKey": ("Idempotency-Key", "header", {"type": "string", "minLength": 1,
@@ -257,7 +260,7 @@ INVOKE_DESCRIPTION = (
     "`read` carries the id and status only. A function may need a scope beyond `invoke` "
     "(its `invoke_scope`), and an internal one is an operator key's alone (403)."
 )
-ITEM, SCHEDULE = ("invocation_id",), ("schedule_id",)
+ITEM, SCHEDULE, SECRET = ("invocation_id",), ("schedule_id",), ("secret_name",)
 # fmt: off
 OPERATIONS = (
     Operation("get", "/healthz", "healthz", "Liveness: 200 while the process lives.",
@@ -314,6 +317,19 @@ OPERATIONS = (
               description="A tenant's key sees its tenant's records; an operator key every "
               "tenant's, or one tenant's with X-Tenant-ID. Records are kept for "
               "FERRY_RETENTION_AUDIT_S and never changed."),
+    Operation("get", "/v1/secrets", "list_secrets", "The tenant's function secrets: names and "
+              "times, never values (manage).", "secrets", {200: schemas.SecretList}),
+    Operation("put", "/v1/secrets/{secret_name}", "set_secret", "Set a function secret; no "
+              "answer ever shows it (manage).", "secrets", {200: schemas.SecretInfo},
+              problems=(400, 413, 415, 422), parameters=SECRET,
+              request_body=ref("schemas", schemas.SecretValue.__name__)),
+    Operation("delete", "/v1/secrets/{secret_name}", "delete_secret", "Remove a function "
+              "secret (manage).", "secrets", {204: None}, problems=(400,), parameters=SECRET),
+    Operation("get", "/v1/webhook-secret", "get_webhook_secret", "The webhook signing secret, "
+              "made on first use (manage).", "secrets", {200: schemas.WebhookSecret}),
+    Operation("post", "/v1/webhook-secret/rotate", "rotate_webhook_secret", "A new webhook "
+              "signing secret; the old one signs too until previous_expires_at (manage).",
+              "secrets", {200: schemas.WebhookSecret}, problems=(409,)),
 )
 # fmt: on
 

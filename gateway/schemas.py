@@ -108,6 +108,11 @@ class Function(Body):
         description="Run by schedules, other functions and operator keys only: over HTTP, "
         "a tenant's key is refused with 403."
     )
+    secrets: list[str] = Field(
+        default_factory=list,
+        description="Names of the tenant's secrets it reads; invoking it is a 422 while "
+        "one is not set (PUT /v1/secrets/{secret_name}).",
+    )
 
     @classmethod
     def of(cls, function: FunctionRuntime) -> Function:
@@ -264,6 +269,35 @@ class Readiness(Body):
     checks: dict[str, str] = Field(description="`ok` or what failed, per dependency.")
 
 
+class SecretInfo(Body):
+    """A tenant's function secret as shown: its name and times, never its value."""
+
+    name: str
+    created_at: Time
+    updated_at: Time
+
+
+class SecretList(Body):
+    secrets: list[SecretInfo]
+
+
+class SecretValue(Body):
+    """The body of PUT /v1/secrets/{secret_name}."""
+
+    value: str = Field(min_length=8, max_length=65_536, description="The secret's value.")
+
+
+class WebhookSecret(Body):
+    """The tenant's webhook signing secret (`Ferry-Signature` is its HMAC-SHA256)."""
+
+    secret: str = Field(description="`whsec_...`; the HMAC key is this text's UTF-8 bytes.")
+    created_at: Time
+    previous_expires_at: Time | None = Field(
+        description="Until then the previous secret signs too (a second `v1=`); null: "
+        "there is none."
+    )
+
+
 #: Every model the document lists under components/schemas.
 MODELS: tuple[type[BaseModel], ...] = (
     Problem,
@@ -282,4 +316,8 @@ MODELS: tuple[type[BaseModel], ...] = (
     AuditList,
     Liveness,
     Readiness,
+    SecretInfo,
+    SecretList,
+    SecretValue,
+    WebhookSecret,
 )

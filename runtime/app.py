@@ -18,9 +18,11 @@ from runtime.recovery.retention import RetentionSweep
 from runtime.recovery.sweeper import Sweep
 from runtime.registry import Registry
 from runtime.scheduling.scheduler import Scheduler
+from runtime.secrets import SecretBox
 from runtime.services.audit import AuditTrail
 from runtime.services.invocations import InvocationService, new_invocation_id
 from runtime.services.schedules import ScheduleService
+from runtime.services.secrets import SecretService
 from runtime.services.tenants import TenantService
 from runtime.services.waits import WaitSlots
 from runtime.settings import Settings
@@ -81,10 +83,15 @@ class Runtime:
         )
         self.tenants = TenantService(self.store, auth_cache_s=settings.auth_cache_s)
         self.audit = AuditTrail(self.store)
+        self.secrets = SecretService(
+            self.store,
+            SecretBox.from_settings(settings),
+            webhook_grace_s=settings.webhook_secret_grace_s,
+        )
         self.executor = Executor(
             self.store,
             self.invocations,
-            secret_key=settings.secret_key,
+            secrets=self.secrets,
             outbound=OutboundPolicy.from_settings(settings),
         )
         self.actors = declare_actors(self.broker, self.registry, self.executor.actor_body)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import hashlib
-import hmac
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -13,10 +13,12 @@ import structlog
 from sqlalchemy.orm import Session
 
 from runtime.outbound import OutboundClient, OutboundPolicy
+from runtime.secrets.values import SecretValues
 
 if TYPE_CHECKING:
     from runtime.registry import FunctionSpec
     from runtime.services.invocations import InvocationService
+    from runtime.services.secrets import WebhookSecret
     from runtime.store import Store
     from runtime.store.claims import Claimed
     from runtime.store.views import InvocationView
@@ -68,9 +70,12 @@ def derive_key(parent_key: str, function: str, part: str) -> str:
     return f"{key[: MAX_KEY - 65]}~{digest}"
 
 
-def derive_tenant_secret(secret_key: str, tenant_id: str, purpose: str) -> bytes:
-    """What `Context.tenant_secret(purpose)` returns for `tenant_id` under `secret_key`."""
-    return hmac.new(secret_key.encode(), f"{tenant_id}:{purpose}".encode(), hashlib.sha256).digest()
+class SecretSource(Protocol):
+    """Where a context reads its tenant's secrets (`runtime.services.secrets.SecretService`)."""
+
+    def load(self, tenant_id: str, names: Collection[str]) -> dict[str, str]: ...
+
+    def webhook_secret(self, tenant_id: str) -> WebhookSecret: ...
 
 
 @dataclasses.dataclass
@@ -88,7 +93,10 @@ class Context:
     log: Any
     _store: Store = dataclasses.field(repr=False)
     _accept: AcceptChild = dataclasses.field(repr=False)
-    _secret_key: str = dataclasses.field(repr=False)
+    _secrets: SecretSource = dataclasses.field(repr=False)
+    #: The secrets the function declared: all `ctx.secrets` may hold.
+    _declared_secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)
+    _secret_values: SecretValues | None = dataclasses.field(default=None, repr=False)
     _session: Session | None = dataclasses.field(default=None, repr=False)
     _outbound: OutboundPolicy = dataclasses.field(default_factory=OutboundPolicy, repr=False)
     _http: OutboundClient | None = dataclasses.field(default=None, repr=False)
@@ -107,12 +115,15 @@ class Context:
         accepted_at: datetime,
         store: Store,
         accept: AcceptChild,
-        secret_key: str,
+        secrets: SecretSource,
+        declared_secrets: Sequence[str] = (),
         outbound: OutboundPolicy | None = None,
     ) -> Context:
         """A context whose `log` is bound to the invocation; `accept` takes `ctx.invoke`'s.
 
-        `outbound` is what `ctx.http` may reach (default: nothing internal).
+        `secrets` is where `ctx.secrets` (of the `declared_secrets` only) and the webhook
+        signing keys come from; `outbound` is what `ctx.http` may reach (default: nothing
+        internal).
         """
         log = structlog.get_logger("ferry.function").bind(
             tenant_id=tenant_id,
@@ -132,7 +143,8 @@ class Context:
             log=log,
             _store=store,
             _accept=accept,
-            _secret_key=secret_key,
+            _secrets=secrets,
+            _declared_secrets=tuple(declared_secrets),
             _outbound=outbound or OutboundPolicy(),
         )
 
@@ -143,7 +155,8 @@ class Context:
         *,
         store: Store,
         invocations: InvocationService,
-        secret_key: str,
+        secrets: SecretSource,
+        declared_secrets: Sequence[str] = (),
         outbound: OutboundPolicy | None = None,
     ) -> Context:
         """The context of the attempt a worker claimed."""
@@ -158,7 +171,8 @@ class Context:
             accepted_at=inv.created_at,
             store=store,
             accept=invocations.accept,
-            secret_key=secret_key,
+            secrets=secrets,
+            declared_secrets=declared_secrets,
             outbound=outbound,
         )
 
@@ -195,9 +209,37 @@ class Context:
         """A cache or lock key that cannot collide with another tenant's."""
         return ":".join(["ferry", "t", self.tenant_id, *(str(p) for p in parts)])
 
-    def tenant_secret(self, purpose: str) -> bytes:
-        """A secret of this tenant for `purpose` (a signing key), derived from the server's."""
-        return derive_tenant_secret(self._secret_key, self.tenant_id, purpose)
+    @property
+    def secrets(self) -> SecretValues:
+        """The tenant's values of the secrets the function declares, by name (read-only).
+
+        `@function(secrets=["crm_token"])` makes `ctx.secrets["crm_token"]` the tenant's
+        value, read from the store (decrypted) on first use in the attempt. Only declared
+        names are there. A value is never stored with the invocation: wherever it appears
+        in the attempt's error message, traceback, result or log lines, it is replaced by
+        `[secret:crm_token]` before they are kept.
+        """
+        if self._secret_values is None:
+            values = (
+                self._secrets.load(self.tenant_id, self._declared_secrets)
+                if self._declared_secrets
+                else {}
+            )
+            self._secret_values = SecretValues(values, self._declared_secrets)
+        return self._secret_values
+
+    def secrets_in_use(self) -> Mapping[str, str]:
+        """The secret values this attempt has read so far (what must be scrubbed)."""
+        return self._secret_values if self._secret_values is not None else {}
+
+    def webhook_signing_keys(self) -> tuple[bytes, ...]:
+        """The tenant's webhook signing keys, current first (`runtime.services.secrets`).
+
+        A random secret of the tenant, made on first use and rotated on request; while a
+        rotated one's grace lasts it is the second key, and deliveries carry both
+        signatures.
+        """
+        return self._secrets.webhook_secret(self.tenant_id).signing_keys
 
     def invoke(
         self, fn: str | FunctionSpec, payload: Any, *, key: str | None = None

@@ -64,6 +64,10 @@ class FunctionDefinitionError(ConfigurationError):
     """A function is defined wrongly."""
 
 
+class SecretUndecryptable(ConfigurationError):
+    """A stored secret does not decrypt under FERRY_SECRET_KEY or FERRY_SECRET_KEY_PREVIOUS."""
+
+
 # --- requests the runtime refuses -----------------------------------------------------------
 
 
@@ -107,6 +111,17 @@ class InputInvalid(RequestRejected):
         super().__init__(message)
         #: `{loc, msg}` for each problem.
         self.errors = list(errors)
+
+
+class SecretNotFound(NotFound):
+    """The tenant has no secret of that name."""
+
+
+class SecretMissing(InputInvalid):
+    """A secret the function needs is not set for the tenant."""
+
+    # Its `errors` name each missing secret (`loc` ["secrets", name]); an attempt that
+    # meets one (the secret was deleted after the invocation was accepted) is not retried.
 
 
 class IdempotencyConflict(RequestRejected):

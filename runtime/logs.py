@@ -10,6 +10,8 @@ from typing import Any
 
 import structlog
 
+from runtime.context import current_context
+from runtime.secrets.values import scrub
 from runtime.settings import Settings
 
 REDACTED = "[redacted]"
@@ -37,13 +39,37 @@ def redact(value: Any) -> Any:
 def redact_event(
     _logger: Any, _name: str, event: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """Replace the values of secret-looking keys, and key-shaped strings, by `[redacted]`."""
+    """Replace the values of secret-looking keys, and key-shaped strings, by `[redacted]`.
+
+    In a thread running an attempt, the values of the tenant's secrets it has read
+    (`ctx.secrets`) become `[secret:<name>]` wherever they appear in the line, its
+    traceback included.
+    """
+    ctx = current_context.get()
+    secrets = ctx.secrets_in_use() if ctx is not None else {}
     for key in list(event):
         if key != "event" and SECRET_KEY.search(key):
             event[key] = REDACTED
         else:
             event[key] = redact(event[key])
+            if secrets:
+                event[key] = _scrub_values(event[key], secrets)
     return event
+
+
+def _scrub_values(value: Any, secrets: Mapping[str, str]) -> Any:
+    if isinstance(value, str):
+        return scrub(value, secrets)
+    if isinstance(value, Mapping):
+        return {k: _scrub_values(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub_values(v, secrets) for v in value]
+    if value is None or isinstance(value, int | float):
+        return value
+    # Any other object is rendered by its str(); if that holds a value, the text replaces it.
+    text = str(value)
+    scrubbed = scrub(text, secrets)
+    return value if scrubbed == text else scrubbed
 
 
 def configure_logging(settings: Settings, stream: Any = None) -> None:

@@ -14,12 +14,13 @@ import inspect
 import pkgutil
 import sys
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pydantic
 
 from runtime.errors import FunctionDefinitionError, FunctionNotFound, InputInvalid
+from runtime.secrets.values import SECRET_NAME, SECRET_NAME_RULE
 from runtime.settings import Settings
 
 QUEUES = ("default", "heavy", "scheduled")
@@ -50,6 +51,9 @@ class FunctionSpec:
     #: Run by schedules, other functions (`ctx.invoke`) and operators only: over HTTP,
     #: only an operator key (`admin`) may invoke it.
     internal: bool = False
+    #: Names of the tenant's secrets the handler reads (`ctx.secrets`); each must be set
+    #: for the tenant before an invocation is accepted.
+    secrets: tuple[str, ...] = ()
 
     @property
     def http_scope(self) -> str:
@@ -129,6 +133,7 @@ class Function:
             "output_schema": out.model_json_schema() if out is not None else None,
             "invoke_scope": self.http_scope,
             "internal": self.spec.internal,
+            "secrets": list(self.spec.secrets),
         }
 
 
@@ -155,6 +160,7 @@ def function(
     permanent_on: tuple[type[BaseException], ...] = (),
     invoke_scope: str = "invoke",
     internal: bool = False,
+    secrets: Sequence[str] = (),
 ) -> Callable[[Handler], FunctionSpec]: ...
 
 
@@ -171,12 +177,15 @@ def function(
     permanent_on: tuple[type[BaseException], ...] = (),
     invoke_scope: str = "invoke",
     internal: bool = False,
+    secrets: Sequence[str] = (),
 ) -> FunctionSpec | Callable[[Handler], FunctionSpec]:
     """Declare a Ferry function: `handler(ctx, payload: Input) -> Output`.
 
     `invoke_scope` is the scope an API key needs, besides `invoke`, to invoke it over
     HTTP (`invoke`, `manage` or `admin`); `internal=True` keeps it for schedules,
     `ctx.invoke` and operator keys (HTTP by a tenant's key is refused with 403).
+    `secrets` names the tenant's secrets the handler reads as `ctx.secrets[name]`; an
+    invocation is refused (422) while one of them is not set for its tenant.
     """
 
     def declare(fn: Handler) -> FunctionSpec:
@@ -199,6 +208,12 @@ def function(
             raise FunctionDefinitionError(
                 f"{where}: invoke_scope must be one of {INVOKE_SCOPES}, not {invoke_scope!r}"
             )
+        if isinstance(secrets, str) or any(
+            not isinstance(n, str) or not SECRET_NAME.fullmatch(n) for n in secrets
+        ):
+            raise FunctionDefinitionError(
+                f"{where}: secrets is a list of names, each {SECRET_NAME_RULE}; got {secrets!r}"
+            )
         input_model, output_model = _models_of(fn, where)
         module = sys.modules.get(fn.__module__)
         description = inspect.getdoc(module) if module is not None else None
@@ -218,6 +233,7 @@ def function(
             permanent_on=tuple(permanent_on),
             invoke_scope=invoke_scope,
             internal=internal,
+            secrets=tuple(dict.fromkeys(secrets)),
         )
 
     return declare if handler is None else declare(handler)

@@ -137,6 +137,12 @@ class Settings(BaseSettings):
     #: Server-side secret for signing (webhook keys, dashboard sessions). Outside embedded
     #: mode (a Redis broker) it must be set, at least 32 bytes and no placeholder.
     secret_key: str = Field(default=DEV_SECRET_KEY, min_length=16, validate_default=True)
+    #: Server secrets replaced by `secret_key`, comma-separated: stored secrets sealed under
+    #: them still open until `ferry secrets rotate` has re-encrypted them (docs/operations.md).
+    secret_key_previous: Annotated[tuple[str, ...], NoDecode] = ()
+    #: Seconds a tenant's previous webhook signing secret still signs (a second `v1=`) after
+    #: it was rotated, so receivers can switch over; 0 drops it at once.
+    webhook_secret_grace_s: int = Field(default=86_400, ge=0, le=30 * 86_400)
 
     #: Label invocation metrics with the tenant (watch the cardinality).
     metrics_tenant_label: bool = False
@@ -209,7 +215,7 @@ class Settings(BaseSettings):
             raise ValueError("must be an absolute path")
         return value or None
 
-    @field_validator("outbound_allow", mode="before")
+    @field_validator("outbound_allow", "secret_key_previous", mode="before")
     @classmethod
     def _split_allow_list(cls, value: object) -> object:
         if isinstance(value, str):

@@ -35,8 +35,12 @@ What the handler's `ctx` does in a harness:
   harness's store, as a worker would; it is never sent or run. `harness.invoked` lists the
   children created, in order. A second run with the same `idempotency_key` gets the
   children stored the first time (and creates none): how a retried parent behaves.
-- `ctx.tenant_secret(purpose)` derives from `secret_key`; `harness.tenant_secret(purpose)`
-  gives the same bytes to the test, for checking a signature.
+- `ctx.secrets` holds the values given as `secrets={"crm_token": "..."}` (or set later
+  with `harness.set_secret(name, value)`), of the secrets the function declares only; a
+  declared one left unset makes `run` raise `SecretMissing`, as accepting would.
+- `ctx.webhook_signing_keys()` are the tenant's webhook signing keys in the harness's
+  store; `harness.webhook_secret()` gives them to the test (for checking a signature),
+  and `harness.rotate_webhook_secret()` rotates them.
 - `ctx.http` applies the outbound rules of a worker (runtime/outbound.py): a receiver
   on loopback needs `outbound_allow=["127.0.0.1"]`.
 - `ctx.log` is the usual structlog logger; `structlog.testing.capture_logs()` around
@@ -57,7 +61,7 @@ import functools
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -66,17 +70,19 @@ from typing import Any
 import pydantic
 from sqlalchemy.engine import Connection
 
-from runtime.context import Context, current_context, derive_tenant_secret
+from runtime.context import Context, current_context
 from runtime.errors import AlreadyExists
 from runtime.outbound import OutboundPolicy
 from runtime.registry import Function, FunctionSpec, Registry
+from runtime.secrets import SecretBox
 from runtime.services.invocations import new_invocation
+from runtime.services.secrets import SecretService, WebhookSecret, require_secrets
 from runtime.settings import Settings
 from runtime.store import Clock, Store, utcnow
 from runtime.store.db import translate_errors
 from runtime.store.views import InvocationView
 
-#: The server secret a harness derives tenant secrets from, unless given another.
+#: The server secret a harness encrypts its tenant's secrets with, unless given another.
 TEST_SECRET_KEY = "ferry-testing-secret-key"
 
 __all__ = ["TEST_SECRET_KEY", "FunctionHarness", "committed_connection"]
@@ -93,6 +99,7 @@ class FunctionHarness:
         database_url: str | None = None,
         functions_module: str | None = None,
         outbound_allow: Sequence[str] | None = None,
+        secrets: Mapping[str, str] | None = None,
         clock: Clock = utcnow,
     ) -> None:
         """Create the store (a private SQLite file unless `database_url`) and the tenant.
@@ -100,7 +107,8 @@ class FunctionHarness:
         `functions_module` is where `ctx.invoke` and `run("name", ...)` look functions up
         (default: `FERRY_FUNCTIONS_MODULE`, else `functions`). `outbound_allow` is what
         `ctx.http` may reach although internal (default: `FERRY_OUTBOUND_ALLOW`), such as
-        `["127.0.0.1"]` for a receiver the test runs.
+        `["127.0.0.1"]` for a receiver the test runs. `secrets` are the tenant's secret
+        values by name (what `ferry secrets set` would store), for `ctx.secrets`.
         """
         self.tenant_id = tenant_id
         # The environment's database is never used: a test must not touch a real store.
@@ -124,6 +132,12 @@ class FunctionHarness:
             shutil.copy(_migrated_sqlite_template(), self._folder / "ferry.db")
         self.settings = settings.model_copy(update={"database_url": database_url})
         self.store = Store.from_settings(self.settings, clock)
+        #: The tenant's secrets, stored encrypted in the harness's store as in a deployment.
+        self.secrets = SecretService(
+            self.store,
+            SecretBox.from_settings(self.settings),
+            webhook_grace_s=self.settings.webhook_secret_grace_s,
+        )
         #: Child invocations the handlers created through `ctx.invoke`, in order.
         self.invoked: list[InvocationView] = []
         self._registry: Registry | None = None
@@ -132,6 +146,8 @@ class FunctionHarness:
                 self.store.migrate()
             with contextlib.suppress(AlreadyExists):  # a shared `database_url` may have it
                 self.store.tenants.create(tenant_id)
+            for name, value in (secrets or {}).items():
+                self.set_secret(name, value)
         except BaseException:
             self.close()
             raise
@@ -158,8 +174,9 @@ class FunctionHarness:
             payload.model_dump(mode="json") if isinstance(payload, pydantic.BaseModel) else payload
         )
         validated = function.validate_input(data)
+        require_secrets(self.store, self.tenant_id, function.spec.secrets)
         ctx = self.context(
-            fn,
+            function.spec,
             attempt=attempt,
             invocation_id=invocation_id,
             idempotency_key=idempotency_key,
@@ -214,13 +231,22 @@ class FunctionHarness:
             accepted_at=accepted_at or self.store.db.clock(),
             store=self.store,
             accept=self._accept_child,
-            secret_key=self.settings.secret_key,
+            secrets=self.secrets,
+            declared_secrets=fn.secrets if isinstance(fn, FunctionSpec) else (),
             outbound=OutboundPolicy.from_settings(self.settings),
         )
 
-    def tenant_secret(self, purpose: str) -> bytes:
-        """What `ctx.tenant_secret(purpose)` returns to handlers run by this harness."""
-        return derive_tenant_secret(self.settings.secret_key, self.tenant_id, purpose)
+    def set_secret(self, name: str, value: str) -> None:
+        """Set a secret of the harness's tenant (as `ferry secrets set` would)."""
+        self.secrets.set(self.tenant_id, name, value)
+
+    def webhook_secret(self) -> WebhookSecret:
+        """The tenant's webhook signing secret that `ctx.webhook_signing_keys()` signs with."""
+        return self.secrets.webhook_secret(self.tenant_id)
+
+    def rotate_webhook_secret(self) -> WebhookSecret:
+        """Rotate the tenant's webhook signing secret (the old one signs through its grace)."""
+        return self.secrets.rotate_webhook_secret(self.tenant_id)
 
     def close(self) -> None:
         """Close the store and delete its private file."""

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from runtime.cli import audit, functions, invoke, keys, processes, schedules, tenants
+from runtime.cli import audit, functions, invoke, keys, processes, schedules, secrets, tenants
 from runtime.cli.output import EXIT_BAD_SETTINGS, EXIT_USER_ERROR, describe_error, warn
 from runtime.errors import FerryError, SettingsInvalid
 from runtime.logs import configure_logging
@@ -30,6 +30,7 @@ COMMAND_GROUPS: list[Callable[[Any], None]] = [
     invoke.add_commands,
     schedules.add_commands,
     audit.add_commands,
+    secrets.add_commands,
 ]
 
 

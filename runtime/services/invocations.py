@@ -33,6 +33,7 @@ from runtime.errors import (
 )
 from runtime.registry import Function, Registry
 from runtime.services.audit import SYSTEM, Actor
+from runtime.services.secrets import require_secrets
 from runtime.services.waits import WaitSlots
 from runtime.settings import (
     DEFAULT_GATEWAY_THREADS,
@@ -203,19 +204,21 @@ class InvocationService:
                 f"{' or '.join(repr(p) for p in SYSTEM_KEY_PREFIXES)}: Ferry makes those itself"
             )
         scheduled_for = self._due_at(at, delay_s)
-        invocation, created = self.store.invocations.insert(
-            new_invocation(
-                self.registry.get(function),
-                self.id_factory(),
-                tenant_id=tenant_id,
-                payload=payload,
-                idempotency_key=idempotency_key,
-                trigger=trigger,
-                request_id=request_id,
-                parent_id=parent_id,
-                scheduled_for=scheduled_for,
-            )
+        fn = self.registry.get(function)
+        row = new_invocation(
+            fn,
+            self.id_factory(),
+            tenant_id=tenant_id,
+            payload=payload,
+            idempotency_key=idempotency_key,
+            trigger=trigger,
+            request_id=request_id,
+            parent_id=parent_id,
+            scheduled_for=scheduled_for,
         )
+        # Before anything is stored: a function whose secrets are not set could only fail.
+        require_secrets(self.store, tenant_id, fn.spec.secrets)
+        invocation, created = self.store.invocations.insert(row)
         if created and invocation.status == Status.QUEUED:
             self.dispatcher.dispatch(_dispatch_of(invocation))
         if created:

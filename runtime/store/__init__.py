@@ -17,6 +17,7 @@ from runtime.store.invocations import Invocations
 from runtime.store.leases import Leases
 from runtime.store.retention import Retention
 from runtime.store.schedules import Schedules
+from runtime.store.secrets import Secrets
 from runtime.store.stats import Stats
 from runtime.store.sweep import Sweep
 from runtime.store.tenant_scope import apply_scope
@@ -41,6 +42,7 @@ class Store:
         self.stats = Stats(db)
         self.retention = Retention(db)
         self.audit = AuditLog(db)
+        self.secrets = Secrets(db)
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Clock = utcnow) -> Store:

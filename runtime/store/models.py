@@ -361,3 +361,31 @@ class DashboardSession(Base):
     last_seen_at: Mapped[datetime]
     expires_at: Mapped[datetime] = mapped_column(index=True)
     ended_at: Mapped[datetime | None]
+
+
+# --- tenant secrets (runtime.store.secrets) --------------------------------------------------
+
+
+class SecretKind(enum.StrEnum):
+    """What a stored secret is for."""
+
+    #: A value a function declared (`@function(secrets=[...])`), set by the tenant.
+    FUNCTION = "function"
+    #: A webhook signing secret Ferry made (`current`, and `previous` during its grace).
+    WEBHOOK = "webhook"
+
+
+class TenantSecret(TenantScoped, Base):
+    """A tenant's secret, encrypted (`runtime.secrets.crypto`); never stored in the clear."""
+
+    __tablename__ = "tenant_secrets"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: `v1:<key id>:<base64url>`, bound to (tenant_id, kind, name).
+    ciphertext: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    #: When it stops being used (a previous webhook secret's grace); None: it does not.
+    expires_at: Mapped[datetime | None]

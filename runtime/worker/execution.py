@@ -28,10 +28,17 @@ import pydantic
 import structlog
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 
-from runtime.context import Context, current_claim, current_context, recorded_outcome
+from runtime.context import (
+    Context,
+    SecretSource,
+    current_claim,
+    current_context,
+    recorded_outcome,
+)
 from runtime.errors import FerryError, Retryable, StoreUnavailable
 from runtime.outbound import OutboundPolicy
 from runtime.registry import Function
+from runtime.secrets.values import scrub, scrub_json
 from runtime.store.db import translate_errors
 from runtime.worker.time_limit import TimeLimits
 
@@ -96,7 +103,7 @@ class Executor:
         store: Store,
         invocations: InvocationService,
         *,
-        secret_key: str,
+        secrets: SecretSource,
         outbound: OutboundPolicy | None = None,
         rand: Callable[[], float] = random.random,
         time_limits: TimeLimits | None = None,
@@ -105,7 +112,7 @@ class Executor:
     ) -> None:
         self.store = store
         self.invocations = invocations
-        self.secret_key = secret_key
+        self.secrets = secrets
         self.outbound = outbound
         self.rand = rand
         self.time_limits = time_limits or TimeLimits()
@@ -130,7 +137,8 @@ class Executor:
             claimed,
             store=self.store,
             invocations=self.invocations,
-            secret_key=self.secret_key,
+            secrets=self.secrets,
+            declared_secrets=function.spec.secrets,
             outbound=self.outbound,
         )
         token = current_context.set(ctx)
@@ -160,6 +168,9 @@ class Executor:
     def _record_success(
         self, function: Function, claimed: Claimed, ctx: Context, result: dict[str, Any] | None
     ) -> None:
+        # A function that returns a secret's value (say, echoing a request it made) must
+        # not store it: the result is kept and shown like the rest of the invocation.
+        result = scrub_json(result, ctx.secrets_in_use())
         session = ctx.close_session()
         if session is None:
             # The function wrote nothing through ctx.session: record on a plain connection,
@@ -203,8 +214,11 @@ class Executor:
                 delay = error.delay_s
             retry_at = self.store.db.clock() + timedelta(seconds=delay)
         outcome = "timed_out" if kind == "timed_out" else ("retrying" if retry_at else "failed")
-        details = {"type": type(error).__name__, "message": str(error) or type(error).__name__}
-        trace = "".join(traceback.format_exception(error))
+        # Secret values the attempt read never reach the store, the API or the dashboard.
+        secrets = ctx.secrets_in_use()
+        message = scrub(str(error) or type(error).__name__, secrets)
+        details = {"type": type(error).__name__, "message": message}
+        trace = scrub("".join(traceback.format_exception(error)), secrets)
         status = self._store_write(
             ctx,
             lambda: self.store.claims.fail(

@@ -17,7 +17,6 @@ import pytest
 
 from functions import send_webhook as webhook
 from runtime import Permanent, Retryable
-from runtime.context import derive_tenant_secret
 from runtime.errors import InputInvalid
 from runtime.testing import FunctionHarness
 from tests.waiting import finished, wait_for
@@ -106,9 +105,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def webhook_secret(runtime, tenant_id: str) -> bytes:
-    """The tenant's webhook secret, derived by the same code a running function uses."""
-    return derive_tenant_secret(runtime.settings.secret_key, tenant_id, "webhook")
+def webhook_secret(runtime, tenant_id: str) -> str:
+    """The tenant's webhook signing secret, as its manage key or the CLI reads it."""
+    return runtime.secrets.webhook_secret(tenant_id).secret
 
 
 def event_for(url: str) -> dict:
@@ -168,10 +167,11 @@ def test_a_delivery_is_signed_json_with_the_delivery_headers(harness, attempt, r
     assert request.path == "/hooks/ferry?token=abc"
     assert request.headers["Content-Type"] == "application/json"
     webhook.verify_signature(
-        request.body, request.headers["Ferry-Signature"], harness.tenant_secret("webhook")
+        request.body, request.headers["Ferry-Signature"], harness.webhook_secret().secret
     )
     # And another tenant's secret does not verify it
-    other = derive_tenant_secret(harness.settings.secret_key, "other", "webhook")
+    harness.store.tenants.create("other")
+    other = harness.secrets.webhook_secret("other").secret
     with pytest.raises(webhook.SignatureInvalid):
         webhook.verify_signature(request.body, request.headers["Ferry-Signature"], other)
     # And the body and headers carry the event and one delivery id
@@ -204,7 +204,7 @@ def test_server_errors_are_retried_with_the_same_delivery_until_it_succeeds(
     assert len(endpoint.requests) == 3
     assert len({r.headers["Ferry-Delivery"] for r in endpoint.requests}) == 1
     assert len({r.body for r in endpoint.requests}) == 1
-    secret = harness.tenant_secret("webhook")
+    secret = harness.webhook_secret().secret
     for request in endpoint.requests:
         webhook.verify_signature(request.body, request.headers["Ferry-Signature"], secret)
     assert out.delivery_id == endpoint.requests[0].headers["Ferry-Delivery"]
@@ -385,3 +385,26 @@ def test_delivery_ids_differ_by_tenant_and_by_key_and_repeat_for_the_same_pair()
     assert one == webhook.delivery_id("acme", "send_webhook", "k1")
     assert one != webhook.delivery_id("other", "send_webhook", "k1")
     assert one != webhook.delivery_id("acme", "send_webhook", "k2")
+
+
+def test_a_rotated_secret_signs_beside_the_new_one_until_its_grace_ends(receiver):
+    now = [datetime.now(UTC)]
+    endpoint = receiver(Answer(204))
+    with FunctionHarness(
+        tenant_id="acme", outbound_allow=LOOPBACK_ALLOWED, clock=lambda: now[0]
+    ) as harness:
+        old = harness.webhook_secret().secret
+        new = harness.rotate_webhook_secret()
+        assert new.previous == old and new.secret != old
+        harness.run(webhook.send_webhook, event_for(endpoint.url))
+        # Past the grace period (a day by default) the old secret no longer signs.
+        now[0] += timedelta(days=1, seconds=1)
+        assert harness.webhook_secret().previous is None
+        harness.run(webhook.send_webhook, event_for(endpoint.url))
+    during, after = (r.headers["Ferry-Signature"] for r in endpoint.requests)
+    assert during.count("v1=") == 2 and after.count("v1=") == 1
+    for secret in (old, new.secret):
+        webhook.verify_signature(endpoint.requests[0].body, during, secret)
+    webhook.verify_signature(endpoint.requests[1].body, after, new.secret)
+    with pytest.raises(webhook.SignatureInvalid):
+        webhook.verify_signature(endpoint.requests[1].body, after, old)

@@ -15,8 +15,7 @@ import structlog
 from pydantic import BaseModel
 
 from runtime import Context, Permanent, Retryable, function, testing
-from runtime.context import derive_tenant_secret
-from runtime.errors import FunctionNotFound, InputInvalid
+from runtime.errors import FunctionNotFound, InputInvalid, SecretMissing
 from runtime.store.models import ApiKey
 from runtime.store.tenants import parse_scopes
 from runtime.testing import FunctionHarness
@@ -51,7 +50,7 @@ def greet(ctx: Context, payload: Greeting) -> Seen:
         idempotency_key=ctx.idempotency_key,
         attempt=ctx.attempt,
         accepted_at=ctx.accepted_at,
-        secret=ctx.tenant_secret("webhook").hex(),
+        secret=ctx.webhook_signing_keys()[0].decode(),
     )
 
 
@@ -206,13 +205,40 @@ def test_a_child_with_a_bad_input_or_an_unknown_function_fails_the_parent(harnes
     assert harness.invoked == []
 
 
-def test_tenant_secrets_derive_from_the_secret_key_given():
+def test_webhook_secrets_are_random_per_tenant_and_not_derived_from_the_secret_key():
     with FunctionHarness(tenant_id="acme", secret_key="s" * 32) as harness:
         out = harness.run(greet, {"name": "Ada"})
-        assert bytes.fromhex(out.secret) == harness.tenant_secret("webhook")
-        assert harness.tenant_secret("webhook") == derive_tenant_secret("s" * 32, "acme", "webhook")
-    with FunctionHarness(tenant_id="other", secret_key="s" * 32) as other:
-        assert other.tenant_secret("webhook") != harness.tenant_secret("webhook")
+        assert out.secret == harness.webhook_secret().secret
+        assert out.secret.startswith("whsec_")
+    with FunctionHarness(tenant_id="acme", secret_key="s" * 32) as again:
+        # The same tenant id under the same server key gets another secret: nothing derives it.
+        assert again.webhook_secret().secret != out.secret
+
+
+class TokenLength(BaseModel):
+    length: int
+
+
+@function(secrets=["crm_token"])
+def read_token(ctx: Context, payload: Revoke) -> TokenLength:
+    if payload.then_fail:
+        raise RuntimeError(f"the CRM refused {ctx.secrets['crm_token']}")
+    return TokenLength(length=len(ctx.secrets["crm_token"]))
+
+
+def test_secrets_given_to_the_harness_are_the_handlers_ctx_secrets():
+    with FunctionHarness(tenant_id="acme", secrets={"crm_token": "tok-123456789"}) as harness:
+        assert harness.run(read_token, {}).length == len("tok-123456789")
+        harness.set_secret("crm_token", "a-longer-token-value")
+        assert harness.run(read_token, {}).length == len("a-longer-token-value")
+
+
+def test_a_declared_secret_left_unset_is_refused_as_accepting_would():
+    with FunctionHarness(tenant_id="acme") as harness, pytest.raises(SecretMissing) as caught:
+        harness.run(read_token, {})
+    assert caught.value.errors == [
+        {"loc": ["secrets", "crm_token"], "msg": "not set for this tenant"}
+    ]
 
 
 def test_the_log_is_bound_to_the_invocation_and_can_be_captured(harness):
