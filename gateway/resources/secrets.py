@@ -13,7 +13,7 @@ import pydantic
 
 from gateway import schemas
 from gateway.hooks import json_object_body, require_scope
-from gateway.middleware import caller_of
+from gateway.middleware import actor_of, caller_of
 from gateway.types import WsgiApp
 from runtime.app import Runtime
 from runtime.errors import InputInvalid
@@ -53,12 +53,14 @@ class SecretItem:
                 'the body must be {"value": "<8 to 65536 characters>"}',
                 errors=validation_errors(ex),
             ) from None
-        info = self.secrets.set(caller_of(req).tenant_id, secret_name, body.value)
+        info = self.secrets.set(
+            caller_of(req).tenant_id, secret_name, body.value, actor=actor_of(req)
+        )
         resp.media = schemas.SecretInfo.model_validate(info).media()
 
     @falcon.before(require_scope("manage"))
     def on_delete(self, req: falcon.Request, resp: falcon.Response, secret_name: str) -> None:
-        self.secrets.delete(caller_of(req).tenant_id, secret_name)
+        self.secrets.delete(caller_of(req).tenant_id, secret_name, actor=actor_of(req))
         resp.status = falcon.HTTP_204
 
 
@@ -82,7 +84,7 @@ class WebhookSecretItem:
 
     @falcon.before(require_scope("manage"))
     def on_post_rotate(self, req: falcon.Request, resp: falcon.Response) -> None:
-        rotated = self.secrets.rotate_webhook_secret(caller_of(req).tenant_id)
+        rotated = self.secrets.rotate_webhook_secret(caller_of(req).tenant_id, actor=actor_of(req))
         resp.media = _webhook_body(rotated).media()
 
 

@@ -22,6 +22,7 @@ from runtime.cli.connect import open_store
 from runtime.cli.output import EXIT_OK, add_json_flag, say, show
 from runtime.errors import BadRequest
 from runtime.secrets import SecretBox
+from runtime.services.audit import Actor
 from runtime.services.secrets import SecretService
 from runtime.settings import Settings
 from runtime.store.views import rfc3339
@@ -55,7 +56,7 @@ def read_value(from_file: str | None) -> str:
 def cmd_set(args: argparse.Namespace, settings: Settings) -> int:
     value = read_value(args.from_file)
     with open_secrets(settings) as service:
-        info = service.set(args.tenant, args.name, value)
+        info = service.set(args.tenant, args.name, value, actor=Actor.cli())
     say(f"secret {info.name} of tenant {args.tenant} is set")
     return EXIT_OK
 
@@ -73,14 +74,14 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
     with open_secrets(settings) as service:
-        service.delete(args.tenant, args.name)
+        service.delete(args.tenant, args.name, actor=Actor.cli())
     say(f"secret {args.name} of tenant {args.tenant} is deleted")
     return EXIT_OK
 
 
 def cmd_rotate(args: argparse.Namespace, settings: Settings) -> int:
     with open_secrets(settings) as service:
-        rotation = service.rotate_encryption()
+        rotation = service.rotate_encryption(actor=Actor.cli())
     say(
         f"re-encrypted {rotation.resealed} secrets under the current FERRY_SECRET_KEY "
         f"({rotation.current} were already, {rotation.changed} changed meanwhile); "
@@ -92,7 +93,7 @@ def cmd_rotate(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_webhook(args: argparse.Namespace, settings: Settings) -> int:
     with open_secrets(settings) as service:
         if args.rotate:
-            secret = service.rotate_webhook_secret(args.tenant)
+            secret = service.rotate_webhook_secret(args.tenant, actor=Actor.cli())
         else:
             secret = service.webhook_secret(args.tenant)
     if secret.previous_expires_at is not None:

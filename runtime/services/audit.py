@@ -18,7 +18,8 @@ How to audit a new action (a new service method that changes something):
 Actions are `noun.verb`: `invocation.cancel`, `invocation.retry`, `schedule.pause`,
 `schedule.resume`, `schedule.delete`, `schedule.restore`, `schedule.trigger`,
 `tenant.create`, `tenant.suspend`, `tenant.resume`, `tenant.set_retention`,
-`key.create`, `key.revoke`.
+`key.create`, `key.revoke`, `secret.set`, `secret.delete`, `secret.rotate_webhook`,
+`secret.rotate_encryption`.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ import structlog
 from runtime.errors import BadRequest, SecretMissing, SecretNotFound
 from runtime.secrets.crypto import SecretBox
 from runtime.secrets.values import MIN_VALUE_CHARS, SECRET_NAME, SECRET_NAME_RULE
+from runtime.services.audit import SYSTEM, Actor
 from runtime.store import Store
 from runtime.store.models import SecretKind
 from runtime.store.secrets import StoredSecret
@@ -118,13 +119,14 @@ class SecretService:
 
     # --- function secrets -------------------------------------------------------------------
 
-    def set(self, tenant_id: str, name: str, value: str) -> SecretInfo:
-        """Set (or replace) a function secret of the tenant."""
+    def set(self, tenant_id: str, name: str, value: str, *, actor: Actor = SYSTEM) -> SecretInfo:
+        """Set (or replace) a function secret of the tenant (audited: `secret.set`)."""
         kind = SecretKind.FUNCTION
         sealed = self.box.seal(
             check_value(value).encode(), bound_to(tenant_id, kind, check_name(name))
         )
-        stored = self.store.secrets.put(tenant_id, kind, name, sealed)
+        audit = actor.entry("secret.set", tenant_id=tenant_id, target=name)
+        stored = self.store.secrets.put(tenant_id, kind, name, sealed, audit=audit)
         log.info("secret_set", tenant_id=tenant_id, secret_name=name)
         return _info(stored)
 
@@ -132,9 +134,14 @@ class SecretService:
         """The tenant's function secrets by name: names and times, no values."""
         return [_info(s) for s in self.store.secrets.list(tenant_id, SecretKind.FUNCTION)]
 
-    def delete(self, tenant_id: str, name: str) -> None:
-        """Remove a function secret; `SecretNotFound` if the tenant has none of that name."""
-        if not self.store.secrets.delete(tenant_id, SecretKind.FUNCTION, check_name(name)):
+    def delete(self, tenant_id: str, name: str, *, actor: Actor = SYSTEM) -> None:
+        """Remove a function secret; `SecretNotFound` if the tenant has none of that name.
+
+        Audited (`secret.delete`) only when there was one to remove.
+        """
+        audit = actor.entry("secret.delete", tenant_id=tenant_id, target=name)
+        kind = SecretKind.FUNCTION
+        if not self.store.secrets.delete(tenant_id, kind, check_name(name), audit=audit):
             raise SecretNotFound(f"tenant {tenant_id!r} has no secret {name!r}")
         log.info("secret_deleted", tenant_id=tenant_id, secret_name=name)
 
@@ -164,8 +171,11 @@ class SecretService:
             current = self.store.secrets.add_if_absent(tenant_id, kind, WEBHOOK_CURRENT, made)
         return self._webhook_view(tenant_id, current, stored.get(WEBHOOK_PREVIOUS))
 
-    def rotate_webhook_secret(self, tenant_id: str) -> WebhookSecret:
-        """Make a new webhook signing secret; the old one signs too until its grace ends."""
+    def rotate_webhook_secret(self, tenant_id: str, *, actor: Actor = SYSTEM) -> WebhookSecret:
+        """Make a new webhook signing secret; the old one signs too until its grace ends.
+
+        Audited: `secret.rotate_webhook`.
+        """
         old = self.webhook_secret(tenant_id)
         expires_at = self.store.db.clock() + timedelta(seconds=self.webhook_grace_s)
         keep_old = self.webhook_grace_s > 0
@@ -179,6 +189,7 @@ class SecretService:
             previous_ciphertext=(
                 self._seal_webhook(tenant_id, WEBHOOK_PREVIOUS, old.secret) if keep_old else None
             ),
+            audit=actor.entry("secret.rotate_webhook", tenant_id=tenant_id, target="webhook"),
         )
         log.info("webhook_secret_rotated", tenant_id=tenant_id, grace_s=self.webhook_grace_s)
         previous = self.store.secrets.get(tenant_id, SecretKind.WEBHOOK, (WEBHOOK_PREVIOUS,))
@@ -207,11 +218,12 @@ class SecretService:
 
     # --- the server key ---------------------------------------------------------------------
 
-    def rotate_encryption(self) -> Rotation:
+    def rotate_encryption(self, *, actor: Actor = SYSTEM) -> Rotation:
         """Re-encrypt every stored secret that is not under the current key.
 
         A page at a time, each value in its own statement, so a long rotation holds no
-        lock for long and can be run again after an interruption.
+        lock for long and can be run again after an interruption. Audited once, after it
+        ends (`secret.rotate_encryption`, of no tenant, with the counts).
         """
         resealed = current = changed = 0
         after: tuple[str, str, str] | None = None
@@ -229,6 +241,10 @@ class SecretService:
             last = page[-1]
             after = (last.tenant_id, last.kind, last.name)
         log.info("secrets_rotated", resealed=resealed, current=current, changed=changed)
+        counts = {"resealed": resealed, "current": current, "changed": changed}
+        self.store.audit.append(
+            actor.entry("secret.rotate_encryption", tenant_id=None, target="*", detail=counts)
+        )
         return Rotation(resealed=resealed, current=current, changed=changed)
 
 

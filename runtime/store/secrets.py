@@ -10,6 +10,7 @@ import builtins
 import dataclasses
 from collections.abc import Collection
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from runtime.errors import InvalidState, TenantNotFound
 from runtime.store import models
+from runtime.store.audit import AuditEntry, append_in
 from runtime.store.db import Database
 
 _SECRETS: sa.Table = models.TenantSecret.__table__  # type: ignore[assignment]
@@ -67,8 +69,19 @@ class Secrets:
         if found is None:
             raise TenantNotFound(f"no tenant {tenant_id!r}")
 
-    def put(self, tenant_id: str, kind: str, name: str, ciphertext: str) -> StoredSecret:
-        """Set a secret (insert, or replace its value); `TenantNotFound` without the tenant."""
+    def put(
+        self,
+        tenant_id: str,
+        kind: str,
+        name: str,
+        ciphertext: str,
+        *,
+        audit: AuditEntry | None = None,
+    ) -> StoredSecret:
+        """Set a secret (insert, or replace its value); `TenantNotFound` without the tenant.
+
+        `audit`: the record of this change, committed with it.
+        """
         now = self.db.clock()
         with self.db.session() as s:
             self._require_tenant(s, tenant_id)
@@ -87,6 +100,8 @@ class Secrets:
                     set_={"ciphertext": ciphertext, "updated_at": now, "expires_at": None},
                 )
             )
+            if audit is not None:
+                append_in(s, audit, now)
             return self._one(s, tenant_id, kind, name)
 
     def add_if_absent(self, tenant_id: str, kind: str, name: str, ciphertext: str) -> StoredSecret:
@@ -150,17 +165,22 @@ class Secrets:
             )
             return [StoredSecret.from_row(row) for row in rows]
 
-    def delete(self, tenant_id: str, kind: str, name: str) -> bool:
-        """Remove a secret; whether there was one."""
-        with self.db.statements() as c:
-            result = c.execute(
+    def delete(
+        self, tenant_id: str, kind: str, name: str, *, audit: AuditEntry | None = None
+    ) -> bool:
+        """Remove a secret; whether there was one (`audit` is recorded only if there was)."""
+        with self.db.session() as s:
+            result: Any = s.execute(
                 sa.delete(_SECRETS).where(
                     _SECRETS.c.tenant_id == tenant_id,
                     _SECRETS.c.kind == kind,
                     _SECRETS.c.name == name,
                 )
             )
-            return bool(result.rowcount)
+            removed = bool(result.rowcount)
+            if removed and audit is not None:
+                append_in(s, audit, self.db.clock())
+            return removed
 
     def every(
         self, *, after: tuple[str, str, str] | None = None, limit: int = 500
@@ -201,6 +221,7 @@ class Secrets:
         ciphertext: str,
         previous_expires_at: datetime,
         previous_ciphertext: str | None,
+        audit: AuditEntry | None = None,
     ) -> StoredSecret:
         """Make `ciphertext` the `current` secret; the old current becomes `previous`.
 
@@ -221,6 +242,7 @@ class Secrets:
                 ciphertext,
                 previous_expires_at,
                 previous_ciphertext,
+                audit,
             )
         except IntegrityError as ex:
             # Another rotation of the same secret committed between our delete and insert.
@@ -239,9 +261,12 @@ class Secrets:
         ciphertext: str,
         previous_expires_at: datetime,
         previous_ciphertext: str | None,
+        audit: AuditEntry | None,
     ) -> StoredSecret:
         with self.db.session() as s:
             self._require_tenant(s, tenant_id)
+            if audit is not None:
+                append_in(s, audit, now)
             s.execute(sa.delete(_SECRETS).where(where, _SECRETS.c.name.in_([current, previous])))
             rows = [dict(name=current, ciphertext=ciphertext, expires_at=None)]
             if previous_ciphertext is not None:

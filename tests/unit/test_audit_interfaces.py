@@ -7,7 +7,9 @@ X-Request-ID; a new one per command). Both backends.
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
+import io
 import json
 import re
 import uuid
@@ -237,3 +239,47 @@ def test_ferry_audit_list(runtime, capsys):
     lines = table.splitlines()
     assert lines[0].split()[:3] == ["AT", "TENANT_ID", "ACTOR_KIND"]
     assert len(lines) == 3 and all("tenant.create" in line for line in lines[1:])
+
+
+def test_secret_changes_over_the_api_and_the_cli_make_one_record_each(runtime, capsys, monkeypatch):
+    # Given a tenant and its manage key
+    runtime.store.tenants.create("t-sec")
+    view, key = runtime.store.tenants.create_key("t-sec", parse_scopes("read,manage"))
+    client = falcon.testing.TestClient(build_app(runtime))
+    value = "crm-token-" + uuid.uuid4().hex
+
+    def over_api(method: str, path: str, **kwargs) -> str:
+        request_id = f"api-{uuid.uuid4().hex[:12]}"
+        headers = {"Authorization": f"Bearer {key}", "X-Request-ID": request_id}
+        result = client.simulate_request(method, path, headers=headers, **kwargs)
+        assert result.status_code in (200, 204), result.text
+        return request_id
+
+    # When the key sets, deletes and rotates over the API, a missing secret's delete is
+    # refused, and the CLI sets one and re-encrypts everything
+    api_ids = [
+        over_api("PUT", "/v1/secrets/crm_token", json={"value": value}),
+        over_api("DELETE", "/v1/secrets/crm_token"),
+        over_api("POST", "/v1/webhook-secret/rotate"),
+    ]
+    refused = client.simulate_delete(
+        "/v1/secrets/crm_token", headers={"Authorization": f"Bearer {key}"}
+    )
+    assert refused.status_code == 404
+    monkeypatch.setattr("sys.stdin", io.StringIO(value + "\n"))
+    ferry(runtime, capsys, "secrets", "set", "--tenant", "t-sec", "crm_token")
+    ferry(runtime, capsys, "secrets", "rotate")
+
+    # Then one record per change, with its actor and request id, and never the value
+    got = records(runtime)
+    assert [(r.action, r.target, r.tenant_id) for r in got] == [
+        ("secret.set", "crm_token", "t-sec"),
+        ("secret.delete", "crm_token", "t-sec"),
+        ("secret.rotate_webhook", "webhook", "t-sec"),
+        ("secret.set", "crm_token", "t-sec"),
+        ("secret.rotate_encryption", "*", None),
+    ]
+    assert [r.request_id for r in got[:3]] == api_ids
+    assert {(r.actor_kind, r.actor_id) for r in got[:3]} == {("key", view.id)}
+    assert {(r.actor_kind, r.actor_id) for r in got[3:]} == {("cli", getpass.getuser())}
+    assert value not in json.dumps([dataclasses.asdict(r) for r in got], default=str)
