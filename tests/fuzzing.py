@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from hypothesis import HealthCheck, settings
@@ -38,3 +39,36 @@ def can_be_invalid(document: dict[str, Any], path: str, method: str) -> bool:
         if parameter["in"] == "query" or parameter.get("schema", {}) != _ANY_STRING:
             return True
     return False
+
+
+def tenant_ids_in(body: Any) -> Iterator[str]:
+    """Every `tenant_id` anywhere in a JSON body."""
+    if isinstance(body, dict):
+        for name, value in body.items():
+            if name == "tenant_id" and isinstance(value, str):
+                yield value
+            else:
+                yield from tenant_ids_in(value)
+    elif isinstance(body, list):
+        for value in body:
+            yield from tenant_ids_in(value)
+
+
+def only_tenant(tenant_id: str | None, label: str) -> Callable[..., None]:
+    """A schemathesis check: a successful answer to a tenant's key names no other tenant.
+
+    `tenant_id` None (an operator key) checks nothing.
+    """
+
+    def tenant_isolation(ctx: Any, response: Any, case: Any) -> None:
+        if tenant_id is None or not 200 <= response.status_code < 300:
+            return
+        try:
+            body = response.json()
+        except ValueError:
+            return
+        others = set(tenant_ids_in(body)) - {tenant_id}
+        if others:
+            raise AssertionError(f"{label} was answered with tenants {sorted(others)}")
+
+    return tenant_isolation
