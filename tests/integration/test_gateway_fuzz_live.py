@@ -5,10 +5,11 @@ a worker runs what it accepts, with its network limited to loopback (tests/loopb
 the fuzzer's `send_webhook` URLs go nowhere). Two tenants, keys of every scope and an
 operator key. Every operation of /openapi.json is fuzzed, whatever routes it has:
 
-1. stateless: each operation with each key, positive and negative cases;
+1. stateless: each operation with each key, positive cases, and negative ones wherever
+   the operation can be invalid (tests/fuzzing.py: `can_be_invalid`);
 2. stateful: scenarios chained through the document's links (invoke -> read, cancel,
    retry; schedules -> read, trigger, pause, resume, delete) with tenant A's full key and
-   with the operator key acting for tenant A.
+   with the operator key acting for tenant A (schemathesis adds links it infers).
 
 Every answer must be documented (status, content type, headers, body) and none a 5xx.
 No answer to a tenant's key may name another tenant; afterwards tenant B's key gets 404
