@@ -1,8 +1,9 @@
-"""The fuzz tests' own rules: which operations can be invalid, and the tenant check."""
+"""The fuzz tests' own rules: which operations can be invalid, the tenant check, loopback."""
 
 from __future__ import annotations
 
 import dataclasses
+import socket
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from gateway.openapi import build_document
 from runtime.registry import Registry
 from tests.fuzzing import can_be_invalid, only_tenant
+from tests.loopback_only import refuse_outside_loopback
 
 
 @dataclasses.dataclass
@@ -48,3 +50,17 @@ def test_the_tenant_check_refuses_an_answer_naming_another_tenant():
     check(None, Answer(404, other), None)
     check(None, Answer(200, ValueError("not JSON")), None)
     only_tenant(None, "operator")(None, Answer(200, other), None)
+
+
+def test_the_loopback_guard_refuses_lookups_and_connections_beyond_loopback():
+    # Given the audit hook the live fuzz test's worker runs under
+    for host in ("localhost", "127.0.0.1", "::1", "[::1]", None, b"localhost"):
+        refuse_outside_loopback("socket.getaddrinfo", (host, 80, 0, 0, 0, 0))
+    # Then names and addresses off this machine are refused before anything is sent
+    for host in ("0.com", "example.com", "10.0.0.1", "169.254.169.254"):
+        with pytest.raises(socket.gaierror):
+            refuse_outside_loopback("socket.getaddrinfo", (host, 80, 0, 0, 0, 0))
+    with socket.socket() as sock:
+        refuse_outside_loopback("socket.connect", (sock, ("127.0.0.1", 5432)))
+        with pytest.raises(ConnectionRefusedError):
+            refuse_outside_loopback("socket.connect", (sock, ("93.184.216.34", 80)))
