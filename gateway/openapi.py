@@ -21,6 +21,7 @@ from pydantic.json_schema import models_json_schema
 from gateway import params, schemas
 from gateway.errors import PROBLEM_JSON
 from gateway.hooks import MAX_JSON_DEPTH
+from gateway.links import INVOCATION_LINKS, SCHEDULE_LINKS, components_links
 from gateway.schemas import (
     MODELS,
     AuditList,
@@ -73,6 +74,8 @@ class Operation:
     public: bool = False
     request_body: dict[str, Any] | None = None
     description: str = ""
+    #: Status code -> names under components/links: operations its answer leads to.
+    links: Mapping[int, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
 
 def ref(kind: str, name: str) -> dict[str, str]:
@@ -191,15 +194,20 @@ def _content(body: BodySchema, media_type: str) -> dict[str, Any]:
     return {"content": {media_type: {"schema": schema}}}
 
 
-def _answer(status: int, body: BodySchema, headers: Iterable[str] = ()) -> dict[str, Any]:
+def _answer(
+    status: int, body: BodySchema, headers: Iterable[str] = (), links: Iterable[str] = ()
+) -> dict[str, Any]:
     is_problem = isinstance(body, type) and issubclass(body, Problem)
     if is_problem:
         headers = (*headers, *PROBLEM_HEADERS.get(status, ()))
-    return {
+    answer = {
         "description": PROBLEMS[status][1] if is_problem else http.HTTPStatus(status).phrase,
         "headers": {HEADERS[h][0]: ref("headers", h) for h in ("XRequestId", *headers)},
         **_content(body, PROBLEM_JSON if is_problem else JSON),
     }
+    if links:
+        answer["links"] = {name: ref("links", name) for name in links}
+    return answer
 
 
 def _operation(op: Operation) -> dict[str, Any]:
@@ -211,7 +219,10 @@ def _operation(op: Operation) -> dict[str, Any]:
         "tags": [op.tag],
         "parameters": [ref("parameters", name) for name in parameters],
         "responses": {
-            **{str(s): _answer(s, body, op.headers) for s, body in op.answers.items()},
+            **{
+                str(s): _answer(s, body, op.headers, op.links.get(s, ()))
+                for s, body in op.answers.items()
+            },
             **{str(s): ref("responses", PROBLEMS[s][0]) for s in problems},
         },
     }
@@ -251,6 +262,7 @@ def _invoke(
         headers=("Location", "IdempotentReplayed"),
         request_body=body,
         description=description or INVOKE_DESCRIPTION,
+        links={200: INVOCATION_LINKS, 202: INVOCATION_LINKS},
     )
 
 
@@ -277,38 +289,41 @@ OPERATIONS = (
             {"type": "object", "description": "The function's input: a JSON object."}, Invocation),
     Operation("get", "/v1/invocations", "list_invocations", "Invocations, newest first, in pages.",
               "invocations", {200: InvocationList}, problems=(400,),
-              parameters=("function", "status", "limit", "cursor")),
+              parameters=("function", "status", "limit", "cursor"),
+              links={200: ("GetFirstInvocation",)}),
     Operation("get", "/v1/invocations/{invocation_id}", "get_invocation",
               "One invocation with its attempt log.", "invocations", {200: InvocationDetail},
               parameters=ITEM),
     Operation("post", "/v1/invocations/{invocation_id}/cancel", "cancel_invocation",
               "Cancel an invocation that is not yet running.", "invocations", {200: Invocation},
-              problems=(409,), parameters=ITEM),
+              problems=(409,), parameters=ITEM,
+              links={200: ("GetInvocation", "RetryInvocation")}),
     Operation("post", "/v1/invocations/{invocation_id}/retry", "retry_invocation",
               "Queue a failed or cancelled invocation again.", "invocations", {202: Invocation},
-              problems=(409,), parameters=ITEM, headers=("Location",)),
+              problems=(409,), parameters=ITEM, headers=("Location",),
+              links={202: INVOCATION_LINKS}),
     Operation("get", "/v1/schedules", "list_schedules",
               "Schedules with next run, last run and recent history.", "schedules",
-              {200: ScheduleList}),
+              {200: ScheduleList}, links={200: ("GetListedSchedule",)}),
     Operation("post", "/v1/schedules/restore", "restore_schedules",
               "Register every schedule in the code again (admin).", "schedules",
               {200: ScheduleRestored}),
     Operation("get", "/v1/schedules/{schedule_id}", "get_schedule",
               "One schedule, its next five runs and its history.", "schedules", {200: Schedule},
-              parameters=SCHEDULE),
+              parameters=SCHEDULE, links={200: (*SCHEDULE_LINKS, "DeleteSchedule")}),
     Operation("delete", "/v1/schedules/{schedule_id}", "delete_schedule",
               "Stop a schedule until restored (admin).", "schedules", {204: None},
               parameters=SCHEDULE),
     Operation("post", "/v1/schedules/{schedule_id}/trigger", "trigger_schedule",
               "Run a schedule now (admin).", "schedules", {202: ScheduleTriggered},
               problems=(400,), parameters=(*SCHEDULE, "IdempotencyKey"),
-              headers=("MaybeLocation",)),
+              headers=("MaybeLocation",), links={202: ("GetFirstInvocation",)}),
     Operation("post", "/v1/schedules/{schedule_id}/pause", "pause_schedule",
               "Pause a schedule; it stays paused across restarts (admin).", "schedules",
-              {200: Schedule}, parameters=SCHEDULE),
+              {200: Schedule}, parameters=SCHEDULE, links={200: SCHEDULE_LINKS}),
     Operation("post", "/v1/schedules/{schedule_id}/resume", "resume_schedule",
               "Resume a schedule from its next tick (admin).", "schedules", {200: Schedule},
-              parameters=SCHEDULE),
+              parameters=SCHEDULE, links={200: SCHEDULE_LINKS}),
     Operation("get", "/v1/audit", "list_audit_records",
               "The audit trail of manage and admin actions, newest first (manage).", "audit",
               {200: AuditList}, problems=(400,),
@@ -398,6 +413,7 @@ def build_document(
             "responses": {
                 name: _answer(status, Problem) for status, (name, _text) in PROBLEMS.items()
             },
+            "links": components_links(),
             "schemas": {**models["$defs"], **function_schemas},
         },
     }

@@ -24,8 +24,9 @@ from runtime.store.tenants import parse_scopes
 from runtime.worker.consumer import WorkerHandle
 from tests.procs import PRODUCTION_SECRET_KEY
 
-#: The schema check: every API answer the tests get is checked against /openapi.json.
-pytest_plugins = ("tests.openapi_check",)
+#: The schema check: every API answer the tests get is checked against /openapi.json; the
+#: fuzzers' counts, printed at the end.
+pytest_plugins = ("tests.openapi_check", "tests.fuzz_report")
 
 PG_ADMIN_URL = os.environ.get(
     "FERRY_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import (
@@ -30,6 +30,8 @@ from gateway.app import create_app
 from runtime.app import Runtime
 from runtime.store.tenants import parse_scopes
 from tests.conftest import prepare
+from tests.fuzz_report import FuzzRun, record
+from tests.fuzzing import can_be_invalid, fixed_settings
 
 CHECKS = [
     not_a_server_error,
@@ -70,22 +72,17 @@ def api(settings_for: Callable[..., Any]) -> Iterator[tuple[Any, dict[str, str]]
     runtime.close()
 
 
-def fuzz(operation: Any, mode: GenerationMode, headers: dict[str, str]) -> None:
-    """Send one operation's examples; raises on the first answer that breaks a check."""
+def fuzz(operation: Any, mode: GenerationMode, headers: dict[str, str], run: FuzzRun) -> None:
+    """Send one operation's examples, counted in `run`; raises on the first answer that breaks a check."""
 
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(
-        max_examples=EXAMPLES_PER_OPERATION,
-        derandomize=True,
-        deadline=None,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-    )
-    def run(case: schemathesis.Case) -> None:
+    @fixed_settings(max_examples=EXAMPLES_PER_OPERATION)
+    def send(case: schemathesis.Case) -> None:
+        run.cases += 1
         case.call_and_validate(headers=headers, checks=checks_for(operation.path, case))
 
     try:
-        run()
+        send()
     except Unsatisfiable:
         pass  # nothing of this operation can be invalid (negative mode): nothing to send
 
@@ -97,10 +94,19 @@ def test_the_api_keeps_to_its_published_document(api, mode):
     # Unknown query parameters are ignored, as HTTP APIs do; the key is always a valid one.
     schema.config.generation.update(allow_extra_parameters=False, with_security_parameters=False)
     failures: list[str] = []
-    for loaded in schema.get_all_operations():
-        operation = loaded.ok()
+    operations = [loaded.ok() for loaded in schema.get_all_operations()]
+    run = FuzzRun("wsgi", operations=len(operations))
+    document = schema.raw_schema
+    for operation in operations:
+        if mode == GenerationMode.NEGATIVE and not can_be_invalid(
+            document, operation.path, operation.method
+        ):
+            continue
         try:
-            fuzz(operation, mode, headers)
-        except Exception as ex:
+            fuzz(operation, mode, headers, run)
+        except (Exception, BaseExceptionGroup) as ex:  # schemathesis: FailureGroup
             failures.append(f"{operation.method.upper()} {operation.path}:\n{ex}")
+    run.failures = len(failures)
+    record(run)
     assert not failures, "\n\n".join(failures)
+    assert run.cases > 0, "the fuzzer sent nothing"
