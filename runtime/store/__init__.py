@@ -14,6 +14,7 @@ from runtime.store.claims import Claims
 from runtime.store.db import Clock, Database, engine_from_settings, translate_errors, utcnow
 from runtime.store.invocations import Invocations
 from runtime.store.leases import Leases
+from runtime.store.limits import Limits
 from runtime.store.retention import Retention
 from runtime.store.schedules import Schedules
 from runtime.store.stats import Stats
@@ -38,6 +39,7 @@ class Store:
         self.schedules = Schedules(db)
         self.stats = Stats(db)
         self.retention = Retention(db)
+        self.limits = Limits(db)
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Clock = utcnow) -> Store:
