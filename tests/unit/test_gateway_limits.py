@@ -75,3 +75,22 @@ def test_limits_refuse_bad_values_unknown_tenants_and_tenant_keys(client, header
     assert_problem(client.simulate_get(url, headers=own), 403)
     assert_problem(client.simulate_put(url, json={"weight": 9}, headers=own), 403)
     assert_problem(client.simulate_get(url), 401)
+
+
+def test_metrics_show_each_tenants_limits_counts_and_refusals(
+    client, headers, make_tenant, runtime, tenant
+):
+    quiet = make_tenant()
+    runtime.limits.set(tenant, {"concurrency": 3, "max_waiting": 2})
+    for n in range(2):
+        assert invoke(client, headers, "echo", {"message": f"{n}"}).status_code == 202
+    assert invoke(client, headers, "echo", {"message": "over"}).status_code == 429
+    text = client.simulate_get("/metrics").text
+    assert f'ferry_tenant_limit{{limit="concurrency",tenant="{tenant}"}} 3.0' in text
+    assert f'ferry_tenant_limit{{limit="weight",tenant="{tenant}"}} 1.0' in text
+    assert 'ferry_tenant_limit_default{limit="concurrency"} 0.0' in text
+    assert f'ferry_tenant_waiting{{tenant="{tenant}"}} 2.0' in text
+    assert f'ferry_tenant_running{{tenant="{tenant}"}} 0.0' in text
+    assert f'ferry_limit_refusals_total{{limit="max_waiting",tenant="{tenant}"}} 1.0' in text
+    # A tenant with no limits of its own and no work adds no series
+    assert f'tenant="{quiet}"' not in text
