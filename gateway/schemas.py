@@ -143,6 +143,12 @@ class Invocation(Body):
     duration_ms: int | None
     result: Any = Field(description="The function's output once it succeeded.")
     error: InvocationError | None
+    waiting_reason: str | None = Field(
+        default=None,
+        description="Why it waits although due: a concurrency limit of its tenant, function "
+        "or concurrency key, or its tenant's fair share (`tenant_concurrency`, "
+        "`function_concurrency`, `key_concurrency`, `fair_share`); null otherwise.",
+    )
 
 
 class Attempt(Body):

@@ -33,6 +33,7 @@ def add_dashboard_routes(app: WsgiApp, runtime: Runtime) -> None:
         invocations=runtime.invocations,
         tenants=runtime.tenants,
         schedules=runtime.schedules,
+        limits=runtime.limits,
         function_names=tuple(f.name for f in runtime.registry),
     )
     item = resources.InvocationItem(gate, services)

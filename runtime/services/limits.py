@@ -171,6 +171,17 @@ class LimitService:
             tenant_id, own, self.defaults.for_tenant(own), self.counts(tenant_id)
         )
 
+    def busiest(self, count: int = 20) -> list[TenantLimitsReport]:
+        """The `count` tenants with the most work in flight, most first, with their limits."""
+        counts = self.counts_by_tenant()
+        top = sorted(counts, key=lambda t: (-(counts[t].waiting + counts[t].running), t))[:count]
+        own = self.store.limits.many(top)
+        return [
+            TenantLimitsReport(t, own[t], self.defaults.for_tenant(own[t]), counts[t])
+            for t in top
+            if t in own
+        ]
+
     # --- the accept path ----------------------------------------------------------------------
 
     def check_accept(

@@ -94,3 +94,11 @@ def test_metrics_show_each_tenants_limits_counts_and_refusals(
     assert f'ferry_limit_refusals_total{{limit="max_waiting",tenant="{tenant}"}} 1.0' in text
     # A tenant with no limits of its own and no work adds no series
     assert f'tenant="{quiet}"' not in text
+
+
+def test_an_invocation_held_back_shows_why_in_the_api(client, headers, runtime, tenant):
+    created = invoke(client, headers, "echo", {"message": "m"}).json
+    assert created["waiting_reason"] is None
+    runtime.store.limits.mark_waiting([created["id"]], "key_concurrency")
+    shown = client.simulate_get(f"/v1/invocations/{created['id']}", headers=headers).json
+    assert shown["waiting_reason"] == "key_concurrency"
