@@ -11,14 +11,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PlainSerializer,
-    WithJsonSchema,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 from pydantic.json_schema import SkipJsonSchema
 
 from runtime.registry import Function as FunctionRuntime
@@ -152,17 +145,9 @@ class Invocation(Body):
     error: InvocationError | None
     waiting_reason: str | None = Field(
         default=None,
-        description="Why it waits although due: a concurrency limit of its tenant, function "
-        "or concurrency key, or its tenant's fair share (`tenant_concurrency`, "
-        "`function_concurrency`, `key_concurrency`, `fair_share`); null otherwise.",
+        description="Why it waits although due (docs/fairness.md): fair_share, "
+        "tenant_concurrency, function_concurrency or key_concurrency; null otherwise.",
     )
-
-    @model_validator(mode="after")
-    def _reason_only_while_waiting(self) -> Invocation:
-        # A reason recorded while it waited says nothing once it runs or has finished.
-        if self.status not in ("queued", "scheduled", "retrying"):
-            self.waiting_reason = None
-        return self
 
 
 class Attempt(Body):
