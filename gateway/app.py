@@ -17,7 +17,15 @@ from runtime.errors import ConfigurationError
 
 #: Modules under `gateway/resources/` the app mounts; adding a resource module is adding its
 #: name here (and its operations to `gateway.openapi.OPERATIONS`).
-RESOURCE_MODULES = ("health", "functions", "invocations", "schedules", "audit", "secrets")
+RESOURCE_MODULES = (
+    "health",
+    "functions",
+    "invocations",
+    "schedules",
+    "audit",
+    "secrets",
+    "tenants",
+)
 
 
 class ResourceModule(Protocol):

@@ -7,15 +7,17 @@ it, or a network policy). See `runtime.metrics` for multi-process mode.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import falcon
 import structlog
 from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.registry import Collector
 
 from gateway.types import WsgiApp
 from runtime.app import Runtime
+from runtime.limits_metrics import TenantLimitsCollector
 from runtime.metrics import (
     Metrics,
     StateCollector,
@@ -53,14 +55,17 @@ class MetricsResource:
         *,
         base: CollectorRegistry = REGISTRY,
         multiprocess_path: str | None = None,
+        extra: Sequence[Collector] = (),
     ) -> None:
         self.state = state
+        #: More figures read at scrape time (the tenants' limits and counts).
+        self.extra = tuple(extra)
         self.base = base
         self.multiprocess_path = multiprocess_path
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         registry = scrape_registry(
-            [self.state], base=self.base, multiprocess_path=self.multiprocess_path
+            [self.state, *self.extra], base=self.base, multiprocess_path=self.multiprocess_path
         )
         body, content_type = exposition(registry, req.get_header("Accept"))
         resp.data = body
@@ -114,7 +119,12 @@ def state_collector(runtime: Runtime) -> StateCollector:
 def add_metrics_route(app: WsgiApp, runtime: Runtime) -> None:
     """Mount `/metrics` alone (when `HttpMetricsMiddleware` is placed by hand)."""
     app.add_route(
-        "/metrics", MetricsResource(state_collector(runtime), multiprocess_path=multiprocess_dir())
+        "/metrics",
+        MetricsResource(
+            state_collector(runtime),
+            multiprocess_path=multiprocess_dir(),
+            extra=[TenantLimitsCollector(runtime.limits)],
+        ),
     )
 
 

@@ -23,6 +23,7 @@ from gateway.errors import PROBLEM_JSON
 from gateway.hooks import MAX_JSON_DEPTH
 from gateway.links import INVOCATION_LINKS, SCHEDULE_LINKS, components_links
 from gateway.schemas import (
+    LIMITS_UPDATE_SCHEMA,
     MODELS,
     AuditList,
     Function,
@@ -39,6 +40,7 @@ from gateway.schemas import (
     ScheduleList,
     ScheduleRestored,
     ScheduleTriggered,
+    TenantLimits,
     invoke_url,
 )
 from runtime.registry import Registry
@@ -114,9 +116,13 @@ PROBLEMS = {
     413: ("PayloadTooLarge", "The body is over FERRY_MAX_BODY_BYTES."),
     415: ("UnsupportedMediaType", "The body is not application/json (UTF-8)."),
     422: ("Unprocessable", "The input is not valid for the function, or the key was reused."),
+    429: (
+        "TooManyRequests",
+        "A limit of the tenant (named in `limit`) refused it; nothing stored.",
+    ),
     503: ("Unavailable", "The store is unreachable (nothing was done); try again later."),
 }
-PROBLEM_HEADERS = {401: ("WWWAuthenticate",), 503: ("RetryAfter",)}
+PROBLEM_HEADERS = {401: ("WWWAuthenticate",), 429: ("RetryAfter",), 503: ("RetryAfter",)}
 #: What any operation that needs a key may answer.
 KEYED_PROBLEMS = (401, 403, 404, 503)
 #: components/headers: key -> the header, what it says, whether always sent, its schema.
@@ -142,6 +148,7 @@ def _parameters(max_wait_s: float, max_delay_s: float) -> dict[str, Any]:
         "schedule_id": ("schedule_id", "path", text, "The schedule's id."),
         "secret_name": ("secret_name", "path", {"type": "string", "pattern": SECRET_NAME_PATTERN},
                         "The secret's name (another is a 400)."),
+        "tenant_id": ("tenant_id", "path", text, "The tenant's id."),
         "XTenantId": ("X-Tenant-ID", "header", text, "With an admin key: the tenant to act for "
                       "(404 if there is none). Any other key may only name its own tenant."),
         "IdempotencyKey": ("Idempotency-Key", "header", {"type": "string", "minLength": 1,
@@ -257,7 +264,7 @@ def _invoke(
         summary,
         "functions",
         {200: answer, 202: answer},
-        problems=(400, 413, 415, 422),
+        problems=(400, 413, 415, 422, 429),
         parameters=(*re.findall(r"\{(\w+)\}", path), *INVOKE_PARAMETERS),
         headers=("Location", "IdempotentReplayed"),
         request_body=body,
@@ -345,6 +352,13 @@ OPERATIONS = (
     Operation("post", "/v1/webhook-secret/rotate", "rotate_webhook_secret", "A new webhook "
               "signing secret; the old one signs too until previous_expires_at (manage).",
               "secrets", {200: schemas.WebhookSecret}, problems=(409,)),
+    Operation("get", "/v1/tenants/{tenant_id}/limits", "get_tenant_limits",
+              "A tenant's limits and its waiting and running counts (admin).", "tenants",
+              {200: TenantLimits}, parameters=("tenant_id",)),
+    Operation("put", "/v1/tenants/{tenant_id}/limits", "set_tenant_limits",
+              "Replace a tenant's limits; those left out follow the default (admin).", "tenants",
+              {200: TenantLimits}, problems=(400, 413, 415, 422), parameters=("tenant_id",),
+              request_body=LIMITS_UPDATE_SCHEMA),
 )
 # fmt: on
 

@@ -20,6 +20,7 @@ from typing import Any
 import pydantic
 
 from runtime.errors import FunctionDefinitionError, FunctionNotFound, InputInvalid
+from runtime.function_limits import FunctionLimits
 from runtime.secrets.values import SECRET_NAME, SECRET_NAME_RULE
 from runtime.settings import Settings
 
@@ -54,6 +55,8 @@ class FunctionSpec:
     #: Names of the tenant's secrets the handler reads (`ctx.secrets`); each must be set
     #: for the tenant before an invocation is accepted.
     secrets: tuple[str, ...] = ()
+    #: Its own concurrency and waiting limits (`runtime.function_limits`).
+    limits: FunctionLimits = dataclasses.field(default_factory=FunctionLimits)
 
     @property
     def http_scope(self) -> str:
@@ -101,6 +104,11 @@ class Function:
     def http_scope(self) -> str:
         """The scope an API key needs to invoke this over HTTP (`admin` if internal)."""
         return self.spec.http_scope
+
+    @property
+    def limits(self) -> FunctionLimits:
+        """Its own concurrency and waiting limits, beside its tenant's."""
+        return self.spec.limits
 
     def validate_input(self, data: Any) -> pydantic.BaseModel:
         try:
@@ -161,6 +169,10 @@ def function(
     invoke_scope: str = "invoke",
     internal: bool = False,
     secrets: Sequence[str] = (),
+    concurrency: int | None = None,
+    max_waiting: int | None = None,
+    concurrency_key: str | None = None,
+    concurrency_per_key: int | None = None,
 ) -> Callable[[Handler], FunctionSpec]: ...
 
 
@@ -178,6 +190,10 @@ def function(
     invoke_scope: str = "invoke",
     internal: bool = False,
     secrets: Sequence[str] = (),
+    concurrency: int | None = None,
+    max_waiting: int | None = None,
+    concurrency_key: str | None = None,
+    concurrency_per_key: int | None = None,
 ) -> FunctionSpec | Callable[[Handler], FunctionSpec]:
     """Declare a Ferry function: `handler(ctx, payload: Input) -> Output`.
 
@@ -186,6 +202,8 @@ def function(
     `ctx.invoke` and operator keys (HTTP by a tenant's key is refused with 403).
     `secrets` names the tenant's secrets the handler reads as `ctx.secrets[name]`; an
     invocation is refused (422) while one of them is not set for its tenant.
+    `concurrency`, `max_waiting`, `concurrency_key` and `concurrency_per_key` are its own
+    limits per tenant, beside the tenant's (`runtime.function_limits`).
     """
 
     def declare(fn: Handler) -> FunctionSpec:
@@ -234,6 +252,14 @@ def function(
             invoke_scope=invoke_scope,
             internal=internal,
             secrets=tuple(dict.fromkeys(secrets)),
+            limits=FunctionLimits.declared(
+                where,
+                input_model,
+                concurrency=concurrency,
+                max_waiting=max_waiting,
+                concurrency_key=concurrency_key,
+                concurrency_per_key=concurrency_per_key,
+            ),
         )
 
     return declare if handler is None else declare(handler)

@@ -36,6 +36,7 @@ def add_dashboard_routes(app: WsgiApp, runtime: Runtime) -> None:
         tenants=runtime.tenants,
         schedules=runtime.schedules,
         audit=runtime.audit,
+        limits=runtime.limits,
         function_names=tuple(f.name for f in runtime.registry),
     )
     item = resources.InvocationItem(gate, services)

@@ -10,6 +10,7 @@ import falcon
 import jinja2
 
 from gateway.dashboard.readmodel import pretty_json
+from runtime.services.limits import WAITING_REASONS
 from runtime.store.views import rfc3339
 
 HERE = Path(__file__).parent
@@ -66,6 +67,8 @@ def environment() -> jinja2.Environment:
     env.filters.update(
         ts=_timestamp, ago=_ago, age=_age, pct=_percent, ms=_millis, json=pretty_json
     )
+    # Why a due invocation waits, in words (`runtime.store.limits.WAITING_REASONS`).
+    env.filters["waiting_reason"] = lambda code: WAITING_REASONS.get(code, code)
     return env
 
 

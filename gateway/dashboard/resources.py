@@ -24,6 +24,7 @@ from gateway.dashboard.sessions import LOGIN_COOKIE, LOGIN_FORM_MAX_AGE_S, SESSI
 from runtime.errors import BadRequest, TenantSuspended
 from runtime.services.audit import Actor, AuditTrail
 from runtime.services.invocations import InvocationService
+from runtime.services.limits import LimitService
 from runtime.services.schedules import ScheduleService
 from runtime.services.tenants import TenantService
 
@@ -89,6 +90,7 @@ class Services:
     tenants: TenantService
     schedules: ScheduleService
     audit: AuditTrail
+    limits: LimitService
     #: The deployment's function names, for the listings' filters.
     function_names: tuple[str, ...]
 
@@ -205,8 +207,19 @@ class Overview(Base):
     def on_get(self, req: falcon.Request, resp: falcon.Response, viewer: Viewer) -> None:
         overview = self.read.overview(viewer.read_tenant, infrastructure=viewer.is_admin)
         tenants = self.read.tenant_ids() if viewer.is_admin else []
+        # The tenant in view's limits; across tenants (admin), the busiest tenants'.
+        tenant = viewer.read_tenant
+        limits = self.services.limits.report(tenant) if tenant is not None else None
+        busiest = self.services.limits.busiest() if viewer.is_admin and tenant is None else []
         self.render(
-            resp, "overview.html", viewer, nav="overview", overview=overview, tenants=tenants
+            resp,
+            "overview.html",
+            viewer,
+            nav="overview",
+            overview=overview,
+            tenants=tenants,
+            limits=limits,
+            busiest=busiest,
         )
 
 

@@ -15,6 +15,7 @@ from runtime.store.claims import Claims
 from runtime.store.db import Clock, Database, engine_from_settings, translate_errors, utcnow
 from runtime.store.invocations import Invocations
 from runtime.store.leases import Leases
+from runtime.store.limits import Limits
 from runtime.store.retention import Retention
 from runtime.store.schedules import Schedules
 from runtime.store.secrets import Secrets
@@ -43,6 +44,7 @@ class Store:
         self.retention = Retention(db)
         self.audit = AuditLog(db)
         self.secrets = Secrets(db)
+        self.limits = Limits(db)
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Clock = utcnow) -> Store:
