@@ -12,6 +12,7 @@ import falcon
 
 from gateway import schemas
 from gateway.hooks import json_object_body, require_scope
+from gateway.middleware import actor_of
 from gateway.types import WsgiApp
 from runtime.app import Runtime
 from runtime.services.limits import COLUMNS, LimitService, TenantLimitsReport
@@ -36,7 +37,7 @@ class TenantLimitsResource:
     @falcon.before(json_object_body)
     def on_put(self, req: falcon.Request, resp: falcon.Response, tenant_id: str) -> None:
         values = {**dict.fromkeys(COLUMNS), **req.context.payload}
-        self.limits.set(tenant_id, values)
+        self.limits.set(tenant_id, values, actor=actor_of(req))
         resp.media = _media(self.limits.report(tenant_id))
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from runtime.cli.connect import open_store
 from runtime.cli.output import EXIT_OK, add_json_flag, print_json, say
+from runtime.services.audit import Actor
 from runtime.services.limits import COLUMNS, LimitService, TenantLimitsReport
 from runtime.services.tenants import TenantService
 from runtime.settings import Settings
@@ -69,7 +70,7 @@ def cmd_set_limits(args: argparse.Namespace, settings: Settings) -> int:
         changes = {**dict.fromkeys(COLUMNS), **changes}
     with open_limits(settings) as (limits, tenants):
         if changes:
-            limits.set(args.tenant_id, changes)
+            limits.set(args.tenant_id, changes, actor=Actor.cli())
         _print(tenants.get(args.tenant_id), limits.report(args.tenant_id), args.json)
     return EXIT_OK
 

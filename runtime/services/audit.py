@@ -19,7 +19,7 @@ Actions are `noun.verb`: `invocation.cancel`, `invocation.retry`, `schedule.paus
 `schedule.resume`, `schedule.delete`, `schedule.restore`, `schedule.trigger`,
 `tenant.create`, `tenant.suspend`, `tenant.resume`, `tenant.set_retention`,
 `key.create`, `key.revoke`, `secret.set`, `secret.delete`, `secret.rotate_webhook`,
-`secret.rotate_encryption`.
+`secret.rotate_encryption`, `tenant.set_limits`.
 """
 
 from __future__ import annotations

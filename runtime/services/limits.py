@@ -35,6 +35,7 @@ from typing import NoReturn
 from runtime.errors import LimitExceeded
 from runtime.function_limits import FunctionLimits
 from runtime.registry import Function
+from runtime.services.audit import SYSTEM, Actor
 from runtime.store import Store
 from runtime.store.limits import (
     COLUMNS,
@@ -141,20 +142,30 @@ class LimitService:
         """The limits of a tenant that sets none of its own."""
         return self.defaults.for_tenant(TenantLimits())
 
-    def set(self, tenant_id: str, values: Mapping[str, float | int | None]) -> TenantLimits:
+    def set(
+        self,
+        tenant_id: str,
+        values: Mapping[str, float | int | None],
+        *,
+        actor: Actor = SYSTEM,
+    ) -> TenantLimits:
         """Set the limits named; None returns one to the default, the others keep theirs.
 
         Names are `rate_per_s`, `burst`, `concurrency`, `max_waiting`, `weight`. This
-        process applies them at once, others within `cache_s`.
+        process applies them at once, others within `cache_s`. Audited:
+        `tenant.set_limits`, with the values set.
         """
-        own = self.store.limits.set(tenant_id, values)
+        audit = actor.entry(
+            "tenant.set_limits", tenant_id=tenant_id, target=tenant_id, detail=dict(values)
+        )
+        own = self.store.limits.set(tenant_id, values, audit=audit)
         with self._lock:
             self._cache.pop(tenant_id, None)
         return own
 
-    def reset(self, tenant_id: str) -> TenantLimits:
+    def reset(self, tenant_id: str, *, actor: Actor = SYSTEM) -> TenantLimits:
         """Return every limit of the tenant to the deployment's default."""
-        return self.set(tenant_id, dict.fromkeys(COLUMNS))
+        return self.set(tenant_id, dict.fromkeys(COLUMNS), actor=actor)
 
     def counts(self, tenant_id: str) -> Counts:
         """The tenant's waiting and running invocations now."""

@@ -36,6 +36,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from runtime.errors import RequestRejected, TenantNotFound
 from runtime.settings import Settings
 from runtime.store import models
+from runtime.store.audit import AuditEntry, append_in
 from runtime.store.db import Database
 from runtime.store.models import UNFINISHED_SQL, Status
 
@@ -246,8 +247,17 @@ class Limits:
         with self.db.statements() as connection:
             return {row.id: TenantLimits.from_row(row) for row in connection.execute(query)}
 
-    def set(self, tenant_id: str, values: Mapping[str, float | int | None]) -> TenantLimits:
-        """Set the limits named (None: back to the default); the others keep their value."""
+    def set(
+        self,
+        tenant_id: str,
+        values: Mapping[str, float | int | None],
+        *,
+        audit: AuditEntry | None = None,
+    ) -> TenantLimits:
+        """Set the limits named (None: back to the default); the others keep their value.
+
+        `audit`: the record of this change, committed with it.
+        """
         check_limit_values(values)
         with self.db.session() as s:
             row = s.get(models.Tenant, tenant_id)
@@ -255,6 +265,8 @@ class Limits:
                 raise TenantNotFound(f"no tenant {tenant_id!r}")
             for name, value in values.items():
                 setattr(row, name, value)
+            if audit is not None:
+                append_in(s, audit, self.db.clock())
             return TenantLimits.from_row(row)
 
     # --- the accept rate ----------------------------------------------------------------------

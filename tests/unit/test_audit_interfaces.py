@@ -283,3 +283,27 @@ def test_secret_changes_over_the_api_and_the_cli_make_one_record_each(runtime, c
     assert {(r.actor_kind, r.actor_id) for r in got[:3]} == {("key", view.id)}
     assert {(r.actor_kind, r.actor_id) for r in got[3:]} == {("cli", getpass.getuser())}
     assert value not in json.dumps([dataclasses.asdict(r) for r in got], default=str)
+
+
+def test_limit_changes_over_the_api_and_the_cli_make_one_record_each(runtime, capsys):
+    # Given an operator key and a tenant
+    runtime.store.tenants.create("t-lim")
+    view, key = runtime.store.tenants.create_key(None, parse_scopes("admin"))
+    client = falcon.testing.TestClient(build_app(runtime))
+    url = "/v1/tenants/t-lim/limits"
+    headers = {"Authorization": f"Bearer {key}", "X-Request-ID": "req-limits-1"}
+    # When the operator replaces its limits, an unknown tenant's are refused, and the CLI
+    # sets one
+    assert client.simulate_put(url, json={"rate_per_s": 5}, headers=headers).status_code == 200
+    refused = client.simulate_put("/v1/tenants/nobody/limits", json={}, headers=headers)
+    assert refused.status_code == 404
+    ferry(runtime, capsys, "tenants", "set-limits", "t-lim", "--concurrency", "3")
+    # Then one record each, for the tenant, with the values set
+    got = [r for r in records(runtime) if r.action == "tenant.set_limits"]
+    assert [(r.tenant_id, r.target, r.actor_kind) for r in got] == [
+        ("t-lim", "t-lim", "operator"),
+        ("t-lim", "t-lim", "cli"),
+    ]
+    assert (got[0].actor_id, got[0].request_id) == (view.id, "req-limits-1")
+    assert got[0].detail is not None and got[0].detail["rate_per_s"] == 5
+    assert got[1].detail == {"concurrency": 3}
