@@ -16,7 +16,7 @@ from runtime.app import Runtime
 from runtime.errors import ConfigurationError
 
 #: Modules under `gateway/resources/` the app mounts; adding a resource module is adding its
-#: name here (and its operations to `gateway.openapi.OPERATIONS`).
+#: name here (and its operations to `gateway.operations.OPERATIONS`).
 RESOURCE_MODULES = (
     "health",
     "functions",

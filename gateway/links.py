@@ -4,7 +4,7 @@ A link says which operation to call next and where its parameters come from in t
 answer (`$response.body#/id`): an invocation just accepted can be read, cancelled and
 retried; a schedule read can be triggered, paused, resumed and deleted. Clients that
 follow links, and schemathesis's stateful phase, chain calls through them. The names
-below are the document's `components/links`; `gateway.openapi.Operation.links` names
+below are the document's `components/links`; `gateway.operations.Operation.links` names
 them per answer.
 """
 
