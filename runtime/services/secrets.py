@@ -30,7 +30,7 @@ from runtime.secrets.crypto import SecretBox
 from runtime.secrets.values import MIN_VALUE_CHARS, SECRET_NAME, SECRET_NAME_RULE
 from runtime.services.audit import SYSTEM, Actor
 from runtime.store import Store
-from runtime.store.models import SecretKind
+from runtime.store.access_models import SecretKind
 from runtime.store.secrets import StoredSecret
 
 log = structlog.get_logger("ferry.secrets")

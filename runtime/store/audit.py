@@ -21,11 +21,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from runtime.store import models
+from runtime.store import access_models
 from runtime.store.db import Database
 from runtime.store.paging import decode_cursor, encode_cursor
 
-A = models.AuditRecord
+A = access_models.AuditRecord
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +65,7 @@ class AuditRecordView:
     detail: dict[str, Any] | None
 
     @classmethod
-    def from_row(cls, row: models.AuditRecord) -> AuditRecordView:
+    def from_row(cls, row: access_models.AuditRecord) -> AuditRecordView:
         return cls(**{f.name: getattr(row, f.name) for f in dataclasses.fields(cls)})
 
 

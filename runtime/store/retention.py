@@ -36,13 +36,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from runtime.settings import Settings
-from runtime.store import models
+from runtime.store import access_models, models
 from runtime.store.db import Database
 from runtime.store.models import FINISHED, FINISHED_SQL, Status
 
 _T: sa.Table = models.Invocation.__table__  # type: ignore[assignment]
 _TENANTS: sa.Table = models.Tenant.__table__  # type: ignore[assignment]
-_AUDIT: sa.Table = models.AuditRecord.__table__  # type: ignore[assignment]
+_AUDIT: sa.Table = access_models.AuditRecord.__table__  # type: ignore[assignment]
 #: The longest retention a tenant may set (the column is a 32-bit integer): about 68 years.
 MAX_RETENTION_S = 2**31 - 1
 #: The tenant columns of each final status's retention.

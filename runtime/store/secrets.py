@@ -18,11 +18,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from runtime.errors import InvalidState, TenantNotFound
-from runtime.store import models
+from runtime.store import access_models, models
 from runtime.store.audit import AuditEntry, append_in
 from runtime.store.db import Database
 
-_SECRETS: sa.Table = models.TenantSecret.__table__  # type: ignore[assignment]
+_SECRETS: sa.Table = access_models.TenantSecret.__table__  # type: ignore[assignment]
 _TENANTS = models.Tenant.__table__
 
 

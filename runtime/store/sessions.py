@@ -14,10 +14,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from runtime.store import models
+from runtime.store import access_models
 from runtime.store.db import Database
 
-_T: sa.Table = models.DashboardSession.__table__  # type: ignore[assignment]
+_T: sa.Table = access_models.DashboardSession.__table__  # type: ignore[assignment]
 #: Built once: every dashboard request runs it.
 _LIVE_BY_HASH = sa.select(_T).where(
     _T.c.id_hash == sa.bindparam("id_hash"), _T.c.expires_at > sa.bindparam("now")

@@ -298,7 +298,7 @@ def test_the_only_statement_that_removes_audit_records_is_retentions():
             writers[str(path.relative_to(REPO))] = found
     assert writers == {"runtime/store/retention.py": ["remove_audit"]}
     # And the check finds such a function where there is one
-    assert _audit_writers("def f():\n    sa.delete(models.AuditRecord)\n") == ["f"]
+    assert _audit_writers("def f():\n    sa.delete(access_models.AuditRecord)\n") == ["f"]
 
 
 def test_the_database_refuses_to_change_a_record(runtime):

@@ -21,11 +21,11 @@ from itsdangerous import TimestampSigner
 from gateway.dashboard.sessions import SALTS, SessionOptions, SessionSigner
 from runtime.app import Runtime
 from runtime.services.sessions import SessionService
-from runtime.store import Database, Store, models
+from runtime.store import Database, Store, access_models
 from tests.unit.test_dashboard import Browser, build_app, signed_in
 from tests.waiting import finished, wait_for
 
-SESSIONS = models.DashboardSession.__table__
+SESSIONS = access_models.DashboardSession.__table__
 
 
 @pytest.fixture

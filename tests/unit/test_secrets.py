@@ -21,7 +21,7 @@ from runtime.errors import SecretMissing, SecretUndecryptable
 from runtime.logs import configure_logging
 from runtime.secrets import SecretBox
 from runtime.services.secrets import bound_to
-from runtime.store.models import SecretKind
+from runtime.store.access_models import SecretKind
 from tests.conftest import REDIS_URL
 from tests.fixtures.functions.secret_probes import digest
 from tests.unit.conftest import assert_problem, invoke, wait_finished

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+from runtime.store import access_models  # noqa: F401  (registers its tables on Base)
 from runtime.store.models import Base
 
 connection = context.config.attributes["connection"]
