@@ -46,6 +46,7 @@ from prometheus_client.registry import Collector
 
 from runtime.errors import ConfigurationError
 from runtime.metrics_dir import MULTIPROC_ENV, leave_metrics_dir, use_metrics_dir
+from runtime.recovery.figures import LeaseMetrics, SweepMetrics
 from runtime.settings import Settings
 from runtime.store.workers import DISPLAY_STATES, Workers, WorkerView
 from runtime.worker.queues import QueueDepth, queue_depths
@@ -186,60 +187,6 @@ class Metrics:
             self.retries.labels(**labels).inc()
         elif status in ("succeeded", "failed"):
             self.invocations.labels(**labels, status=status).inc()
-
-
-class SweepMetrics:
-    """How the sweep (`runtime.recovery.sweeper.SweepThread`) fares in this process.
-
-    Built only in processes that sweep: a web process would otherwise report a last
-    success of 0, "never", beside the workers' figures.
-    """
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        # The newest of the host's processes counts (`max`): one sweeper is enough, and an
-        # exited process's older timestamp cannot hide a newer one.
-        self.last_success = Gauge(
-            "ferry_sweep_last_success_timestamp_seconds",
-            "Unix time the last sweep completed (the newest of this host's processes).",
-            multiprocess_mode="max",
-            registry=registry,
-        )
-        self.failures = Counter(
-            "ferry_sweep_failures",
-            "Sweeps that failed (each logged as sweep_failed, with its traceback).",
-            registry=registry,
-        )
-        self.reclaimed = Counter(
-            "ferry_sweep_reclaimed_attempts",
-            "Attempts whose lease lapsed (their worker died or hung), taken back by the sweep.",
-            registry=registry,
-        )
-        self.removed = Counter(
-            "ferry_retention_removed_invocations",
-            "Finished invocations removed by retention (FERRY_RETENTION_*).",
-            registry=registry,
-        )
-
-
-class LeaseMetrics:
-    """How a worker process's lease keeper (`runtime.recovery.leases`) fares."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.renewed = Counter(
-            "ferry_lease_renewals",
-            "Leases of running attempts renewed (one per attempt per renewal round).",
-            registry=registry,
-        )
-        self.lapsed = Counter(
-            "ferry_lease_lapses",
-            "Running attempts whose lease was left to lapse: past their timeout plus grace.",
-            registry=registry,
-        )
-        self.released = Counter(
-            "ferry_leases_released",
-            "Leases given up by a stopping worker, so the sweep runs their attempts again.",
-            registry=registry,
-        )
 
 
 _process_metrics: Metrics | None = None
