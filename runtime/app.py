@@ -9,7 +9,7 @@ from typing import Any
 import dramatiq
 import structlog
 
-from runtime.dispatch import Dispatcher
+from runtime.dispatch import Dispatcher, DispatchPolicy
 from runtime.errors import BrokerUnavailable
 from runtime.metrics import process_metrics
 from runtime.outbound import OutboundPolicy
@@ -29,6 +29,11 @@ from runtime.worker.consumer import WorkerHandle, new_worker_id, start_consuming
 from runtime.worker.execution import Executor
 
 log = structlog.get_logger("ferry.runtime")
+
+
+def dispatch_policy(settings: Settings) -> DispatchPolicy:
+    """Fair dispatch as the settings say."""
+    return DispatchPolicy(fair=settings.fair_dispatch, window=settings.fair_window)
 
 
 class Runtime:
@@ -54,12 +59,17 @@ class Runtime:
             timeout_s=timeouts(self.registry, settings),
             options=LeaseOptions.from_settings(settings),
         )
-        install_worker_middleware(
-            self.broker, self.store.claims, self.worker_id, self.leases, self.metrics
-        )
         # Built in the order they need each other; the dispatcher finds each function's
         # actor on the broker, so the actors can come last.
-        self.dispatcher = Dispatcher(self.store, self.broker)
+        self.dispatcher = Dispatcher(self.store, self.broker, dispatch_policy(settings))
+        install_worker_middleware(
+            self.broker,
+            self.store.claims,
+            self.worker_id,
+            self.leases,
+            self.metrics,
+            self.dispatcher,
+        )
         self.sweep = Sweep(
             self.store,
             self.dispatcher,

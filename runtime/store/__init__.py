@@ -12,6 +12,7 @@ from alembic.script import ScriptDirectory
 from runtime.settings import Settings
 from runtime.store.claims import Claims
 from runtime.store.db import Clock, Database, engine_from_settings, translate_errors, utcnow
+from runtime.store.fairness import Fairness
 from runtime.store.invocations import Invocations
 from runtime.store.leases import Leases
 from runtime.store.retention import Retention
@@ -34,6 +35,7 @@ class Store:
         self.claims = Claims(db)
         self.leases = Leases(db)
         self.sweep = Sweep(db)
+        self.fairness = Fairness(db)
         self.workers = Workers(db)
         self.schedules = Schedules(db)
         self.stats = Stats(db)

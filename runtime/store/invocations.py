@@ -45,6 +45,8 @@ class NewInvocation:
     max_retries: int
     #: None: due now.
     scheduled_for: datetime | None = None
+    #: The value of the function's `concurrency_key` field in the input, if it declares one.
+    concurrency_key: str | None = None
 
 
 _NEW_FIELDS = tuple(f.name for f in dataclasses.fields(NewInvocation))

@@ -94,6 +94,8 @@ FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 UNFINISHED_SQL = "status IN ('queued', 'scheduled', 'retrying', 'running')"
 #: The rows retention's partial index covers: the finished ones (see `runtime.store.retention`).
 FINISHED_SQL = "status IN ('succeeded', 'failed', 'cancelled')"
+#: The rows fair dispatch's index covers: waiting ones, sent or held (docs/fairness.md).
+WAITING_SQL = "status IN ('queued', 'scheduled', 'retrying')"
 
 
 class TenantStatus(enum.StrEnum):
@@ -166,6 +168,17 @@ class Invocation(TenantScoped, Base):
             postgresql_where=sa.text(FINISHED_SQL),
             sqlite_where=sa.text(FINISHED_SQL),
         ),
+        # Fair dispatch (migration 0007_fairness): a tenant's sent invocations
+        # (`dispatched_at IS NOT NULL`) count against its window; its held ones (`IS NULL`)
+        # are released oldest first.
+        Index(
+            "ix_invocations_dispatch",
+            "tenant_id",
+            "dispatched_at",
+            "created_at",
+            postgresql_where=sa.text(WAITING_SQL),
+            sqlite_where=sa.text(WAITING_SQL),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -195,6 +208,12 @@ class Invocation(TenantScoped, Base):
     #: A running attempt not finished by then is lost (its worker died).
     lease_expires_at: Mapped[datetime | None]
     worker_id: Mapped[str | None] = mapped_column(String(200))
+    #: The value of its function's `concurrency_key` field in the input (NULL: none), for
+    #: the per-key concurrency limit (migration 0007_limits).
+    concurrency_key: Mapped[str | None] = mapped_column(String(255))
+    #: Why a claimable invocation is held back (`runtime.store.limits.WAITING_REASONS`);
+    #: NULL when nothing holds it. Set and cleared by fair dispatch.
+    waiting_reason: Mapped[str | None] = mapped_column(String(32))
 
 
 class Attempt(TenantScoped, Base):

@@ -83,6 +83,7 @@ class Sweep:
         redispatch_after_s: float,
         waiting_since: Mapping[str, datetime | None] | None = None,
         limit: int = 500,
+        fair_window: int | None = None,
     ) -> list[Dispatch]:
         """Mark and return what should go to the broker now.
 
@@ -93,34 +94,90 @@ class Sweep:
         if the queue is empty). The broker's queues are first in, first out, so a queued
         invocation sent after that is still waiting behind the backlog, not lost, and is
         not sent again; a queue not named falls back to `redispatch_after_s` alone.
+
+        With `fair_window` (fair dispatch, docs/fairness.md) what was never sent is
+        released round-robin across tenants, each only up to `fair_window` sent and not
+        yet started; without it, everything due goes, oldest first.
         """
         now = self.db.clock()
         stale = now - timedelta(seconds=redispatch_after_s)
         due = sa.or_(I.scheduled_for.is_(None), I.scheduled_for <= now)
         never_sent_since_due = sa.or_(I.dispatched_at.is_(None), I.dispatched_at < I.scheduled_for)
+        sent_since_due = sa.and_(
+            I.dispatched_at.is_not(None),
+            sa.or_(I.scheduled_for.is_(None), I.dispatched_at >= I.scheduled_for),
+        )
         sent_long_ago = _sent_before(stale, waiting_since or {})
+        waiting = [_status_in(*CLAIMABLE), due, I.tenant_id.in_(statements.ACTIVE_TENANT_IDS)]
+        if fair_window is None:
+            wanted = sa.or_(never_sent_since_due, sent_long_ago)
+        else:
+            wanted = sa.and_(sent_since_due, sent_long_ago)
         with self.db.session() as s:
-            rows = s.scalars(
-                _lock(
-                    s,
-                    sa.select(I)
-                    .where(
-                        _status_in(*CLAIMABLE),
-                        due,
-                        sa.or_(never_sent_since_due, sent_long_ago),
-                        I.tenant_id.in_(statements.ACTIVE_TENANT_IDS),
+            rows = list(
+                s.scalars(
+                    _lock(
+                        s,
+                        sa.select(I)
+                        .where(*waiting, wanted)
+                        .order_by(I.scheduled_for.nulls_first(), I.created_at)
+                        .limit(limit),
                     )
-                    .order_by(I.scheduled_for.nulls_first(), I.created_at)
-                    .limit(limit),
+                ).all()
+            )
+            if fair_window is not None and len(rows) < limit:
+                ids = _round_robin(
+                    waiting, never_sent_since_due, sent_since_due, fair_window, limit - len(rows)
                 )
-            ).all()
+                # Re-checked under the lock: another sweeper may have sent some meanwhile.
+                rows += s.scalars(
+                    _lock(s, sa.select(I).where(I.id.in_(ids), *waiting, never_sent_since_due))
+                ).all()
             out = []
             for row in rows:
                 row.dispatched_at = now
+                row.waiting_reason = None
                 if row.status == Status.SCHEDULED:
                     row.status = Status.QUEUED
                 out.append(Dispatch(row.id, row.tenant_id, row.function, row.queue))
         return out
+
+
+def _round_robin(waiting: list[Any], held: Any, sent: Any, window: int, limit: int) -> Any:
+    """Ids of held invocations to release, taken rank by rank across tenants.
+
+    Each tenant's held invocations are ranked oldest first; a tenant gets at most its
+    free window (`window` minus its sent ones). Ordering by rank takes every tenant's
+    first before anyone's second: round-robin.
+    """
+    ranked = (
+        sa.select(
+            I.id,
+            I.tenant_id,
+            I.created_at,
+            sa.func.row_number()
+            .over(
+                partition_by=I.tenant_id,
+                order_by=(I.scheduled_for.nulls_first(), I.created_at),
+            )
+            .label("rank"),
+        )
+        .where(*waiting, held)
+        .subquery("ranked")
+    )
+    sent_by_tenant = (
+        sa.select(I.tenant_id, sa.func.count().label("n"))
+        .where(_status_in(*CLAIMABLE), sent)
+        .group_by(I.tenant_id)
+        .subquery("sent")
+    )
+    return (
+        sa.select(ranked.c.id)
+        .outerjoin(sent_by_tenant, sent_by_tenant.c.tenant_id == ranked.c.tenant_id)
+        .where(ranked.c.rank <= window - sa.func.coalesce(sent_by_tenant.c.n, 0))
+        .order_by(ranked.c.rank, ranked.c.created_at)
+        .limit(limit)
+    )
 
 
 def _sent_before(stale: datetime, waiting_since: Mapping[str, datetime | None]) -> Any:

@@ -72,6 +72,10 @@ class InvocationView:
     finished_at: datetime | None
     lease_expires_at: datetime | None
     worker_id: str | None
+    #: Its function's `concurrency_key` value in the input (`runtime.store.limits`).
+    concurrency_key: str | None = None
+    #: Why it waits although due (`runtime.store.limits.WAITING_REASONS`), or None.
+    waiting_reason: str | None = None
 
     @classmethod
     def from_row(cls, row: models.Invocation) -> InvocationView:
