@@ -126,13 +126,21 @@ class Sweep:
                 ).all()
             )
             if fair_window is not None and len(rows) < limit:
-                ids = _round_robin(
-                    waiting, never_sent_since_due, sent_since_due, fair_window, limit - len(rows)
-                )
-                # Re-checked under the lock: another sweeper may have sent some meanwhile.
-                rows += s.scalars(
-                    _lock(s, sa.select(I).where(I.id.in_(ids), *waiting, never_sent_since_due))
+                turns = s.scalars(
+                    _round_robin(
+                        waiting,
+                        never_sent_since_due,
+                        sent_since_due,
+                        fair_window,
+                        limit - len(rows),
+                    )
                 ).all()
+                order = {invocation_id: n for n, invocation_id in enumerate(turns)}
+                # Re-checked under the lock: another sweeper may have sent some meanwhile.
+                locked = s.scalars(
+                    _lock(s, sa.select(I).where(I.id.in_(turns), *waiting, never_sent_since_due))
+                ).all()
+                rows += sorted(locked, key=lambda row: order[row.id])
             out = []
             for row in rows:
                 row.dispatched_at = now
