@@ -17,7 +17,7 @@ from runtime.errors import ConfigurationError
 
 #: Modules under `gateway/resources/` the app mounts; adding a resource module is adding its
 #: name here (and its operations to `gateway.openapi.OPERATIONS`).
-RESOURCE_MODULES = ("health", "functions", "invocations", "schedules")
+RESOURCE_MODULES = ("health", "functions", "invocations", "schedules", "tenants")
 
 
 class ResourceModule(Protocol):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http
 import json
+import math
 import re
 from typing import Any
 
@@ -37,6 +38,7 @@ STATUS_OF_ERROR: dict[type[errors.FerryError], int] = {
     errors.InvalidState: 409,
     errors.TenantSuspended: 403,
     errors.AlreadyExists: 409,
+    errors.LimitExceeded: 429,
     errors.Unavailable: 503,
 }
 
@@ -99,9 +101,24 @@ def problem_of(error: errors.FerryError) -> Problem:
     )
 
 
+def limit_problem(error: errors.LimitExceeded) -> Problem:
+    """429 naming the limit, with `Retry-After` in whole seconds (at least 1)."""
+    retry_after = max(1, math.ceil(error.retry_after_s))
+    return Problem(
+        429,
+        kind="limit-exceeded",
+        title="A limit of the tenant refuses the request; nothing was stored.",
+        detail=error.message,
+        headers={"Retry-After": str(retry_after)},
+        extensions={"limit": error.limit, "retry_after_s": round(error.retry_after_s, 3)},
+    )
+
+
 def _handle_ferry_error(
     req: falcon.Request, resp: falcon.Response, error: errors.FerryError, params: Any
 ) -> None:
+    if isinstance(error, errors.LimitExceeded):
+        raise limit_problem(error)
     raise problem_of(error)
 
 

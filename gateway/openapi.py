@@ -22,6 +22,7 @@ from gateway import params
 from gateway.errors import PROBLEM_JSON
 from gateway.hooks import MAX_JSON_DEPTH
 from gateway.schemas import (
+    LIMITS_UPDATE_SCHEMA,
     MODELS,
     Function,
     FunctionList,
@@ -37,6 +38,7 @@ from gateway.schemas import (
     ScheduleList,
     ScheduleRestored,
     ScheduleTriggered,
+    TenantLimits,
     invoke_url,
 )
 from runtime.registry import Registry
@@ -109,9 +111,13 @@ PROBLEMS = {
     413: ("PayloadTooLarge", "The body is over FERRY_MAX_BODY_BYTES."),
     415: ("UnsupportedMediaType", "The body is not application/json (UTF-8)."),
     422: ("Unprocessable", "The input is not valid for the function, or the key was reused."),
+    429: (
+        "TooManyRequests",
+        "A limit of the tenant (named in `limit`) refused it; nothing stored.",
+    ),
     503: ("Unavailable", "The store is unreachable (nothing was done); try again later."),
 }
-PROBLEM_HEADERS = {401: ("WWWAuthenticate",), 503: ("RetryAfter",)}
+PROBLEM_HEADERS = {401: ("WWWAuthenticate",), 429: ("RetryAfter",), 503: ("RetryAfter",)}
 #: What any operation that needs a key may answer.
 KEYED_PROBLEMS = (401, 403, 404, 503)
 #: components/headers: key -> the header, what it says, whether always sent, its schema.
@@ -135,6 +141,7 @@ def _parameters(max_wait_s: float, max_delay_s: float) -> dict[str, Any]:
         "name": ("name", "path", text, "The function's name."),
         "invocation_id": ("invocation_id", "path", text, "The invocation's id."),
         "schedule_id": ("schedule_id", "path", text, "The schedule's id."),
+        "tenant_id": ("tenant_id", "path", text, "The tenant's id."),
         "XTenantId": ("X-Tenant-ID", "header", text, "With an admin key: the tenant to act for "
                       "(404 if there is none). Any other key may only name its own tenant."),
         "IdempotencyKey": ("Idempotency-Key", "header", {"type": "string", "minLength": 1,
@@ -235,7 +242,7 @@ def _invoke(
         summary,
         "functions",
         {200: answer, 202: answer},
-        problems=(400, 413, 415, 422),
+        problems=(400, 413, 415, 422, 429),
         parameters=(*re.findall(r"\{(\w+)\}", path), *INVOKE_PARAMETERS),
         headers=("Location", "IdempotentReplayed"),
         request_body=body,
@@ -298,6 +305,13 @@ OPERATIONS = (
     Operation("post", "/v1/schedules/{schedule_id}/resume", "resume_schedule",
               "Resume a schedule from its next tick (admin).", "schedules", {200: Schedule},
               parameters=SCHEDULE),
+    Operation("get", "/v1/tenants/{tenant_id}/limits", "get_tenant_limits",
+              "A tenant's limits and its waiting and running counts (admin).", "tenants",
+              {200: TenantLimits}, parameters=("tenant_id",)),
+    Operation("put", "/v1/tenants/{tenant_id}/limits", "set_tenant_limits",
+              "Replace a tenant's limits; those left out follow the default (admin).", "tenants",
+              {200: TenantLimits}, problems=(400, 413, 415, 422), parameters=("tenant_id",),
+              request_body=LIMITS_UPDATE_SCHEMA),
 )
 # fmt: on
 

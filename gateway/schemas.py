@@ -238,6 +238,37 @@ class Liveness(Body):
     status: Literal["ok"]
 
 
+class LimitValues(Body):
+    """Per-tenant limits; 0 is unlimited for the rate, concurrency and waiting."""
+
+    rate_per_s: float | None = Field(description="Accepts per second (token bucket).")
+    burst: int | None = Field(description="Accepts at once after a quiet spell.")
+    concurrency: int | None = Field(description="Invocations running at once.")
+    max_waiting: int | None = Field(description="Invocations queued, scheduled or retrying.")
+    weight: int | None = Field(description="Share of worker slots in fair dispatch.")
+
+
+class TenantLimits(Body):
+    """A tenant's own limits (null: the deployment's default), those that hold, and its work."""
+
+    tenant_id: str
+    own: LimitValues
+    effective: LimitValues
+    waiting: int = Field(description="Invocations queued, scheduled or retrying now.")
+    running: int = Field(description="Invocations running now.")
+
+
+#: The body of `PUT /v1/tenants/{tenant_id}/limits`: the limits it names, the others default.
+LIMITS_UPDATE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        name: {"type": ["number", "null"] if name == "rate_per_s" else ["integer", "null"]}
+        for name in ("rate_per_s", "burst", "concurrency", "max_waiting", "weight")
+    },
+}
+
+
 class Readiness(Body):
     status: Literal["ready"]
     checks: dict[str, str] = Field(description="`ok` or what failed, per dependency.")
@@ -259,4 +290,6 @@ MODELS: tuple[type[BaseModel], ...] = (
     ScheduleRestored,
     Liveness,
     Readiness,
+    LimitValues,
+    TenantLimits,
 )

@@ -19,11 +19,13 @@ from runtime.recovery.sweeper import Sweep
 from runtime.registry import Registry
 from runtime.scheduling.scheduler import Scheduler
 from runtime.services.invocations import InvocationService, new_invocation_id
+from runtime.services.limits import LimitService
 from runtime.services.schedules import ScheduleService
 from runtime.services.tenants import TenantService
 from runtime.services.waits import WaitSlots
 from runtime.settings import Settings
 from runtime.store import Clock, Store, utcnow
+from runtime.store.limits import LimitDefaults
 from runtime.worker.broker import build_broker, declare_actors, install_worker_middleware
 from runtime.worker.consumer import WorkerHandle, new_worker_id, start_consuming
 from runtime.worker.execution import Executor
@@ -77,6 +79,12 @@ class Runtime:
             redispatch_after_s=settings.redispatch_after_s,
             retention=RetentionSweep.from_settings(self.store, settings),
         )
+        self.limits = LimitService(
+            self.store,
+            LimitDefaults.from_settings(settings),
+            cache_s=settings.limits_cache_s,
+            on_refused=self.metrics.limit_refused,
+        )
         self.invocations = InvocationService(
             self.store,
             self.registry,
@@ -86,6 +94,7 @@ class Runtime:
             wait_slots=WaitSlots(
                 per_tenant=settings.max_waits_per_tenant, per_process=settings.waits_per_process
             ),
+            limits=self.limits,
         )
         self.tenants = TenantService(self.store, auth_cache_s=settings.auth_cache_s)
         self.executor = Executor(

@@ -128,6 +128,20 @@ class AlreadyExists(RequestRejected):
     """That resource exists already."""
 
 
+class LimitExceeded(RequestRejected):
+    """A limit of the tenant refuses the request; nothing was stored."""
+
+    # Limits pass: the same request may be accepted later.
+    permanent = False
+
+    def __init__(self, message: str, *, limit: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        #: Which limit refused it: `rate_per_s`, `max_waiting` or `function.max_waiting`.
+        self.limit = limit
+        #: Seconds until trying again may be accepted (a guess for waiting limits).
+        self.retry_after_s = retry_after_s
+
+
 # --- backing services -----------------------------------------------------------------------
 
 

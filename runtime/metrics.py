@@ -135,6 +135,14 @@ class Metrics:
             ["where"],
             registry=registry,
         )
+        # Labelled by tenant whatever FERRY_METRICS_TENANT_LABEL says: a series exists only
+        # for a tenant that was refused (see runtime/limits_metrics.py for the gauges).
+        self.limit_refusals = Counter(
+            "ferry_limit_refusals",
+            "Accepts refused by a tenant's limit, by tenant and limit (429).",
+            ["tenant", "limit"],
+            registry=registry,
+        )
         self._registry = registry
         self._sweep: SweepMetrics | None = None
         self._sweep_lock = threading.Lock()
@@ -154,6 +162,10 @@ class Metrics:
     def observe_run(self, *, function: str, tenant_id: str, duration_s: float) -> None:
         """Record how long one attempt ran."""
         self.duration.labels(**self._labels(function, tenant_id)).observe(duration_s)
+
+    def limit_refused(self, tenant_id: str, limit: str) -> None:
+        """Count one accept refused by `limit` of the tenant."""
+        self.limit_refusals.labels(tenant=tenant_id, limit=limit).inc()
 
     def count_outcome(
         self, *, function: str, tenant_id: str, outcome: str | None, status: str | None

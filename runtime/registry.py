@@ -20,6 +20,7 @@ from typing import Any
 import pydantic
 
 from runtime.errors import FunctionDefinitionError, FunctionNotFound, InputInvalid
+from runtime.function_limits import FunctionLimits
 from runtime.settings import Settings
 
 QUEUES = ("default", "heavy", "scheduled")
@@ -50,6 +51,8 @@ class FunctionSpec:
     #: Run by schedules, other functions (`ctx.invoke`) and operators only: over HTTP,
     #: only an operator key (`admin`) may invoke it.
     internal: bool = False
+    #: Its own concurrency and waiting limits (`runtime.function_limits`).
+    limits: FunctionLimits = dataclasses.field(default_factory=FunctionLimits)
 
     @property
     def http_scope(self) -> str:
@@ -97,6 +100,11 @@ class Function:
     def http_scope(self) -> str:
         """The scope an API key needs to invoke this over HTTP (`admin` if internal)."""
         return self.spec.http_scope
+
+    @property
+    def limits(self) -> FunctionLimits:
+        """Its own concurrency and waiting limits, beside its tenant's."""
+        return self.spec.limits
 
     def validate_input(self, data: Any) -> pydantic.BaseModel:
         try:
@@ -155,6 +163,10 @@ def function(
     permanent_on: tuple[type[BaseException], ...] = (),
     invoke_scope: str = "invoke",
     internal: bool = False,
+    concurrency: int | None = None,
+    max_waiting: int | None = None,
+    concurrency_key: str | None = None,
+    concurrency_per_key: int | None = None,
 ) -> Callable[[Handler], FunctionSpec]: ...
 
 
@@ -171,12 +183,18 @@ def function(
     permanent_on: tuple[type[BaseException], ...] = (),
     invoke_scope: str = "invoke",
     internal: bool = False,
+    concurrency: int | None = None,
+    max_waiting: int | None = None,
+    concurrency_key: str | None = None,
+    concurrency_per_key: int | None = None,
 ) -> FunctionSpec | Callable[[Handler], FunctionSpec]:
     """Declare a Ferry function: `handler(ctx, payload: Input) -> Output`.
 
     `invoke_scope` is the scope an API key needs, besides `invoke`, to invoke it over
     HTTP (`invoke`, `manage` or `admin`); `internal=True` keeps it for schedules,
     `ctx.invoke` and operator keys (HTTP by a tenant's key is refused with 403).
+    `concurrency`, `max_waiting`, `concurrency_key` and `concurrency_per_key` are its own
+    limits per tenant, beside the tenant's (`runtime.function_limits`).
     """
 
     def declare(fn: Handler) -> FunctionSpec:
@@ -218,6 +236,14 @@ def function(
             permanent_on=tuple(permanent_on),
             invoke_scope=invoke_scope,
             internal=internal,
+            limits=FunctionLimits.declared(
+                where,
+                input_model,
+                concurrency=concurrency,
+                max_waiting=max_waiting,
+                concurrency_key=concurrency_key,
+                concurrency_per_key=concurrency_per_key,
+            ),
         )
 
     return declare if handler is None else declare(handler)

@@ -136,6 +136,25 @@ class Settings(BaseSettings):
     #: Invocations removed per statement: each batch is one short transaction.
     retention_batch_size: int = Field(default=1000, ge=1, le=100_000)
 
+    # --- per-tenant limits (runtime/store/limits.py, runtime/services/limits.py) -------------
+    # Each is the default of a tenant that sets none of its own (`ferry tenants set-limits`).
+    # The defaults throttle nothing: 0 is "unlimited" for the rate, concurrency and waiting.
+    #: Accepts per second per tenant (token bucket refill); 0: no rate limit.
+    default_rate_per_s: float = Field(default=0.0, ge=0, le=1_000_000)
+    #: Accepts a tenant may make at once after a quiet spell; 0: one second's worth of the
+    #: rate (at least 1).
+    default_burst: int = Field(default=0, ge=0, le=10_000_000)
+    #: Invocations of one tenant running at once across all workers; 0: no limit.
+    default_concurrency: int = Field(default=0, ge=0, le=1_000_000)
+    #: Invocations of one tenant waiting (queued + scheduled + retrying); over it, accepts
+    #: are refused with 429. 0: no limit.
+    default_max_waiting: int = Field(default=0, ge=0, le=100_000_000)
+    #: A tenant's share of worker slots in fair dispatch, relative to the others' weights.
+    default_weight: int = Field(default=1, ge=1, le=1000)
+    #: Seconds a process remembers a tenant's limits: a changed limit applies in other
+    #: processes within this long. 0 reads them on every accept.
+    limits_cache_s: float = Field(default=2.0, ge=0, le=300)
+
     # --- the server secret (issue 12: a default or placeholder is refused in production) ---
     #: Server-side secret for signing (webhook keys, dashboard sessions). Outside embedded
     #: mode (a Redis broker) it must be set, at least 32 bytes and no placeholder.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from runtime.cli import tenant_limits
 from runtime.cli.connect import open_tenants
 from runtime.cli.output import EXIT_OK, add_json_flag, print_json, say, show
 from runtime.services.tenants import RetentionPolicy
@@ -93,7 +94,7 @@ def cmd_set_retention(args: argparse.Namespace, settings: Settings) -> int:
 def add_commands(sub: Any) -> None:
     """Add `ferry tenants ACTION`."""
     tenants = sub.add_parser(
-        "tenants", help="create, list, suspend and resume tenants; set their retention"
+        "tenants", help="create, list, show, suspend and resume tenants; set retention and limits"
     )
     tsub = tenants.add_subparsers(dest="action", required=True, metavar="ACTION")
     create = tsub.add_parser("create", help="create a tenant")
@@ -125,3 +126,4 @@ def add_commands(sub: Any) -> None:
         )
     add_json_flag(retention)
     retention.set_defaults(run=cmd_set_retention)
+    tenant_limits.add_actions(tsub)

@@ -32,6 +32,7 @@ from runtime.errors import (
     Unavailable,
 )
 from runtime.registry import Function, Registry
+from runtime.services.limits import LimitService
 from runtime.services.waits import WaitSlots
 from runtime.settings import (
     DEFAULT_GATEWAY_THREADS,
@@ -137,6 +138,7 @@ def new_invocation(
         payload=data,
         max_retries=fn.max_retries,
         scheduled_for=scheduled_for,
+        concurrency_key=fn.limits.key_of(data),
     )
 
 
@@ -158,6 +160,7 @@ class InvocationService:
         monotonic: Callable[[], float] = time.monotonic,
         max_delay_s: float = DEFAULT_MAX_DELAY_S,
         wait_slots: WaitSlots | None = None,
+        limits: LimitService | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -171,6 +174,8 @@ class InvocationService:
         self.wait_slots = wait_slots or WaitSlots(
             per_tenant=DEFAULT_MAX_WAITS_PER_TENANT, per_process=DEFAULT_GATEWAY_THREADS // 2
         )
+        #: Tenants' limits, checked before a client's invocation is stored (None: no limits).
+        self.limits = limits
 
     # --- accepting ----------------------------------------------------------------------------
 
@@ -191,8 +196,10 @@ class InvocationService:
 
         `at` or `delay_s` (not both) runs it later, at most `max_delay_s` ahead. The same idempotency key and input
         from the same tenant give back the invocation stored first (a replay); another
-        input under that key raises `IdempotencyConflict`. Once this returns, the
-        invocation is committed; a broker that does not answer leaves it to the sweep.
+        input under that key raises `IdempotencyConflict`. Over a limit of the tenant or
+        the function, `LimitExceeded` and nothing stored (`LimitService.check_accept`).
+        Once this returns, the invocation is committed; a broker that does not answer
+        leaves it to the sweep.
         """
         if trigger not in TRIGGERS:
             raise ValueError(f"trigger must be one of {', '.join(TRIGGERS)}; got {trigger!r}")
@@ -202,19 +209,24 @@ class InvocationService:
                 f"{' or '.join(repr(p) for p in SYSTEM_KEY_PREFIXES)}: Ferry makes those itself"
             )
         scheduled_for = self._due_at(at, delay_s)
-        invocation, created = self.store.invocations.insert(
-            new_invocation(
-                self.registry.get(function),
-                self.id_factory(),
-                tenant_id=tenant_id,
-                payload=payload,
-                idempotency_key=idempotency_key,
-                trigger=trigger,
-                request_id=request_id,
-                parent_id=parent_id,
-                scheduled_for=scheduled_for,
-            )
+        fn = self.registry.get(function)
+        new = new_invocation(
+            fn,
+            self.id_factory(),
+            tenant_id=tenant_id,
+            payload=payload,
+            idempotency_key=idempotency_key,
+            trigger=trigger,
+            request_id=request_id,
+            parent_id=parent_id,
+            scheduled_for=scheduled_for,
         )
+        if self.limits is not None:
+            # After validation (a bad input takes no token), before anything is stored.
+            self.limits.check_accept(
+                tenant_id, fn, trigger=trigger, idempotency_key=idempotency_key
+            )
+        invocation, created = self.store.invocations.insert(new)
         if created and invocation.status == Status.QUEUED:
             self.dispatcher.dispatch(_dispatch_of(invocation))
         if created:

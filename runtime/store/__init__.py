@@ -15,6 +15,7 @@ from runtime.store.db import Clock, Database, engine_from_settings, translate_er
 from runtime.store.fairness import Fairness
 from runtime.store.invocations import Invocations
 from runtime.store.leases import Leases
+from runtime.store.limits import Limits
 from runtime.store.retention import Retention
 from runtime.store.schedules import Schedules
 from runtime.store.stats import Stats
@@ -40,6 +41,7 @@ class Store:
         self.schedules = Schedules(db)
         self.stats = Stats(db)
         self.retention = Retention(db)
+        self.limits = Limits(db)
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Clock = utcnow) -> Store:

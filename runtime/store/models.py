@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy import (
     JSON,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -115,6 +116,18 @@ class Tenant(Base):
     retention_succeeded_s: Mapped[int | None] = mapped_column(Integer)
     retention_failed_s: Mapped[int | None] = mapped_column(Integer)
     retention_cancelled_s: Mapped[int | None] = mapped_column(Integer)
+    # Limits (migration 0007_limits, `runtime.store.limits`): NULL follows the deployment's
+    # `FERRY_DEFAULT_*`; 0 is "unlimited" for the rate, concurrency and max_waiting.
+    #: Accepts per second (token bucket refill rate).
+    rate_per_s: Mapped[float | None] = mapped_column(Float)
+    #: Accepts that may come at once after a quiet spell (the bucket's size).
+    burst: Mapped[int | None] = mapped_column(Integer)
+    #: Invocations running at once across all workers.
+    concurrency: Mapped[int | None] = mapped_column(Integer)
+    #: Invocations waiting (queued + scheduled + retrying); over it, accepts are refused.
+    max_waiting: Mapped[int | None] = mapped_column(Integer)
+    #: Share of worker slots in weighted fair dispatch, relative to other tenants.
+    weight: Mapped[int | None] = mapped_column(Integer)
 
 
 class ApiKey(TenantScoped, Base):
@@ -158,6 +171,16 @@ class Invocation(TenantScoped, Base):
         ),
         # Listing newest first per tenant.
         Index("ix_invocations_tenant_id_created_at", "tenant_id", "created_at"),
+        # Limits: a tenant's (and a function's) waiting and running counts, read from the
+        # unfinished rows alone (migration 0007_limits; `runtime.store.limits`).
+        Index(
+            "ix_invocations_tenant_unfinished",
+            "tenant_id",
+            "status",
+            "function",
+            postgresql_where=sa.text(UNFINISHED_SQL),
+            sqlite_where=sa.text(UNFINISHED_SQL),
+        ),
         # Retention: a tenant's finished invocations of one status, oldest first. Partial,
         # so unfinished work (the accept and claim path) adds no entry here.
         Index(
@@ -282,6 +305,22 @@ class ScheduleRun(TenantScoped, Base):
         ForeignKey("invocations.id", ondelete="CASCADE"), unique=True
     )
     created_at: Mapped[datetime]
+
+
+class RateBucket(Base):
+    """A tenant's accept-rate token bucket, shared by every gateway process.
+
+    `tokens` as of `refilled_at` (seconds since the epoch); one atomic upsert per accept
+    refills and takes a token (`runtime.store.limits.Limits.take_token`).
+    """
+
+    __tablename__ = "rate_buckets"
+
+    tenant_id: Mapped[str] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    tokens: Mapped[float] = mapped_column(Float)
+    refilled_at: Mapped[float] = mapped_column(Float)
 
 
 class WorkerState(enum.StrEnum):
