@@ -143,6 +143,11 @@ class Invocation(Body):
     duration_ms: int | None
     result: Any = Field(description="The function's output once it succeeded.")
     error: InvocationError | None
+    waiting_reason: str | None = Field(
+        default=None,
+        description="Why it waits although due (docs/fairness.md): fair_share, "
+        "tenant_concurrency, function_concurrency or key_concurrency; null otherwise.",
+    )
 
 
 class Attempt(Body):

@@ -28,7 +28,7 @@ from runtime.settings import DEFAULT_FAIR_WINDOW
 from runtime.store import Store
 from runtime.store.claims import Limits
 from runtime.store.fairness import WaitReason
-from runtime.store.sweep import Dispatch
+from runtime.store.sweep import Dispatch, FairWindows
 
 log = structlog.get_logger("ferry.dispatch")
 
@@ -67,6 +67,8 @@ class DispatchPolicy:
         window: int = DEFAULT_FAIR_WINDOW,
         tenant_share: Callable[[str], TenantShare] = _no_limits_of_tenant,
         functions: Mapping[str, FunctionShare] | None = None,
+        default_weight: int = 1,
+        default_concurrency: int | None = None,
     ) -> None:
         if window < 1:
             raise ValueError("the fair window must be at least 1")
@@ -74,6 +76,8 @@ class DispatchPolicy:
         self.base_window = window
         self.tenant_share = tenant_share
         self.functions = {name: f for name, f in (functions or {}).items() if f != FunctionShare()}
+        #: The sweep's windows: the same, read in SQL from each tenant's row.
+        self.sweep_windows = FairWindows(window, default_weight, default_concurrency or 0)
 
     def window(self, tenant_id: str) -> int:
         """Invocations the tenant may have sent and not yet started: the base times its weight,
@@ -110,9 +114,9 @@ class Dispatcher:
         return self.broker.actors
 
     @property
-    def fair_window(self) -> int | None:
-        """The sweep's window per tenant; None when fair dispatch is off."""
-        return self.policy.base_window if self.policy.fair else None
+    def fair_windows(self) -> FairWindows | None:
+        """The sweep's windows; None when fair dispatch is off."""
+        return self.policy.sweep_windows if self.policy.fair else None
 
     def send(self, item: Dispatch) -> None:
         """Hand one invocation to the broker; the message carries ids, never the input."""
@@ -160,9 +164,12 @@ class Dispatcher:
             return 0
         return self.release(tenant_id)
 
-    def after_finish(self, tenant_id: str) -> int:
-        """A limited tenant's attempt ended: a running place is free; send what it admits."""
-        if not self.policy.tenant_is_limited(tenant_id):
+    def after_finish(self, tenant_id: str, function: str) -> int:
+        """An attempt under a limit ended: a running place is free; send what it admits."""
+        if (
+            function not in self.policy.functions
+            and not self.policy.tenant_share(tenant_id).concurrency
+        ):
             return 0
         return self.release(tenant_id)
 

@@ -70,7 +70,7 @@ class Sweep:
         batch = self.store.sweep.take_dispatchable(
             redispatch_after_s=self.redispatch_after_s,
             waiting_since=self._waiting_since(),
-            fair_window=self.dispatcher.fair_window,
+            fair=self.dispatcher.fair_windows,
         )
         for item in batch:
             if item.function not in self.dispatcher.actors:

@@ -31,6 +31,23 @@ class Dispatch:
     queue: str
 
 
+@dataclasses.dataclass(frozen=True)
+class FairWindows:
+    """Each tenant's send window (docs/fairness.md): `base` times its weight, and no more
+    than its concurrency limit. A tenant without its own takes the defaults (0: unlimited)."""
+
+    base: int
+    default_weight: int = 1
+    default_concurrency: int = 0
+
+    def of_tenant(self) -> Any:
+        """The window of the tenant of `models.Tenant`'s row, as SQL."""
+        T = models.Tenant
+        window = self.base * sa.func.coalesce(T.weight, self.default_weight)
+        concurrency = sa.func.coalesce(T.concurrency, self.default_concurrency)
+        return sa.case((sa.and_(concurrency > 0, concurrency < window), concurrency), else_=window)
+
+
 class Sweep:
     """The statements of the periodic sweep (`Dispatcher.sweep`)."""
 
@@ -83,7 +100,7 @@ class Sweep:
         redispatch_after_s: float,
         waiting_since: Mapping[str, datetime | None] | None = None,
         limit: int = 500,
-        fair_window: int | None = None,
+        fair: FairWindows | None = None,
     ) -> list[Dispatch]:
         """Mark and return what should go to the broker now.
 
@@ -95,9 +112,9 @@ class Sweep:
         invocation sent after that is still waiting behind the backlog, not lost, and is
         not sent again; a queue not named falls back to `redispatch_after_s` alone.
 
-        With `fair_window` (fair dispatch, docs/fairness.md) what was never sent is
-        released round-robin across tenants, each only up to `fair_window` sent and not
-        yet started; without it, everything due goes, oldest first.
+        With `fair` (fair dispatch, docs/fairness.md) what was never sent is released
+        round-robin across tenants, each only up to its window of sent and not yet
+        started; without it, everything due goes, oldest first.
         """
         now = self.db.clock()
         stale = now - timedelta(seconds=redispatch_after_s)
@@ -109,7 +126,7 @@ class Sweep:
         )
         sent_long_ago = _sent_before(stale, waiting_since or {})
         waiting = [_status_in(*CLAIMABLE), due, I.tenant_id.in_(statements.ACTIVE_TENANT_IDS)]
-        if fair_window is None:
+        if fair is None:
             wanted = sa.or_(never_sent_since_due, sent_long_ago)
         else:
             wanted = sa.and_(sent_since_due, sent_long_ago)
@@ -125,13 +142,13 @@ class Sweep:
                     )
                 ).all()
             )
-            if fair_window is not None and len(rows) < limit:
+            if fair is not None and len(rows) < limit:
                 turns = s.scalars(
                     _round_robin(
                         waiting,
                         never_sent_since_due,
                         sent_since_due,
-                        fair_window,
+                        fair,
                         limit - len(rows),
                     )
                 ).all()
@@ -151,11 +168,11 @@ class Sweep:
         return out
 
 
-def _round_robin(waiting: list[Any], held: Any, sent: Any, window: int, limit: int) -> Any:
+def _round_robin(waiting: list[Any], held: Any, sent: Any, windows: FairWindows, limit: int) -> Any:
     """Ids of held invocations to release, taken rank by rank across tenants.
 
     Each tenant's held invocations are ranked oldest first; a tenant gets at most its
-    free window (`window` minus its sent ones). Ordering by rank takes every tenant's
+    free window (its window minus its sent ones). Ordering by rank takes every tenant's
     first before anyone's second: round-robin.
     """
     ranked = (
@@ -181,8 +198,9 @@ def _round_robin(waiting: list[Any], held: Any, sent: Any, window: int, limit: i
     )
     return (
         sa.select(ranked.c.id)
+        .join(models.Tenant, models.Tenant.id == ranked.c.tenant_id)
         .outerjoin(sent_by_tenant, sent_by_tenant.c.tenant_id == ranked.c.tenant_id)
-        .where(ranked.c.rank <= window - sa.func.coalesce(sent_by_tenant.c.n, 0))
+        .where(ranked.c.rank <= windows.of_tenant() - sa.func.coalesce(sent_by_tenant.c.n, 0))
         .order_by(ranked.c.rank, ranked.c.created_at)
         .limit(limit)
     )

@@ -13,6 +13,9 @@ from runtime.app import Runtime
 from runtime.dispatch import DispatchPolicy, FunctionShare, TenantShare
 from runtime.settings import Settings
 from runtime.store.claims import Claimed, Limits, NotClaimed
+from runtime.store.fairness import WaitReason
+from runtime.store.limits import WAITING_REASONS
+from runtime.store.sweep import FairWindows
 from runtime.worker.queues import queue_depths
 from tests.conftest import prepare
 from tests.waiting import wait_for
@@ -63,6 +66,10 @@ def test_a_tenant_beyond_its_window_waits_in_the_store_and_says_why(runtime, mak
     assert [r.waiting_reason for r in state] == [None] * WINDOW + ["fair_share"] * 2
     assert all(r.status == "queued" for r in state)
     assert waiting_in_broker(runtime) == WINDOW
+    # What the API and the CLI show of it.
+    shown = runtime.invocations.get(ids[-1], tenant).invocation
+    assert shown.waiting_reason == "fair_share"
+    assert shown.as_dict()["waiting_reason"] == "fair_share"
 
 
 def test_fairness_off_sends_everything_at_once(settings_for, backend):
@@ -108,7 +115,7 @@ def test_the_sweep_releases_held_work_round_robin_across_tenants(runtime, make_t
         for invocation_id in list(sent):
             assert isinstance(runtime.store.claims.claim(invocation_id, "w", 60), Claimed)
     taken = runtime.store.sweep.take_dispatchable(
-        redispatch_after_s=60, limit=5, fair_window=WINDOW
+        redispatch_after_s=60, limit=5, fair=FairWindows(WINDOW)
     )
     # Rank by rank: each tenant's oldest first, before anyone's second.
     assert [d.tenant_id for d in taken[:3]] == tenants
@@ -116,7 +123,7 @@ def test_the_sweep_releases_held_work_round_robin_across_tenants(runtime, make_t
     assert [d.id for d in taken[3:]] == [held[tenants[0]][1], held[tenants[1]][1]]
     # The rest are within the windows: 6 more fit, and only 9 - 5 = 4 are left.
     rest = runtime.store.sweep.take_dispatchable(
-        redispatch_after_s=60, limit=100, fair_window=WINDOW
+        redispatch_after_s=60, limit=100, fair=FairWindows(WINDOW)
     )
     assert len(rest) == 4 and all(
         r.waiting_reason is None for r in rows(runtime, [d.id for d in rest])
@@ -127,8 +134,25 @@ def test_the_sweep_keeps_each_tenant_within_its_window(runtime, make_tenant):
     tenant = make_tenant()
     ids = accept(runtime, tenant, WINDOW + 4)
     # Nothing started: the window is full, so the sweep sends none of the held ones.
-    assert runtime.store.sweep.take_dispatchable(redispatch_after_s=60, fair_window=WINDOW) == []
+    assert (
+        runtime.store.sweep.take_dispatchable(redispatch_after_s=60, fair=FairWindows(WINDOW)) == []
+    )
     assert sum(1 for r in rows(runtime, ids) if r.sent) == WINDOW
+
+
+def test_a_tenant_of_weight_two_has_twice_the_window(runtime, make_tenant):
+    heavy, light = make_tenant(), make_tenant()
+    runtime.limits.set(heavy, {"weight": 2})
+    heavy_ids = accept(runtime, heavy, 2 * WINDOW + 2)
+    light_ids = accept(runtime, light, WINDOW + 2)
+    assert sum(1 for r in rows(runtime, heavy_ids) if r.sent) == 2 * WINDOW
+    assert sum(1 for r in rows(runtime, light_ids) if r.sent) == WINDOW
+    # The sweep reads the same windows from the tenants' rows: all start, then it refills.
+    for invocation_id in heavy_ids[: 2 * WINDOW] + light_ids[:WINDOW]:
+        assert isinstance(runtime.store.claims.claim(invocation_id, "w", 60), Claimed)
+    fair = runtime.dispatcher.fair_windows
+    taken = runtime.store.sweep.take_dispatchable(redispatch_after_s=60, fair=fair)
+    assert sorted(d.tenant_id for d in taken) == sorted([heavy, heavy, light, light])
 
 
 # --- concurrency limits in the claim -----------------------------------------------------------
@@ -264,7 +288,7 @@ class RunningSampler:
 
 @pytest.fixture
 def limited_worker(runtime: Runtime) -> Iterator[Runtime]:
-    handle = runtime.start_worker(threads=6)
+    handle = runtime.start_worker(threads=8)
     yield runtime
     handle.stop(grace_s=5)
 
@@ -278,34 +302,39 @@ def all_finished(runtime: Runtime, ids: list[str]) -> Callable[[], bool]:
 
 def test_a_tenant_at_its_concurrency_limit_never_runs_more(runtime, make_tenant, limited_worker):
     limited, other = make_tenant(), make_tenant()
-    runtime.dispatcher.policy = DispatchPolicy(
-        window=WINDOW,
-        tenant_share=lambda t: TenantShare(concurrency=2) if t == limited else TenantShare(),
-    )
+    runtime.limits.set(limited, {"concurrency": 2})
     with RunningSampler(runtime) as sampler:
         mine = accept(runtime, limited, 12, sleep_s=0.15)
-        theirs = accept(runtime, other, 4, sleep_s=0.6)
+        theirs = accept(runtime, other, 4, sleep_s=1.0)
         wait_for(all_finished(runtime, theirs), timeout=60, what="the other tenant's")
         wait_for(all_finished(runtime, mine), timeout=60, what="the limited tenant's")
     assert sampler.samples > 10
     assert sampler.most[(limited, None)] == 2
-    # The other tenant is unaffected: its 4 ran side by side (6 threads, 2 taken at most).
+    # The other tenant is unaffected: its 4 ran side by side (8 threads, 2 taken at most).
     assert sampler.most[(other, None)] == 4
 
 
-def test_one_invocation_per_concurrency_key_at_a_time(runtime, make_tenant):
-    tenant = make_tenant()
-    runtime.dispatcher.policy = DispatchPolicy(
-        window=WINDOW, functions={"unhurried": FunctionShare(per_key=1)}
-    )
-    ids = accept(runtime, tenant, 8, function="unhurried", sleep_s=0.1)
-    # The keys are on the rows before a worker starts.
-    set_keys(runtime, {invocation_id: "ab"[i % 2] for i, invocation_id in enumerate(ids)})
-    handle = runtime.start_worker(threads=6)
-    try:
-        with RunningSampler(runtime) as sampler:
-            wait_for(all_finished(runtime, ids), timeout=60, what="every keyed invocation")
-    finally:
-        handle.stop(grace_s=5)
+def test_one_invocation_per_concurrency_key_at_a_time(runtime, make_tenant, limited_worker):
+    # `sync_customer`: one per customer_id at a time, two at once per tenant.
+    tenant, other = make_tenant(), make_tenant()
+    with RunningSampler(runtime) as sampler:
+        ids = [
+            runtime.invocations.accept(
+                tenant_id=tenant,
+                function="sync_customer",
+                payload={"customer_id": "abcab"[n % 5], "sleep_s": 0.15},
+                trigger="invoke",
+            ).invocation.id
+            for n in range(10)
+        ]
+        theirs = accept(runtime, other, 3, sleep_s=1.0)
+        wait_for(all_finished(runtime, theirs), timeout=60, what="the other tenant's")
+        wait_for(all_finished(runtime, ids), timeout=60, what="every keyed invocation")
     assert sampler.samples > 10
     assert sampler.most[(tenant, "a")] == 1 and sampler.most[(tenant, "b")] == 1
+    assert sampler.most[(tenant, None)] <= 2
+    assert sampler.most[(other, None)] == 3
+
+
+def test_the_reasons_are_the_ones_the_dashboard_explains():
+    assert {r.value for r in WaitReason} == set(WAITING_REASONS)

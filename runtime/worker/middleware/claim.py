@@ -74,7 +74,8 @@ class ClaimMiddleware(dramatiq.Middleware):
             log.info("delivery_skipped", invocation_id=invocation_id, reason="worker_stopping")
             raise SkipMessage("worker stopping")
         current_claim.set(outcome)
-        self._release(self.dispatcher.after_claim if self.dispatcher else None, outcome)
+        if self.dispatcher is not None:
+            self._release(self.dispatcher.after_claim, outcome.invocation.tenant_id)
 
     def after_process_message(
         self, broker: dramatiq.Broker, message: Any, *, result: Any = None, exception: Any = None
@@ -82,7 +83,9 @@ class ClaimMiddleware(dramatiq.Middleware):
         claimed = current_claim.get()
         if claimed is not None:
             self.leases.drop(claimed)
-            self._release(self.dispatcher.after_finish if self.dispatcher else None, claimed)
+            if self.dispatcher is not None:
+                inv = claimed.invocation
+                self._release(self.dispatcher.after_finish, inv.tenant_id, inv.function)
         current_claim.set(None)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
@@ -92,12 +95,9 @@ class ClaimMiddleware(dramatiq.Middleware):
         current_claim.set(None)
 
     @staticmethod
-    def _release(release: Callable[[str], int] | None, claimed: Claimed) -> None:
-        if release is None:
-            return
-        tenant_id = claimed.invocation.tenant_id
+    def _release(release: Callable[..., int], tenant_id: str, *args: str) -> None:
         try:
-            release(tenant_id)
+            release(tenant_id, *args)
         except Exception as ex:
             # Never fails the attempt: held work stays in the store; the sweep releases it.
             log.warning("release_failed", tenant_id=tenant_id, error=str(ex), exc_info=ex)

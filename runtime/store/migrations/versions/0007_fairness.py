@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007_fairness"
-down_revision = "0006_retention"  # TEMP until limits is merged
+down_revision = "0007_limits"
 branch_labels = None
 depends_on = None
 
@@ -27,8 +27,6 @@ WAITING = "status IN ('queued', 'scheduled', 'retrying')"
 
 def upgrade() -> None:
     with op.batch_alter_table("invocations", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("concurrency_key", sa.String(length=255), nullable=True))
-        batch_op.add_column(sa.Column("waiting_reason", sa.String(length=32), nullable=True))
         batch_op.create_index(
             "ix_invocations_dispatch",
             ["tenant_id", "dispatched_at", "created_at"],
