@@ -76,14 +76,20 @@ class Fairness:
         self.db = db
 
     def admit(self, invocation_id: str, tenant_id: str, window: int) -> bool:
-        """Keep a just-accepted invocation sent if its tenant's window has room, else hold it.
+        """Mark a just-accepted invocation sent if its tenant's window has room, else held.
 
-        True: send it now. False: it is held (`fair_share`) for a release to send.
+        True: send it now. False: it is held (`fair_share`) for a release to send. One
+        statement.
         """
-        held = _hold_if_window_full()
-        params = {"_id": invocation_id, "_tenant": tenant_id, "_window": window}
+        params = {
+            "_id": invocation_id,
+            "_tenant": tenant_id,
+            "_window": window,
+            "_now": self.db.clock(),
+        }
         with self.db.statements() as connection:
-            return connection.execute(held, params).first() is None
+            row = connection.execute(_admit(), params).first()
+        return row is not None and row.dispatched_at is not None
 
     def hold(self, invocation_id: str, reason: WaitReason) -> None:
         """Put a sent invocation back to held (its send failed or a limit refused it)."""
@@ -175,8 +181,8 @@ class Fairness:
 
 
 @functools.cache
-def _hold_if_window_full() -> Any:
-    """Hold `_id` (`fair_share`) if `_tenant` already has `_window` others sent."""
+def _admit() -> Any:
+    """Mark `_id` sent at `_now`, or held (`fair_share`) if `_tenant` has `_window` others sent."""
     others = sa.alias(_T, "others")
     sent_others = (
         sa.select(sa.literal(1).label("one"))
@@ -194,7 +200,12 @@ def _hold_if_window_full() -> Any:
     )
     return (
         sa.update(_T)
-        .where(_T.c.id == sa.bindparam("_id"), _T.c.dispatched_at.is_not(None), full)
-        .values(dispatched_at=None, waiting_reason=WaitReason.FAIR_SHARE.value)
-        .returning(_T.c.id)
+        .where(_T.c.id == sa.bindparam("_id"), _T.c.status.in_(CLAIMABLE))
+        .values(
+            dispatched_at=sa.case(
+                (full, None), else_=sa.bindparam("_now", type_=_T.c.dispatched_at.type)
+            ),
+            waiting_reason=sa.case((full, WaitReason.FAIR_SHARE.value), else_=None),
+        )
+        .returning(_T.c.dispatched_at)
     )
