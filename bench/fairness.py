@@ -49,6 +49,11 @@ def _accept(runtime: Any, tenants: list[str], count: int, threads: int = 8) -> N
 
 def run(deployment: ferry_run.FerryDeployment, plan: Plan, *, say: Any) -> dict[str, Any]:
     """Each run's drain: `figures` (rate per run, and on / off per tenant count) and details."""
+    runtime = deployment.runtime()
+    try:
+        runtime.store.migrate()
+    finally:
+        runtime.close()
     figures: dict[str, Any] = {}
     details: dict[str, Any] = {}
     for key, fair, count in RUNS:
@@ -61,14 +66,16 @@ def run(deployment: ferry_run.FerryDeployment, plan: Plan, *, say: Any) -> dict[
                 if tenant not in {t.id for t in runtime.store.tenants.list()}:
                     runtime.store.tenants.create(tenant)
             say(f"ferry: fairness {'on' if fair else 'off'}, {count} tenant(s): accepting")
-            _accept(runtime, tenants, plan.invocations)
+            _accept(runtime, tenants, plan.fairness_invocations)
             with processes(deployment.log_dir) as procs:
                 workers = ferry_run.start_workers(
                     procs, deployment, plan, fair_dispatch=setting, name=key
                 )
                 with CpuMeter({"workers": [w.pid for w in workers]}) as cpu:
-                    drain = ferry_run.drain(runtime, plan.invocations, plan.drain_timeout_s)
-            drain["cpu_ms_per_invocation"] = cpu.per_item_ms(plan.invocations)
+                    drain = ferry_run.drain(
+                        runtime, plan.fairness_invocations, plan.drain_timeout_s
+                    )
+            drain["cpu_ms_per_invocation"] = cpu.per_item_ms(plan.fairness_invocations)
             figures[key] = drain["rate"]
             details[key] = drain
             say(f"ferry: fairness {key}: {drain['rate']:.0f}/s")

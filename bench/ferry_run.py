@@ -210,9 +210,18 @@ def _idle_latency(base_url: str, key: str, runtime: Runtime, plan: Plan) -> dict
 
 
 def run(
-    deployment: FerryDeployment, plan: Plan, *, profile_dir: Path | None, say: Any
+    deployment: FerryDeployment,
+    plan: Plan,
+    *,
+    profile_dir: Path | None,
+    say: Any,
+    fairness_only: bool = False,
 ) -> dict[str, Any]:
-    """Every Ferry workload; the figures and the details behind them."""
+    """Every Ferry workload (or only the fairness rows); the figures and the details."""
+    from bench import fairness
+
+    if fairness_only:
+        return fairness.run(deployment, plan, say=say)
     runtime = deployment.runtime()
     runtime.store.migrate()
     runtime.store.tenants.create(TENANT)
@@ -296,8 +305,6 @@ def run(
     finally:
         runtime.close()
     say("ferry: fair dispatch on and off, one tenant and ten")
-    from bench import fairness
-
     fair = fairness.run(deployment, plan, say=say)
     figures.update(fair["figures"])
     details["fairness"] = fair["details"]
