@@ -41,7 +41,7 @@ DEFAULT_MAX_WAITS_PER_TENANT = 4
 #: Threads of one gateway process unless `GUNICORN_THREADS` says otherwise.
 DEFAULT_GATEWAY_THREADS = 8
 #: `FERRY_FAIR_WINDOW` unless set.
-DEFAULT_FAIR_WINDOW = 16
+DEFAULT_FAIR_WINDOW = 64
 
 
 class Settings(BaseSettings):
