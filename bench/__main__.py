@@ -45,6 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--logs", type=Path, help="keep the processes' logs in this directory")
     parser.add_argument(
+        "--fairness-only",
+        action="store_true",
+        help="Ferry's fair-dispatch rows alone (drains with FERRY_FAIR_DISPATCH on and off)",
+    )
+    parser.add_argument(
         "--ferry",
         action="append",
         default=[],
@@ -90,7 +95,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         deployment = ferry_run.FerryDeployment(
                             database_url, args.redis, f"{namespace}-ferry", log_dir, overrides
                         )
-                        out = ferry_run.run(deployment, plan, profile_dir=args.profile, say=_say)
+                        out = ferry_run.run(
+                            deployment,
+                            plan,
+                            profile_dir=args.profile,
+                            say=_say,
+                            fairness_only=args.fairness_only,
+                        )
                     results["ferry"], details["ferry"] = out["figures"], out["details"]
                 except BenchError as ex:
                     _say(f"ferry: failed: {ex}")

@@ -73,8 +73,8 @@ class FerryDeployment:
         ferry = {f"FERRY_{k.upper()}": v for k, v in {**self.values, **more}.items()}
         return child_env(**ferry)
 
-    def runtime(self) -> Runtime:
-        settings = Settings.from_env(**self.values, log_level="warning")
+    def runtime(self, **more: Any) -> Runtime:
+        settings = Settings.from_env(**{**self.values, **more}, log_level="warning")
         configure_logging(settings)  # the benchmark's own process logs warnings only
         return Runtime(settings)
 
@@ -95,7 +95,10 @@ def _gunicorn(procs: Processes, deployment: FerryDeployment, port: int) -> None:
     wait_for(healthy, timeout=60, what="gunicorn /healthz")
 
 
-def _workers(procs: Processes, deployment: FerryDeployment, plan: Plan) -> list[Any]:
+def start_workers(
+    procs: Processes, deployment: FerryDeployment, plan: Plan, *, name: str = "", **settings: Any
+) -> list[Any]:
+    """The plan's worker processes, with `settings` besides the deployment's."""
     started = []
     for n in range(plan.processes):
         argv = [
@@ -107,13 +110,14 @@ def _workers(procs: Processes, deployment: FerryDeployment, plan: Plan) -> list[
             "--threads",
             str(plan.threads),
         ]
-        started.append(procs.start(f"ferry-worker-{n + 1}", argv, deployment.env()))
+        label = f"ferry-worker-{name}-{n + 1}" if name else f"ferry-worker-{n + 1}"
+        started.append(procs.start(label, argv, deployment.env(**settings)))
     for proc in started:
         proc.wait_for_output('"worker_started"')
     return started
 
 
-def _clear(runtime: Runtime) -> None:
+def clear(runtime: Runtime) -> None:
     """Forget the accept phase's invocations: from the store and from the Redis queues."""
     with runtime.store.db.engine.begin() as conn:
         conn.execute(sa.text("TRUNCATE invocations, attempts CASCADE"))
@@ -147,7 +151,7 @@ def _status_counts(runtime: Runtime) -> dict[str, int]:
     return runtime.store.invocations.counts_by_status()
 
 
-def _drain(runtime: Runtime, count: int, timeout_s: float) -> dict[str, Any]:
+def drain(runtime: Runtime, count: int, timeout_s: float) -> dict[str, Any]:
     def finished() -> bool:
         counts = _status_counts(runtime)
         return sum(counts.get(s, 0) for s in ("succeeded", "failed")) >= count
@@ -206,9 +210,18 @@ def _idle_latency(base_url: str, key: str, runtime: Runtime, plan: Plan) -> dict
 
 
 def run(
-    deployment: FerryDeployment, plan: Plan, *, profile_dir: Path | None, say: Any
+    deployment: FerryDeployment,
+    plan: Plan,
+    *,
+    profile_dir: Path | None,
+    say: Any,
+    fairness_only: bool = False,
 ) -> dict[str, Any]:
-    """Every Ferry workload; the figures and the details behind them."""
+    """Every Ferry workload (or only the fairness rows); the figures and the details."""
+    from bench import fairness
+
+    if fairness_only:
+        return fairness.run(deployment, plan, say=say)
     runtime = deployment.runtime()
     runtime.store.migrate()
     runtime.store.tenants.create(TENANT)
@@ -255,11 +268,11 @@ def run(
             details["paced"] = {k: v for k, v in paced.items() if k != "latencies_ms"}
             details["paced"]["max_ms"] = max(paced["latencies_ms"], default=None)
 
-            _clear(runtime)
+            clear(runtime)
             say(f"ferry: accepting {plan.invocations} no-ops through the InvocationService")
             details["bulk_accept_rate"] = _bulk_accept(runtime, plan.invocations)
             say(f"ferry: draining with {plan.processes} x {plan.threads} workers")
-            workers = _workers(procs, deployment, plan)
+            workers = start_workers(procs, deployment, plan)
             recordings = []
             if profile_dir is not None:
                 # Long enough for most of a drain at a few hundred per second.
@@ -268,13 +281,13 @@ def run(
                     raw = profile_dir / f"worker-{n + 1}-drain.raw"
                     recordings.append((profiles.record(worker.pid, seconds, raw), raw))
             with CpuMeter({"workers": [w.pid for w in workers]}) as cpu:
-                drain = _drain(runtime, plan.invocations, plan.drain_timeout_s)
-            drain["cpu_s"] = cpu.used
-            drain["cpu_ms_per_invocation"] = cpu.per_item_ms(plan.invocations)
+                drained = drain(runtime, plan.invocations, plan.drain_timeout_s)
+            drained["cpu_s"] = cpu.used
+            drained["cpu_ms_per_invocation"] = cpu.per_item_ms(plan.invocations)
             for recording, raw in recordings:
                 profiles.finish(recording, raw)
-            figures["e2e_rate"] = drain["rate"]
-            details["drain"] = drain
+            figures["e2e_rate"] = drained["rate"]
+            details["drain"] = drained
 
             say(f"ferry: {plan.idle_samples} single invocations on idle workers")
             details["queue_empty_after_s"] = _queue_empty(runtime, deployment, timeout_s=120)
@@ -291,4 +304,8 @@ def run(
             }
     finally:
         runtime.close()
+    say("ferry: fair dispatch on and off, one tenant and ten")
+    fair = fairness.run(deployment, plan, say=say)
+    figures.update(fair["figures"])
+    details["fairness"] = fair["details"]
     return {"figures": figures, "details": details}

@@ -23,6 +23,8 @@ class Plan:
     #: Single invocations on an idle system, and the pause before each (seconds).
     idle_samples: int = 60
     idle_pause_s: tuple[float, float] = (0.3, 0.7)
+    #: No-ops drained per run of the fairness rows (four runs: on/off x 1/10 tenants).
+    fairness_invocations: int = 10_000
 
 
 FULL = Plan()
@@ -33,4 +35,5 @@ QUICK = Plan(
     invocations=5_000,
     drain_timeout_s=120.0,
     idle_samples=20,
+    fairness_invocations=2_000,
 )

@@ -39,6 +39,13 @@ FIGURES = (
     Figure("idle_start_p99_ms", "idle: accepted -> started p99", "ms", False, ("<", 50)),
     Figure("idle_finish_p50_ms", "idle: accepted -> finished p50", "ms", False),
     Figure("idle_finish_p99_ms", "idle: accepted -> finished p99", "ms", False),
+    # Fair dispatch (bench/fairness.py): drains with FERRY_FAIR_DISPATCH on and off.
+    Figure("fair_on_1", "drain, fairness on, 1 tenant", "/s", True),
+    Figure("fair_off_1", "drain, fairness off, 1 tenant", "/s", True),
+    Figure("fair_cost_1", "fairness cost, 1 tenant", "%", False, ("<", 15)),
+    Figure("fair_on_10", "drain, fairness on, 10 tenants", "/s", True),
+    Figure("fair_off_10", "drain, fairness off, 10 tenants", "/s", True),
+    Figure("fair_cost_10", "fairness cost, 10 tenants", "%", False, ("<", 15)),
 )
 
 

@@ -9,8 +9,8 @@ from typing import Any
 import dramatiq
 import structlog
 
-from runtime.dispatch import Dispatcher
-from runtime.errors import BrokerUnavailable, StoreUnavailable
+from runtime.dispatch import Dispatcher, DispatchPolicy, FunctionShare, TenantShare
+from runtime.errors import BrokerUnavailable, StoreUnavailable, TenantNotFound
 from runtime.metrics import process_metrics
 from runtime.outbound import OutboundPolicy
 from runtime.recovery.leases import LeaseKeeper, LeaseOptions, timeouts
@@ -34,6 +34,33 @@ from runtime.worker.consumer import WorkerHandle, new_worker_id, start_consuming
 from runtime.worker.execution import Executor
 
 log = structlog.get_logger("ferry.runtime")
+
+
+def dispatch_policy(settings: Settings, registry: Registry, limits: LimitService) -> DispatchPolicy:
+    """Fair dispatch as the settings say, with the tenants' and the functions' limits."""
+
+    def tenant_share(tenant_id: str) -> TenantShare:
+        try:
+            effective = limits.effective(tenant_id)
+        except TenantNotFound:
+            return TenantShare()
+        return TenantShare(effective.weight, effective.concurrency or None)
+
+    functions = {
+        fn.name: FunctionShare(
+            fn.limits.concurrency,
+            fn.limits.concurrency_per_key if fn.limits.concurrency_key else None,
+        )
+        for fn in registry
+    }
+    return DispatchPolicy(
+        fair=settings.fair_dispatch,
+        window=settings.fair_window,
+        tenant_share=tenant_share,
+        functions=functions,
+        default_weight=settings.default_weight,
+        default_concurrency=settings.default_concurrency or None,
+    )
 
 
 class Runtime:
@@ -60,24 +87,31 @@ class Runtime:
             options=LeaseOptions.from_settings(settings),
             metrics=self.metrics,
         )
-        install_worker_middleware(
-            self.broker, self.store.claims, self.worker_id, self.leases, self.metrics
-        )
         # Built in the order they need each other; the dispatcher finds each function's
         # actor on the broker, so the actors can come last.
-        self.dispatcher = Dispatcher(self.store, self.broker)
+        self.limits = LimitService(
+            self.store,
+            LimitDefaults.from_settings(settings),
+            cache_s=settings.limits_cache_s,
+            on_refused=self.metrics.limit_refused,
+        )
+        self.dispatcher = Dispatcher(
+            self.store, self.broker, dispatch_policy(settings, self.registry, self.limits)
+        )
+        install_worker_middleware(
+            self.broker,
+            self.store.claims,
+            self.worker_id,
+            self.leases,
+            self.metrics,
+            self.dispatcher,
+        )
         self.sweep = Sweep(
             self.store,
             self.dispatcher,
             self.broker,
             redispatch_after_s=settings.redispatch_after_s,
             retention=RetentionSweep.from_settings(self.store, settings),
-        )
-        self.limits = LimitService(
-            self.store,
-            LimitDefaults.from_settings(settings),
-            cache_s=settings.limits_cache_s,
-            on_refused=self.metrics.limit_refused,
         )
         self.invocations = InvocationService(
             self.store,

@@ -40,6 +40,8 @@ DEFAULT_MAX_DELAY_S = 30 * 86400
 DEFAULT_MAX_WAITS_PER_TENANT = 4
 #: Threads of one gateway process unless `GUNICORN_THREADS` says otherwise.
 DEFAULT_GATEWAY_THREADS = 8
+#: `FERRY_FAIR_WINDOW` unless set.
+DEFAULT_FAIR_WINDOW = 64
 
 
 class Settings(BaseSettings):
@@ -116,6 +118,14 @@ class Settings(BaseSettings):
     redispatch_after_s: float = Field(default=60.0, gt=0)
     #: How often the dispatcher looks for due, stale or lost invocations (seconds).
     sweep_interval_s: float = Field(default=1.0, gt=0)
+
+    # --- fair dispatch (runtime/dispatch.py, docs/fairness.md) -------------------------------
+    #: Send each tenant's work in turn (round-robin, weighted) instead of in arrival order.
+    #: Off, every accepted invocation goes to the broker at once; limits still hold.
+    fair_dispatch: bool = True
+    #: Invocations a tenant of weight 1 may have sent to the broker and not yet started;
+    #: the rest wait in the store for their turn. A weight multiplies it.
+    fair_window: int = Field(default=DEFAULT_FAIR_WINDOW, ge=1, le=100_000)
 
     # --- retention (runtime/store/retention.py, runtime/recovery/retention.py) ---------------
     #: Seconds a finished invocation, its attempts and its idempotency key are kept after it

@@ -68,7 +68,9 @@ class Sweep:
             log.warning("attempt_lost", invocation_id=invocation_id)
         sent = failed = 0
         batch = self.store.sweep.take_dispatchable(
-            redispatch_after_s=self.redispatch_after_s, waiting_since=self._waiting_since()
+            redispatch_after_s=self.redispatch_after_s,
+            waiting_since=self._waiting_since(),
+            fair=self.dispatcher.fair_windows,
         )
         for item in batch:
             if item.function not in self.dispatcher.actors:

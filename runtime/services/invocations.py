@@ -230,7 +230,7 @@ class InvocationService:
             self.limits.check_accept(
                 tenant_id, fn, trigger=trigger, idempotency_key=idempotency_key
             )
-        invocation, created = self.store.invocations.insert(row)
+        invocation, created = self.store.invocations.insert(row, held=self.dispatcher.policy.fair)
         if created and invocation.status == Status.QUEUED:
             self.dispatcher.dispatch(_dispatch_of(invocation))
         if created:

@@ -13,6 +13,7 @@ from runtime.settings import Settings
 from runtime.store.audit import AuditLog
 from runtime.store.claims import Claims
 from runtime.store.db import Clock, Database, engine_from_settings, translate_errors, utcnow
+from runtime.store.fairness import Fairness
 from runtime.store.invocations import Invocations
 from runtime.store.leases import Leases
 from runtime.store.limits import Limits
@@ -38,6 +39,7 @@ class Store:
         self.claims = Claims(db)
         self.leases = Leases(db)
         self.sweep = Sweep(db)
+        self.fairness = Fairness(db)
         self.workers = Workers(db)
         self.schedules = Schedules(db)
         self.stats = Stats(db)

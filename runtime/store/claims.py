@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from runtime.store import models, statements
 from runtime.store.db import Database, translate_errors
+from runtime.store.fairness import WaitReason
 from runtime.store.models import Status
 from runtime.store.views import InvocationView
 
@@ -39,9 +40,23 @@ class Claimed:
 class NotClaimed:
     """Why a delivery did not become an attempt."""
 
-    #: `missing`, `finished`, `running`, `not_due`, `tenant_suspended`
+    #: `missing`, `finished`, `running`, `not_due`, `tenant_suspended`, or a
+    #: `runtime.store.fairness.WaitReason` of a concurrency limit (the invocation is held again).
     reason: str
     due_at: datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Running invocations allowed at once: the tenant's, the function's, per key; None: no limit."""
+
+    tenant: int | None = None
+    function: int | None = None
+    key: int | None = None
+
+    @property
+    def any(self) -> bool:
+        return self.tenant is not None or self.function is not None or self.key is not None
 
 
 class Claims:
@@ -50,8 +65,22 @@ class Claims:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def claim(self, invocation_id: str, worker_id: str, lease_s: float) -> Claimed | NotClaimed:
-        """Take the invocation for one attempt, or say why not (see the module docstring)."""
+    def claim(
+        self,
+        invocation_id: str,
+        worker_id: str,
+        lease_s: float,
+        *,
+        tenant_id: str | None = None,
+        limits: Limits | None = None,
+    ) -> Claimed | NotClaimed:
+        """Take the invocation for one attempt, or say why not (see the module docstring).
+
+        With `limits` (and the invocation's `tenant_id`), only while fewer than each limit
+        run; an invocation a limit refuses is held again, with the limit as its reason.
+        """
+        if limits is not None and limits.any and tenant_id is not None:
+            return self._claim_limited(invocation_id, worker_id, lease_s, tenant_id, limits)
         now = self.db.clock()
         params = {
             "_id": invocation_id,
@@ -80,6 +109,89 @@ class Claims:
             # A Core row has the attributes `from_row` reads.
             return Claimed(InvocationView.from_row(row), row.attempts)  # type: ignore[arg-type]
         return self._why_not_claimed(invocation_id, now)
+
+    def _claim_limited(
+        self, invocation_id: str, worker_id: str, lease_s: float, tenant_id: str, limits: Limits
+    ) -> Claimed | NotClaimed:
+        """The claim under concurrency limits: count, then claim, as one serialised step.
+
+        On PostgreSQL a transaction-scoped advisory lock on the tenant serialises its limited
+        claims; it is taken by its own statement, so that the counting statement's snapshot
+        (READ COMMITTED) already sees the previous claimer's commit. SQLite has one writer
+        at a time, and the counts are subqueries of the claim's UPDATE.
+        """
+        now = self.db.clock()
+        params = {
+            "_id": invocation_id,
+            "_now": now,
+            "_lease": now + timedelta(seconds=lease_s),
+            "_worker": worker_id,
+            "_tenant": tenant_id,
+            "_tenant_limit": limits.tenant,
+            "_function_limit": limits.function,
+            "_key_limit": limits.key,
+        }
+        with translate_errors(), self.db.engine.begin() as connection:
+            if self.db.dialect == "postgresql":
+                connection.execute(statements.LOCK_TENANT_CLAIMS, {"_key": f"claims:{tenant_id}"})
+            claim = statements.limited_claim(
+                limits.tenant is not None, limits.function is not None, limits.key is not None
+            )
+            row = connection.execute(claim, params).first()
+            if row is not None:
+                connection.execute(
+                    statements.ADD_ATTEMPT,
+                    {
+                        "invocation_id": row.id,
+                        "tenant_id": row.tenant_id,
+                        "number": row.attempts,
+                        "worker_id": worker_id,
+                        "started_at": now,
+                    },
+                )
+                return Claimed(InvocationView.from_row(row), row.attempts)  # type: ignore[arg-type]
+            reason = self._limit_reached(connection, invocation_id, tenant_id, limits)
+            if reason is not None:
+                connection.execute(
+                    sa.update(I)
+                    .where(I.id == invocation_id, I.status.in_(models.CLAIMABLE))
+                    .values(dispatched_at=None, waiting_reason=reason)
+                )
+                return NotClaimed(reason)
+        return self._why_not_claimed(invocation_id, now)
+
+    @staticmethod
+    def _limit_reached(
+        connection: Connection, invocation_id: str, tenant_id: str, limits: Limits
+    ) -> WaitReason | None:
+        """The limit that keeps a claimable, due invocation from running now, if any."""
+        row = connection.execute(
+            sa.select(I.function, I.concurrency_key).where(
+                I.id == invocation_id, I.status.in_(models.CLAIMABLE)
+            )
+        ).first()
+        if row is None:
+            return None
+        running = sa.select(sa.func.count()).where(
+            I.tenant_id == tenant_id, I.status == Status.RUNNING
+        )
+        checks = [
+            (limits.tenant, running, WaitReason.TENANT_CONCURRENCY),
+            (
+                limits.function,
+                running.where(I.function == row.function),
+                WaitReason.FUNCTION_CONCURRENCY,
+            ),
+        ]
+        if row.concurrency_key is not None:
+            keyed = running.where(
+                I.function == row.function, I.concurrency_key == row.concurrency_key
+            )
+            checks.append((limits.key, keyed, WaitReason.KEY_CONCURRENCY))
+        for limit, count, reason in checks:
+            if limit is not None and (connection.scalar(count) or 0) >= limit:
+                return reason
+        return None
 
     def _why_not_claimed(self, invocation_id: str, now: datetime) -> NotClaimed:
         with self.db.autocommit() as s:

@@ -63,7 +63,7 @@ class Invocations:
 
     # --- accepting ----------------------------------------------------------------------------
 
-    def insert(self, new: NewInvocation) -> tuple[InvocationView, bool]:
+    def insert(self, new: NewInvocation, *, held: bool = False) -> tuple[InvocationView, bool]:
         """Store a new invocation, or return the one stored under the same key.
 
         Returns the invocation and whether this call created it. Concurrent inserts of one
@@ -81,7 +81,9 @@ class Invocations:
         )
         # A due invocation is sent by the caller right after this commit.
         values = {name: getattr(view, name) for name in _VIEW_FIELDS}
-        values["dispatched_at"] = now if due else None
+        # `held`: fair dispatch decides next whether it may be sent (`Fairness.admit`);
+        # until then it is unsent, so the sweep sends it should this process stop here.
+        values["dispatched_at"] = now if due and not held else None
         # One statement, committed by itself: it inserts only for an active tenant, and
         # a duplicate key inserts nothing instead of failing.
         with self.db.statements() as connection:

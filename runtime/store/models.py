@@ -95,6 +95,10 @@ FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 UNFINISHED_SQL = "status IN ('queued', 'scheduled', 'retrying', 'running')"
 #: The rows retention's partial index covers: the finished ones (see `runtime.store.retention`).
 FINISHED_SQL = "status IN ('succeeded', 'failed', 'cancelled')"
+#: Fair dispatch's indexes (docs/fairness.md): waiting invocations held in the store, and
+#: those sent to the broker and not yet started.
+HELD_SQL = "dispatched_at IS NULL AND status IN ('queued', 'scheduled', 'retrying')"
+SENT_SQL = "dispatched_at IS NOT NULL AND status IN ('queued', 'scheduled', 'retrying')"
 
 
 class TenantStatus(enum.StrEnum):
@@ -188,6 +192,22 @@ class Invocation(TenantScoped, Base):
             "finished_at",
             postgresql_where=sa.text(FINISHED_SQL),
             sqlite_where=sa.text(FINISHED_SQL),
+        ),
+        # Fair dispatch (migration 0012_fairness): a tenant's held invocations, released
+        # oldest first, and its sent ones, counted against its window. Each holds only
+        # those rows, so neither read passes over finished or running work.
+        Index(
+            "ix_invocations_held",
+            "tenant_id",
+            "created_at",
+            postgresql_where=sa.text(HELD_SQL),
+            sqlite_where=sa.text(HELD_SQL),
+        ),
+        Index(
+            "ix_invocations_sent",
+            "tenant_id",
+            postgresql_where=sa.text(SENT_SQL),
+            sqlite_where=sa.text(SENT_SQL),
         ),
     )
 

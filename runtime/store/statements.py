@@ -138,3 +138,54 @@ SUCCEED_AND_CLOSE = (
     .returning(_A.c.invocation_id)
     .add_cte(_succeeded)
 )
+
+
+# --- concurrency limits (docs/fairness.md) -------------------------------------------------
+
+#: Serialises the limited claims of one tenant until the transaction ends (PostgreSQL);
+#: `_key` names the tenant. 14 keeps these apart from other advisory locks.
+LOCK_TENANT_CLAIMS = sa.select(
+    sa.func.pg_advisory_xact_lock(14, sa.func.hashtext(sa.bindparam("_key", type_=sa.String)))
+)
+
+
+@functools.cache
+def limited_claim(tenant: bool, function: bool, key: bool) -> Any:
+    """`CLAIM`, only while fewer than the limits run: the tenant's, the function's, the key's.
+
+    Parameters beyond `CLAIM`'s: `_tenant`, and `_tenant_limit`, `_function_limit`,
+    `_key_limit` for the limits asked for. An invocation without a concurrency key is not
+    limited by key.
+    """
+    others = sa.alias(_T, "others")
+
+    def running(*where: Any) -> Any:
+        return (
+            sa.select(sa.func.count())
+            .select_from(others)
+            .where(
+                others.c.tenant_id == sa.bindparam("_tenant"),
+                others.c.status == sa.literal_column(f"'{Status.RUNNING.value}'"),
+                *where,
+            )
+            .correlate(_T)
+            .scalar_subquery()
+        )
+
+    checks = []
+    if tenant:
+        checks.append(running() < sa.bindparam("_tenant_limit", type_=sa.Integer))
+    if function:
+        same_function = others.c.function == _T.c.function
+        checks.append(running(same_function) < sa.bindparam("_function_limit", type_=sa.Integer))
+    if key:
+        same_key = sa.and_(
+            others.c.function == _T.c.function, others.c.concurrency_key == _T.c.concurrency_key
+        )
+        checks.append(
+            sa.or_(
+                _T.c.concurrency_key.is_(None),
+                running(same_key) < sa.bindparam("_key_limit", type_=sa.Integer),
+            )
+        )
+    return CLAIM.where(*checks)

@@ -31,6 +31,23 @@ class Dispatch:
     queue: str
 
 
+@dataclasses.dataclass(frozen=True)
+class FairWindows:
+    """Each tenant's send window (docs/fairness.md): `base` times its weight, and no more
+    than its concurrency limit. A tenant without its own takes the defaults (0: unlimited)."""
+
+    base: int
+    default_weight: int = 1
+    default_concurrency: int = 0
+
+    def of_tenant(self) -> Any:
+        """The window of the tenant of `models.Tenant`'s row, as SQL."""
+        T = models.Tenant
+        window = self.base * sa.func.coalesce(T.weight, self.default_weight)
+        concurrency = sa.func.coalesce(T.concurrency, self.default_concurrency)
+        return sa.case((sa.and_(concurrency > 0, concurrency < window), concurrency), else_=window)
+
+
 class Sweep:
     """The statements of the periodic sweep (`Dispatcher.sweep`)."""
 
@@ -83,6 +100,7 @@ class Sweep:
         redispatch_after_s: float,
         waiting_since: Mapping[str, datetime | None] | None = None,
         limit: int = 500,
+        fair: FairWindows | None = None,
     ) -> list[Dispatch]:
         """Mark and return what should go to the broker now.
 
@@ -93,34 +111,99 @@ class Sweep:
         if the queue is empty). The broker's queues are first in, first out, so a queued
         invocation sent after that is still waiting behind the backlog, not lost, and is
         not sent again; a queue not named falls back to `redispatch_after_s` alone.
+
+        With `fair` (fair dispatch, docs/fairness.md) what was never sent is released
+        round-robin across tenants, each only up to its window of sent and not yet
+        started; without it, everything due goes, oldest first.
         """
         now = self.db.clock()
         stale = now - timedelta(seconds=redispatch_after_s)
         due = sa.or_(I.scheduled_for.is_(None), I.scheduled_for <= now)
         never_sent_since_due = sa.or_(I.dispatched_at.is_(None), I.dispatched_at < I.scheduled_for)
+        sent_since_due = sa.and_(
+            I.dispatched_at.is_not(None),
+            sa.or_(I.scheduled_for.is_(None), I.dispatched_at >= I.scheduled_for),
+        )
         sent_long_ago = _sent_before(stale, waiting_since or {})
+        waiting = [_status_in(*CLAIMABLE), due, I.tenant_id.in_(statements.ACTIVE_TENANT_IDS)]
+        if fair is None:
+            wanted = sa.or_(never_sent_since_due, sent_long_ago)
+        else:
+            wanted = sa.and_(sent_since_due, sent_long_ago)
         with self.db.session() as s:
-            rows = s.scalars(
-                _lock(
-                    s,
-                    sa.select(I)
-                    .where(
-                        _status_in(*CLAIMABLE),
-                        due,
-                        sa.or_(never_sent_since_due, sent_long_ago),
-                        I.tenant_id.in_(statements.ACTIVE_TENANT_IDS),
+            rows = list(
+                s.scalars(
+                    _lock(
+                        s,
+                        sa.select(I)
+                        .where(*waiting, wanted)
+                        .order_by(I.scheduled_for.nulls_first(), I.created_at)
+                        .limit(limit),
                     )
-                    .order_by(I.scheduled_for.nulls_first(), I.created_at)
-                    .limit(limit),
-                )
-            ).all()
+                ).all()
+            )
+            if fair is not None and len(rows) < limit:
+                turns = s.scalars(
+                    _round_robin(
+                        waiting,
+                        never_sent_since_due,
+                        sent_since_due,
+                        fair,
+                        limit - len(rows),
+                    )
+                ).all()
+                order = {invocation_id: n for n, invocation_id in enumerate(turns)}
+                # Re-checked under the lock: another sweeper may have sent some meanwhile.
+                locked = s.scalars(
+                    _lock(s, sa.select(I).where(I.id.in_(turns), *waiting, never_sent_since_due))
+                ).all()
+                rows += sorted(locked, key=lambda row: order[row.id])
             out = []
             for row in rows:
                 row.dispatched_at = now
+                row.waiting_reason = None
                 if row.status == Status.SCHEDULED:
                     row.status = Status.QUEUED
                 out.append(Dispatch(row.id, row.tenant_id, row.function, row.queue))
         return out
+
+
+def _round_robin(waiting: list[Any], held: Any, sent: Any, windows: FairWindows, limit: int) -> Any:
+    """Ids of held invocations to release, taken rank by rank across tenants.
+
+    Each tenant's held invocations are ranked oldest first; a tenant gets at most its
+    free window (its window minus its sent ones). Ordering by rank takes every tenant's
+    first before anyone's second: round-robin.
+    """
+    ranked = (
+        sa.select(
+            I.id,
+            I.tenant_id,
+            I.created_at,
+            sa.func.row_number()
+            .over(
+                partition_by=I.tenant_id,
+                order_by=(I.scheduled_for.nulls_first(), I.created_at),
+            )
+            .label("rank"),
+        )
+        .where(*waiting, held)
+        .subquery("ranked")
+    )
+    sent_by_tenant = (
+        sa.select(I.tenant_id, sa.func.count().label("n"))
+        .where(_status_in(*CLAIMABLE), sent)
+        .group_by(I.tenant_id)
+        .subquery("sent")
+    )
+    return (
+        sa.select(ranked.c.id)
+        .join(models.Tenant, models.Tenant.id == ranked.c.tenant_id)
+        .outerjoin(sent_by_tenant, sent_by_tenant.c.tenant_id == ranked.c.tenant_id)
+        .where(ranked.c.rank <= windows.of_tenant() - sa.func.coalesce(sent_by_tenant.c.n, 0))
+        .order_by(ranked.c.rank, ranked.c.created_at)
+        .limit(limit)
+    )
 
 
 def _sent_before(stale: datetime, waiting_since: Mapping[str, datetime | None]) -> Any:

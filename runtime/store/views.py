@@ -122,6 +122,7 @@ class InvocationView:
             "duration_ms": self.duration_ms,
             "result": self.result,
             "error": self.error,
+            "waiting_reason": self.waiting_reason,
         }
 
 

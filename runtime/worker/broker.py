@@ -10,6 +10,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage, ShutdownNotifications
 
+from runtime.dispatch import Dispatcher
 from runtime.metrics import Metrics
 from runtime.recovery.leases import LeaseKeeper
 from runtime.registry import Registry
@@ -53,12 +54,13 @@ def install_worker_middleware(
     worker_id: str,
     leases: LeaseKeeper,
     metrics: Metrics,
+    dispatcher: Dispatcher | None = None,
 ) -> None:
     """Ferry's middleware, in the one order that works: claim, log binding, metrics.
 
     The claim must run first: every later hook relies on the invocation it won.
     """
-    broker.add_middleware(ClaimMiddleware(claims, worker_id, leases))
+    broker.add_middleware(ClaimMiddleware(claims, worker_id, leases, dispatcher))
     broker.add_middleware(LogContextMiddleware())
     # After the claim: it measures the attempts the claim won.
     broker.add_middleware(MetricsMiddleware(metrics, claims))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import dramatiq
@@ -9,6 +10,7 @@ import structlog
 from dramatiq.middleware import SkipMessage
 
 from runtime.context import current_claim
+from runtime.dispatch import Dispatcher
 from runtime.errors import StoreUnavailable
 from runtime.recovery.leases import LeaseKeeper
 from runtime.store.claims import Claimed, Claims
@@ -26,17 +28,38 @@ class ClaimMiddleware(dramatiq.Middleware):
 
     The claim's lease is short; `leases` renews it while the attempt runs and stops
     when it ends.
+
+    With a `dispatcher`, the claim respects the tenant's and the function's concurrency
+    limits, and a claim or a limited attempt's end releases the tenant's held work
+    (fair dispatch, docs/fairness.md). A release that fails is left to the sweep.
     """
 
-    def __init__(self, claims: Claims, worker_id: str, leases: LeaseKeeper) -> None:
+    def __init__(
+        self,
+        claims: Claims,
+        worker_id: str,
+        leases: LeaseKeeper,
+        dispatcher: Dispatcher | None = None,
+    ) -> None:
         self.claims = claims
         self.worker_id = worker_id
         self.leases = leases
+        self.dispatcher = dispatcher
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         invocation_id = message.options.get("invocation_id") or message.args[0]
+        tenant_id = message.options.get("tenant_id")
+        limits = None
+        if self.dispatcher is not None and tenant_id is not None:
+            limits = self.dispatcher.policy.limits(tenant_id, message.actor_name)
         try:
-            outcome = self.claims.claim(invocation_id, self.worker_id, self.leases.options.lease_s)
+            outcome = self.claims.claim(
+                invocation_id,
+                self.worker_id,
+                self.leases.options.lease_s,
+                tenant_id=tenant_id,
+                limits=limits,
+            )
         except StoreUnavailable as ex:
             # Dramatiq would log and swallow this and run the actor anyway. Without the
             # store nothing may run: the row stays claimable and the sweep resends it.
@@ -51,6 +74,8 @@ class ClaimMiddleware(dramatiq.Middleware):
             log.info("delivery_skipped", invocation_id=invocation_id, reason="worker_stopping")
             raise SkipMessage("worker stopping")
         current_claim.set(outcome)
+        if self.dispatcher is not None:
+            self._release(self.dispatcher.after_claim, outcome.invocation.tenant_id)
 
     def after_process_message(
         self, broker: dramatiq.Broker, message: Any, *, result: Any = None, exception: Any = None
@@ -58,6 +83,21 @@ class ClaimMiddleware(dramatiq.Middleware):
         claimed = current_claim.get()
         if claimed is not None:
             self.leases.drop(claimed)
+            if self.dispatcher is not None:
+                inv = claimed.invocation
+                self._release(self.dispatcher.after_finish, inv.tenant_id, inv.function)
         current_claim.set(None)
 
-    after_skip_message = after_process_message
+    def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        claimed = current_claim.get()
+        if claimed is not None:
+            self.leases.drop(claimed)
+        current_claim.set(None)
+
+    @staticmethod
+    def _release(release: Callable[..., int], tenant_id: str, *args: str) -> None:
+        try:
+            release(tenant_id, *args)
+        except Exception as ex:
+            # Never fails the attempt: held work stays in the store; the sweep releases it.
+            log.warning("release_failed", tenant_id=tenant_id, error=str(ex), exc_info=ex)
