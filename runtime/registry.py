@@ -20,7 +20,9 @@ from typing import Any
 import pydantic
 
 from runtime.errors import FunctionDefinitionError, FunctionNotFound, InputInvalid
+from runtime.inputs import ExtraFields, refused_unless_known, unknown_fields
 from runtime.settings import Settings
+from runtime.suggestions import did_you_mean
 
 QUEUES = ("default", "heavy", "scheduled")
 #: Scopes a function may ask of an API key that invokes it over HTTP.
@@ -50,6 +52,9 @@ class FunctionSpec:
     #: Run by schedules, other functions (`ctx.invoke`) and operators only: over HTTP,
     #: only an operator key (`admin`) may invoke it.
     internal: bool = False
+    #: The top-level field names and aliases an input may carry, when any other is refused
+    #: (422 naming it); None when the Input model decides (see `@function(extra_fields=)`).
+    known_fields: frozenset[str] | None = None
 
     @property
     def http_scope(self) -> str:
@@ -99,12 +104,34 @@ class Function:
         return self.spec.http_scope
 
     def validate_input(self, data: Any) -> pydantic.BaseModel:
+        """The input as the function's Input; `InputInvalid` with every problem if it isn't.
+
+        Unknown top-level fields are problems too, unless the function lets its Input
+        model decide (`known_fields` is None).
+        """
+        unknown = unknown_fields(data, self.spec.known_fields)
         try:
-            return self.spec.input_model.model_validate(data)
+            validated = self.spec.input_model.model_validate(data)
         except pydantic.ValidationError as ex:
             raise InputInvalid(
-                f"the input is not valid for {self.name}", errors=validation_errors(ex)
+                f"the input is not valid for {self.name}",
+                errors=unknown + validation_errors(ex),
             ) from ex
+        if unknown:
+            raise InputInvalid(f"the input is not valid for {self.name}", errors=unknown)
+        return validated
+
+    def input_schema(self, ref_template: str | None = None) -> dict[str, Any]:
+        """JSON Schema of the input; `additionalProperties: false` when unknown fields are refused."""
+        model = self.spec.input_model
+        schema = (
+            model.model_json_schema()
+            if ref_template is None
+            else model.model_json_schema(ref_template=ref_template)
+        )
+        if self.spec.known_fields is not None:
+            schema["additionalProperties"] = False
+        return schema
 
     def dump_output(self, value: Any) -> dict[str, Any] | None:
         """Validate what the handler returned against its Output model (raises if it isn't)."""
@@ -125,7 +152,7 @@ class Function:
             "queue": self.queue,
             "max_retries": self.max_retries,
             "timeout_s": self.timeout,
-            "input_schema": self.spec.input_model.model_json_schema(),
+            "input_schema": self.input_schema(),
             "output_schema": out.model_json_schema() if out is not None else None,
             "invoke_scope": self.http_scope,
             "internal": self.spec.internal,
@@ -155,6 +182,7 @@ def function(
     permanent_on: tuple[type[BaseException], ...] = (),
     invoke_scope: str = "invoke",
     internal: bool = False,
+    extra_fields: ExtraFields | None = None,
 ) -> Callable[[Handler], FunctionSpec]: ...
 
 
@@ -171,12 +199,15 @@ def function(
     permanent_on: tuple[type[BaseException], ...] = (),
     invoke_scope: str = "invoke",
     internal: bool = False,
+    extra_fields: ExtraFields | None = None,
 ) -> FunctionSpec | Callable[[Handler], FunctionSpec]:
     """Declare a Ferry function: `handler(ctx, payload: Input) -> Output`.
 
     `invoke_scope` is the scope an API key needs, besides `invoke`, to invoke it over
     HTTP (`invoke`, `manage` or `admin`); `internal=True` keeps it for schedules,
     `ctx.invoke` and operator keys (HTTP by a tenant's key is refused with 403).
+    An input with a top-level field the Input model does not know is refused (422 naming
+    it) unless `extra_fields="allow"` or the model sets `extra` in its `model_config`.
     """
 
     def declare(fn: Handler) -> FunctionSpec:
@@ -218,6 +249,7 @@ def function(
             permanent_on=tuple(permanent_on),
             invoke_scope=invoke_scope,
             internal=internal,
+            known_fields=refused_unless_known(input_model, extra_fields, where),
         )
 
     return declare if handler is None else declare(handler)
@@ -274,7 +306,9 @@ class Registry:
         try:
             return self._functions[name]
         except KeyError:
-            raise FunctionNotFound(f"no function named {name!r}") from None
+            raise FunctionNotFound(
+                f"no function named {name!r}{did_you_mean(name, self._functions)}"
+            ) from None
 
     def __iter__(self) -> Iterator[Function]:
         return iter(self._functions.values())

@@ -43,6 +43,10 @@ def _reachable(host: str, port: int) -> bool:
         return False
 
 
+#: Why tests skipped for want of a server, and how many: said once, at the end of the run.
+_skipped_for_services: dict[str, int] = {}
+
+
 def require_services() -> None:
     """Skip (locally) or fail (in CI) when PostgreSQL or Redis is not reachable."""
     missing = [
@@ -54,7 +58,18 @@ def require_services() -> None:
         message = f"{' and '.join(missing)} not reachable on 127.0.0.1"
         if os.environ.get("CI"):
             pytest.fail(message + " (CI must run them: see .ci/run)")
+        _skipped_for_services[message] = _skipped_for_services.get(message, 0) + 1
         pytest.skip(message)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """One line per run for the tests skipped because a server was not reachable."""
+    for message, count in _skipped_for_services.items():
+        terminalreporter.write_line(
+            f"skipped {count} test(s) that need real servers: {message} "
+            "(PostgreSQL with user postgres, trust auth; Redis; .ci/run sets both up)",
+            yellow=True,
+        )
 
 
 def pg_url(database: str) -> str:

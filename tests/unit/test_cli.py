@@ -44,8 +44,9 @@ def db_url(sqlite_env: str, monkeypatch: pytest.MonkeyPatch) -> str:
     return sqlite_env
 
 
-@pytest.fixture
-def ferry(db_url: str, capsys: pytest.CaptureFixture[str]) -> Callable[..., Ran]:
+def runner(capsys: pytest.CaptureFixture[str]) -> Callable[..., Ran]:
+    """`ferry ARGV...` in this process: its exit code and what it printed."""
+
     def run(*argv: str) -> Ran:
         capsys.readouterr()
         code = main(list(argv))
@@ -54,6 +55,11 @@ def ferry(db_url: str, capsys: pytest.CaptureFixture[str]) -> Callable[..., Ran]
         return Ran(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture
+def ferry(db_url: str, capsys: pytest.CaptureFixture[str]) -> Callable[..., Ran]:
+    return runner(capsys)
 
 
 @pytest.fixture
@@ -384,7 +390,7 @@ def test_invoke_with_a_key_replays_and_refuses_another_body(ferry, migrated):
     assert "replayed" in again.err
     conflict = ferry(*argv, "--data", '{"message": "other"}')
     assert conflict.code == 1
-    assert "different body" in conflict.err
+    assert "different --data" in conflict.err and "Idempotency-Key" not in conflict.err
     assert migrated.invocations.counts_by_status() == {"queued": 1}
 
 
