@@ -43,8 +43,8 @@ def _reachable(host: str, port: int) -> bool:
         return False
 
 
-#: Why tests skipped for want of a server, and how many: said once, at the end of the run.
-_skipped_for_services: dict[str, int] = {}
+#: Ends the reason of every skip for want of a server, so that the run can count them.
+UNREACHABLE = "not reachable on 127.0.0.1"
 
 
 def require_services() -> None:
@@ -55,21 +55,27 @@ def require_services() -> None:
         if not _reachable("127.0.0.1", port)
     ]
     if missing:
-        message = f"{' and '.join(missing)} not reachable on 127.0.0.1"
+        message = f"{' and '.join(missing)} {UNREACHABLE}"
         if os.environ.get("CI"):
             pytest.fail(message + " (CI must run them: see .ci/run)")
-        _skipped_for_services[message] = _skipped_for_services.get(message, 0) + 1
         pytest.skip(message)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """One line per run for the tests skipped because a server was not reachable."""
-    for message, count in _skipped_for_services.items():
-        terminalreporter.write_line(
-            f"skipped {count} test(s) that need real servers: {message} "
-            "(PostgreSQL with user postgres, trust auth; Redis; .ci/run sets both up)",
-            yellow=True,
-        )
+    """Fold the skips for want of a server into one line of the summary, whatever test skipped.
+
+    pytest's `-ra` summary folds skips by where they happened, which for a fixture's skip is
+    each test's own line: one line per test. All of them get this file as their place.
+    """
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = report.longrepr
+        if isinstance(longrepr, tuple) and str(longrepr[2]).endswith(UNREACHABLE):
+            report.longrepr = (
+                __file__,
+                None,
+                f"{longrepr[2]}: the tests that need PostgreSQL (user postgres, trust auth) "
+                "and Redis skipped (.ci/run sets both up)",
+            )
 
 
 def pg_url(database: str) -> str:
