@@ -44,6 +44,18 @@ def db_url(sqlite_env: str, monkeypatch: pytest.MonkeyPatch) -> str:
     return sqlite_env
 
 
+def run_pytest(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`python -m pytest -q ARGS` in another process, without a cache; what it printed."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def runner(capsys: pytest.CaptureFixture[str]) -> Callable[..., Ran]:
     """`ferry ARGV...` in this process: its exit code and what it printed."""
 
@@ -494,22 +506,7 @@ def test_new_writes_a_function_and_a_test_that_passes(ferry, project):
         FERRY_TEST_PG_URL=f"postgresql+psycopg://postgres@{nowhere}/postgres",
         FERRY_TEST_REDIS_URL=f"redis://{nowhere}/0",
     )
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            str(test.relative_to(project)),
-        ],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_pytest(str(test.relative_to(project)), cwd=project, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "3 passed" in result.stdout
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
+
+from tests.unit.test_cli import run_pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -19,25 +19,14 @@ def test_tests_that_need_servers_say_so_in_one_line_per_run(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "CI"}
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(REPO)])
     # When the tests that need them run, on both backends
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-p",
-            "servers_unreachable",
-            "tests/unit/test_inputs_strict.py",
-            "-k",
-            "api",
-        ],
+    result = run_pytest(
+        "-p",
+        "servers_unreachable",
+        "tests/unit/test_inputs_strict.py",
+        "-k",
+        "api",
         cwd=REPO,
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
     # Then the embedded ones pass, the others skip, and one line says why and what to do
     assert result.returncode == 0, result.stdout + result.stderr
