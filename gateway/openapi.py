@@ -77,25 +77,14 @@ def ref(kind: str, name: str) -> dict[str, str]:
     return {"$ref": f"#/components/{kind}/{name}"}
 
 
-def schema_ref_template(name: str) -> str:
-    """Where a model's `$defs` go: components named `name.Def`."""
-    return f"#/components/schemas/{name}.{{model}}"
-
-
 def schema_name(text: str) -> str:
     """A valid component name (OpenAPI allows `[A-Za-z0-9._-]`)."""
     return re.sub(r"[^A-Za-z0-9._-]", "_", text)
 
 
-def model_schemas(
-    model: type[pydantic.BaseModel], name: str, schema: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """A function's model as components: `name`, and its `$defs` as `name.Def`.
-
-    `schema` is the model's schema when the caller built it (with this `ref_template`).
-    """
-    if schema is None:
-        schema = model.model_json_schema(ref_template=schema_ref_template(name))
+def model_schemas(model: type[pydantic.BaseModel], name: str) -> dict[str, Any]:
+    """A function's model as components: `name`, and its `$defs` as `name.Def`."""
+    schema = model.model_json_schema(ref_template=f"#/components/schemas/{name}.{{model}}")
     definitions = schema.pop("$defs", {})
     return {name: schema, **{f"{name}.{key}": value for key, value in definitions.items()}}
 
@@ -318,9 +307,9 @@ def function_operations(registry: Registry) -> tuple[list[Operation], dict[str, 
     operations, schemas = [], {}
     for function in registry:
         prefix = schema_name(function.name)
-        # The function's own input schema: `additionalProperties: false` if it refuses extras.
-        inputs = function.input_schema(schema_ref_template(f"{prefix}.Input"))
-        schemas.update(model_schemas(function.spec.input_model, f"{prefix}.Input", inputs))
+        schemas.update(model_schemas(function.spec.input_model, f"{prefix}.Input"))
+        if function.refuses_unknown_fields:
+            schemas[f"{prefix}.Input"]["additionalProperties"] = False
         result: dict[str, Any] = {"type": "null"}
         if function.spec.output_model is not None:
             schemas.update(model_schemas(function.spec.output_model, f"{prefix}.Output"))

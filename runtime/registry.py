@@ -121,15 +121,15 @@ class Function:
             raise InputInvalid(f"the input is not valid for {self.name}", errors=unknown)
         return validated
 
-    def input_schema(self, ref_template: str | None = None) -> dict[str, Any]:
+    @property
+    def refuses_unknown_fields(self) -> bool:
+        """Whether an input's unknown top-level fields are refused (else the model decides)."""
+        return self.spec.known_fields is not None
+
+    def input_schema(self) -> dict[str, Any]:
         """JSON Schema of the input; `additionalProperties: false` when unknown fields are refused."""
-        model = self.spec.input_model
-        schema = (
-            model.model_json_schema()
-            if ref_template is None
-            else model.model_json_schema(ref_template=ref_template)
-        )
-        if self.spec.known_fields is not None:
+        schema = self.spec.input_model.model_json_schema()
+        if self.refuses_unknown_fields:
             schema["additionalProperties"] = False
         return schema
 
