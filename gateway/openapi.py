@@ -198,6 +198,8 @@ def function_operations(registry: Registry) -> tuple[list[Operation], dict[str, 
     for function in registry:
         prefix = schema_name(function.name)
         schemas.update(model_schemas(function.spec.input_model, f"{prefix}.Input"))
+        if function.refuses_unknown_fields:
+            schemas[f"{prefix}.Input"]["additionalProperties"] = False
         result: dict[str, Any] = {"type": "null"}
         if function.spec.output_model is not None:
             schemas.update(model_schemas(function.spec.output_model, f"{prefix}.Output"))

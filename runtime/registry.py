@@ -21,8 +21,10 @@ import pydantic
 
 from runtime.errors import FunctionDefinitionError, FunctionNotFound, InputInvalid
 from runtime.function_limits import FunctionLimits
+from runtime.inputs import ExtraFields, refused_unless_known, unknown_fields
 from runtime.secrets.values import SECRET_NAME, SECRET_NAME_RULE
 from runtime.settings import Settings
+from runtime.suggestions import did_you_mean
 
 QUEUES = ("default", "heavy", "scheduled")
 #: Scopes a function may ask of an API key that invokes it over HTTP.
@@ -57,6 +59,9 @@ class FunctionSpec:
     secrets: tuple[str, ...] = ()
     #: Its own concurrency and waiting limits (`runtime.function_limits`).
     limits: FunctionLimits = dataclasses.field(default_factory=FunctionLimits)
+    #: The top-level field names and aliases an input may carry, when any other is refused
+    #: (422 naming it); None when the Input model decides (see `@function(extra_fields=)`).
+    known_fields: frozenset[str] | None = None
 
     @property
     def http_scope(self) -> str:
@@ -111,12 +116,34 @@ class Function:
         return self.spec.limits
 
     def validate_input(self, data: Any) -> pydantic.BaseModel:
+        """The input as the function's Input; `InputInvalid` with every problem if it isn't.
+
+        Unknown top-level fields are problems too, unless the function lets its Input
+        model decide (`known_fields` is None).
+        """
+        unknown = unknown_fields(data, self.spec.known_fields)
         try:
-            return self.spec.input_model.model_validate(data)
+            validated = self.spec.input_model.model_validate(data)
         except pydantic.ValidationError as ex:
             raise InputInvalid(
-                f"the input is not valid for {self.name}", errors=validation_errors(ex)
+                f"the input is not valid for {self.name}",
+                errors=unknown + validation_errors(ex),
             ) from ex
+        if unknown:
+            raise InputInvalid(f"the input is not valid for {self.name}", errors=unknown)
+        return validated
+
+    @property
+    def refuses_unknown_fields(self) -> bool:
+        """Whether an input's unknown top-level fields are refused (else the model decides)."""
+        return self.spec.known_fields is not None
+
+    def input_schema(self) -> dict[str, Any]:
+        """JSON Schema of the input; `additionalProperties: false` when unknown fields are refused."""
+        schema = self.spec.input_model.model_json_schema()
+        if self.refuses_unknown_fields:
+            schema["additionalProperties"] = False
+        return schema
 
     def dump_output(self, value: Any) -> dict[str, Any] | None:
         """Validate what the handler returned against its Output model (raises if it isn't)."""
@@ -137,7 +164,7 @@ class Function:
             "queue": self.queue,
             "max_retries": self.max_retries,
             "timeout_s": self.timeout,
-            "input_schema": self.spec.input_model.model_json_schema(),
+            "input_schema": self.input_schema(),
             "output_schema": out.model_json_schema() if out is not None else None,
             "invoke_scope": self.http_scope,
             "internal": self.spec.internal,
@@ -173,6 +200,7 @@ def function(
     max_waiting: int | None = None,
     concurrency_key: str | None = None,
     concurrency_per_key: int | None = None,
+    extra_fields: ExtraFields | None = None,
 ) -> Callable[[Handler], FunctionSpec]: ...
 
 
@@ -194,6 +222,7 @@ def function(
     max_waiting: int | None = None,
     concurrency_key: str | None = None,
     concurrency_per_key: int | None = None,
+    extra_fields: ExtraFields | None = None,
 ) -> FunctionSpec | Callable[[Handler], FunctionSpec]:
     """Declare a Ferry function: `handler(ctx, payload: Input) -> Output`.
 
@@ -204,6 +233,8 @@ def function(
     invocation is refused (422) while one of them is not set for its tenant.
     `concurrency`, `max_waiting`, `concurrency_key` and `concurrency_per_key` are its own
     limits per tenant, beside the tenant's (`runtime.function_limits`).
+    An input with a top-level field the Input model does not know is refused (422 naming
+    it) unless `extra_fields="allow"` or the model sets `extra` in its `model_config`.
     """
 
     def declare(fn: Handler) -> FunctionSpec:
@@ -260,6 +291,7 @@ def function(
                 concurrency_key=concurrency_key,
                 concurrency_per_key=concurrency_per_key,
             ),
+            known_fields=refused_unless_known(input_model, extra_fields, where),
         )
 
     return declare if handler is None else declare(handler)
@@ -316,7 +348,9 @@ class Registry:
         try:
             return self._functions[name]
         except KeyError:
-            raise FunctionNotFound(f"no function named {name!r}") from None
+            raise FunctionNotFound(
+                f"no function named {name!r}{did_you_mean(name, self._functions)}"
+            ) from None
 
     def __iter__(self) -> Iterator[Function]:
         return iter(self._functions.values())

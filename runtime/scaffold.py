@@ -24,7 +24,9 @@ TESTS = Path("tests") / "unit"
 
 def check_name(name: str) -> None:
     """Refuse a name that cannot be a function module and a Python function."""
-    if not name.isidentifier() or not name.isascii() or keyword.iskeyword(name):
+    if keyword.iskeyword(name):
+        raise BadRequest(f"{name!r} is a Python keyword, so it cannot name a function; try {name}_")
+    if not name.isidentifier() or not name.isascii():
         raise BadRequest(f"{name!r} is not a Python identifier (use letters, digits and _)")
     if name.startswith("_") or name in RESERVED:
         raise BadRequest(f"{name!r} cannot be a function name: it is private or reserved")

@@ -44,6 +44,10 @@ def _reachable(host: str, port: int) -> bool:
         return False
 
 
+#: Ends the reason of every skip for want of a server, so that the run can count them.
+UNREACHABLE = "not reachable on 127.0.0.1"
+
+
 def require_services() -> None:
     """Skip (locally) or fail (in CI) when PostgreSQL or Redis is not reachable."""
     missing = [
@@ -52,10 +56,27 @@ def require_services() -> None:
         if not _reachable("127.0.0.1", port)
     ]
     if missing:
-        message = f"{' and '.join(missing)} not reachable on 127.0.0.1"
+        message = f"{' and '.join(missing)} {UNREACHABLE}"
         if os.environ.get("CI"):
             pytest.fail(message + " (CI must run them: see .ci/run)")
         pytest.skip(message)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Fold the skips for want of a server into one line of the summary, whatever test skipped.
+
+    pytest's `-ra` summary folds skips by where they happened, which for a fixture's skip is
+    each test's own line: one line per test. All of them get this file as their place.
+    """
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = report.longrepr
+        if isinstance(longrepr, tuple) and str(longrepr[2]).endswith(UNREACHABLE):
+            report.longrepr = (
+                __file__,
+                None,
+                f"{longrepr[2]}: the tests that need PostgreSQL (user postgres, trust auth) "
+                "and Redis skipped (.ci/run sets both up)",
+            )
 
 
 def pg_url(database: str) -> str:

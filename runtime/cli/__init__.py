@@ -3,7 +3,8 @@
 Each command group is one module here with `add_commands(subparsers)`; a command is
 `run(args, settings) -> exit code` and raises Ferry errors for `main` to print.
 
-Every command reads the same `Settings.from_env()` as the servers. Exit codes: 0 done,
+Every command reads the same `Settings.from_env()` as the servers, after the `.env` of the
+current directory (parsed as honcho does; a variable already set wins). Exit codes: 0 done,
 1 a user error (one line on stderr, never a traceback), 2 bad usage or a bad `FERRY_*`
 setting, 3 `invoke --wait` ran out before the invocation finished.
 """
@@ -15,8 +16,20 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from runtime.cli import audit, functions, invoke, keys, processes, schedules, secrets, tenants
+from runtime.cli import (
+    audit,
+    functions,
+    invocations,
+    invoke,
+    keys,
+    processes,
+    schedules,
+    secrets,
+    tenants,
+)
+from runtime.cli.dotenv import load_dotenv
 from runtime.cli.output import EXIT_BAD_SETTINGS, EXIT_USER_ERROR, describe_error, warn
+from runtime.cli.suggest import suggestion
 from runtime.errors import FerryError, SettingsInvalid
 from runtime.logs import configure_logging
 from runtime.settings import Settings
@@ -28,6 +41,7 @@ COMMAND_GROUPS: list[Callable[[Any], None]] = [
     keys.add_commands,
     functions.add_commands,
     invoke.add_commands,
+    invocations.add_commands,
     schedules.add_commands,
     audit.add_commands,
     secrets.add_commands,
@@ -39,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ferry",
         description="Ferry: a function runtime for multi-tenant background work.",
-        epilog="Every command reads the FERRY_* environment variables, like the servers.",
+        epilog="Every command reads the FERRY_* environment variables, like the servers, "
+        "after reading the .env file of the current directory, parsed as honcho parses it "
+        "(a variable already in the environment wins over the file).",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_commands in COMMAND_GROUPS:
@@ -51,6 +67,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one `ferry` command; returns its exit code."""
     args = build_parser().parse_args(argv)
     try:
+        load_dotenv()
+    except OSError as ex:
+        warn(f"ferry: {ex}")
+        return EXIT_BAD_SETTINGS
+    settings: Settings | None = None
+    try:
         settings = Settings.from_env()
         if not getattr(args, "own_logging", False):
             _configure_quiet_logging(settings)
@@ -59,7 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         warn(f"ferry: bad setting: {ex.message}")
         return EXIT_BAD_SETTINGS
     except FerryError as ex:
-        warn(f"ferry: {describe_error(ex)}")
+        hint = suggestion(ex, args, settings) if settings is not None else ""
+        warn(f"ferry: {describe_error(ex)}{hint}")
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         return 130

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from runtime import scaffold
@@ -29,7 +30,9 @@ def cmd_new(args: argparse.Namespace, settings: Settings) -> int:
     written = scaffold.write_function(args.name, package=package, settings=settings)
     for path in written:
         say(f"created {path}")
-    say(f"run its test:   python -m pytest -q {written[1]}")
+    # scripts/test installs the test tools on first use; plain pytest may not be there yet.
+    runner = "scripts/test" if Path("scripts", "test").is_file() else "python -m pytest -q"
+    say(f"run its test:   {runner} {written[1]}")
     say(
         f"invoke it:      ferry invoke {args.name} --tenant demo --data "
         f"'{json.dumps(scaffold.EXAMPLE_INPUT)}' (restart `ferry dev` first to load it)"

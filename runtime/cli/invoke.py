@@ -14,7 +14,7 @@ from runtime.cli.output import (
     print_json,
     warn,
 )
-from runtime.errors import BadRequest
+from runtime.errors import BadRequest, IdempotencyConflict
 from runtime.settings import Settings
 
 
@@ -36,13 +36,21 @@ def cmd_invoke(args: argparse.Namespace, settings: Settings) -> int:
     if args.wait is not None and args.wait < 0:
         raise BadRequest("--wait takes a number of seconds, 0 or more")
     with open_runtime(settings) as runtime:
-        invocation, created = runtime.invocations.accept(
-            tenant_id=args.tenant,
-            function=args.name,
-            payload=payload,
-            idempotency_key=args.key,
-            trigger="cli",
-        )
+        try:
+            invocation, created = runtime.invocations.accept(
+                tenant_id=args.tenant,
+                function=args.name,
+                payload=payload,
+                idempotency_key=args.key,
+                trigger="cli",
+            )
+        except IdempotencyConflict as ex:
+            # The service speaks of the HTTP header; here the key came from `--key`.
+            raise IdempotencyConflict(
+                f"--key {args.key!r} was used before with different --data for {args.name} "
+                f"in tenant {args.tenant}; give the same --data to get that invocation "
+                "back, or another --key"
+            ) from ex
         if not created:
             warn(
                 f"replayed: idempotency key {invocation.idempotency_key!r} names an "

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import re
 from typing import Any
 
 from runtime.cli.connect import open_tenants
 from runtime.cli.output import EXIT_OK, add_json_flag, say, show
+from runtime.errors import BadRequest
 from runtime.services.audit import Actor
 from runtime.settings import Settings
 from runtime.store.views import rfc3339
@@ -52,7 +54,18 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+#: A whole key as `keys create` prints it, `fy_<id>_<secret>`: the id is what `revoke` takes.
+_WHOLE_KEY = re.compile(r"fy_([a-z0-9]{12})_\S*")
+
+
 def cmd_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    whole = _WHOLE_KEY.fullmatch(args.key_id.strip())
+    if whole:
+        # Never echo the secret back: it may be on a shared screen or in a log.
+        raise BadRequest(
+            "`ferry keys revoke` takes the key's id, not the whole key; the id of this one "
+            f"is {whole.group(1)}: run `ferry keys revoke {whole.group(1)}` (nothing was revoked)"
+        )
     with open_tenants(settings) as service:
         key = service.revoke_key(args.key_id, actor=Actor.cli())
     owner = "an operator" if key.tenant_id is None else f"tenant {key.tenant_id}"
@@ -84,5 +97,9 @@ def add_commands(sub: Any) -> None:
     add_json_flag(listing)
     listing.set_defaults(run=cmd_list)
     revoke = ksub.add_parser("revoke", help="revoke a key")
-    revoke.add_argument("key_id", metavar="KEY_ID", help="the id `keys list` shows")
+    revoke.add_argument(
+        "key_id",
+        metavar="KEY_ID",
+        help="the id `keys list` shows (in a key fy_<id>_<secret>, the part between the underscores)",
+    )
     revoke.set_defaults(run=cmd_revoke)

@@ -314,14 +314,23 @@ class InvocationService:
         status: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        since: datetime | None = None,
     ) -> InvocationPage:
-        """Invocations newest first, in pages of `limit`; `cursor` continues a listing."""
+        """Invocations newest first, in pages of `limit`; `cursor` continues a listing.
+
+        `since` keeps those created at or after it.
+        """
         if status is not None and status not in set(Status):
             raise BadRequest(f"status must be one of {', '.join(Status)}; got {status!r}")
         if not 1 <= limit <= MAX_PAGE:
             raise BadRequest(f"limit must be a whole number from 1 to {MAX_PAGE}; got {limit}")
         views, next_cursor = self.store.invocations.list(
-            tenant_id, function=function, status=status, limit=limit, cursor=cursor
+            tenant_id,
+            function=function,
+            status=status,
+            created_from=since,
+            limit=limit,
+            cursor=cursor,
         )
         return InvocationPage(views, next_cursor)
 

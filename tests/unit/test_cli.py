@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from runtime.app import Runtime
-from runtime.cli import main
+from runtime.cli import build_parser, main
 from runtime.settings import Settings
 from runtime.store import Store
 from tests.conftest import PROBE_TABLE, TEST_FUNCTIONS
@@ -44,8 +44,21 @@ def db_url(sqlite_env: str, monkeypatch: pytest.MonkeyPatch) -> str:
     return sqlite_env
 
 
-@pytest.fixture
-def ferry(db_url: str, capsys: pytest.CaptureFixture[str]) -> Callable[..., Ran]:
+def run_pytest(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`python -m pytest -q ARGS` in another process, without a cache; what it printed."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def runner(capsys: pytest.CaptureFixture[str]) -> Callable[..., Ran]:
+    """`ferry ARGV...` in this process: its exit code and what it printed."""
+
     def run(*argv: str) -> Ran:
         capsys.readouterr()
         code = main(list(argv))
@@ -54,6 +67,11 @@ def ferry(db_url: str, capsys: pytest.CaptureFixture[str]) -> Callable[..., Ran]
         return Ran(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture
+def ferry(db_url: str, capsys: pytest.CaptureFixture[str]) -> Callable[..., Ran]:
+    return runner(capsys)
 
 
 @pytest.fixture
@@ -384,7 +402,7 @@ def test_invoke_with_a_key_replays_and_refuses_another_body(ferry, migrated):
     assert "replayed" in again.err
     conflict = ferry(*argv, "--data", '{"message": "other"}')
     assert conflict.code == 1
-    assert "different body" in conflict.err
+    assert "different --data" in conflict.err and "Idempotency-Key" not in conflict.err
     assert migrated.invocations.counts_by_status() == {"queued": 1}
 
 
@@ -478,24 +496,17 @@ def test_new_writes_a_function_and_a_test_that_passes(ferry, project):
                 timeout=60,
             )
             assert lint.returncode == 0, (linter, in_repo, lint.stdout, lint.stderr)
-    # And the generated test passes, running the handler with runtime.testing
+    # And the generated test passes, running the handler with runtime.testing, without
+    # any server: every database and broker the environment could name points nowhere
+    nowhere = "127.0.0.1:1"
     env = {k: v for k, v in os.environ.items() if not k.startswith("FERRY_")}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            str(test.relative_to(project)),
-        ],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    env.update(
+        FERRY_DATABASE_URL=f"postgresql+psycopg://postgres@{nowhere}/ferry",
+        FERRY_BROKER_URL=f"redis://{nowhere}/0",
+        FERRY_TEST_PG_URL=f"postgresql+psycopg://postgres@{nowhere}/postgres",
+        FERRY_TEST_REDIS_URL=f"redis://{nowhere}/0",
     )
+    result = run_pytest(str(test.relative_to(project)), cwd=project, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "3 passed" in result.stdout
 
@@ -573,3 +584,115 @@ def test_the_readme_test_command_is_what_ci_runs():
     assert "python -m pytest" in (REPO / "scripts" / "test").read_text()
     for script in (".ci/run", "scripts/test", "scripts/dev"):
         assert os.access(REPO / script, os.X_OK), script
+
+
+# --- names that do not exist, misread arguments -------------------------------------------------
+
+
+def one_line(ran) -> str:
+    assert ran.code == 1, ran.out
+    assert len(ran.err.strip().splitlines()) == 1, ran.err
+    return ran.err
+
+
+@pytest.mark.parametrize(
+    ("argv", "hint"),
+    [
+        (["invoke", "ecko", "--tenant", "acme", "--data", '{"message": "x"}'], "'echo'"),
+        (["invoke", "echo", "--tenant", "acmee", "--data", '{"message": "x"}'], "'acme'"),
+        (["tenants", "suspend", "acme-inc"], "'acme'"),
+        (["keys", "list", "--tenant", "acmi"], "'acme'"),
+        (["schedules", "pause", "cleanup-expired-key"], "'cleanup-expired-keys'"),
+        (["schedules", "show", "usage-report-weekli"], "'usage-report-weekly'"),
+    ],
+)
+def test_an_unknown_name_gets_the_closest_known_ones(ferry, migrated, argv, hint):
+    ferry("tenants", "create", "acme")
+    assert f"did you mean {hint}?" in one_line(ferry(*argv))
+
+
+def test_a_name_like_none_gets_no_suggestion(ferry, migrated):
+    ferry("tenants", "create", "acme")
+    err = one_line(ferry("tenants", "suspend", "zzzzzzzz"))
+    assert "no tenant 'zzzzzzzz'" in err and "did you mean" not in err
+
+
+def test_revoking_a_whole_key_asks_for_its_id_and_revokes_nothing(ferry, migrated):
+    ferry("tenants", "create", "acme")
+    key = ferry("keys", "create", "--tenant", "acme", "--scopes", "read").out.splitlines()[-1]
+    key_id = migrated.tenants.authenticate(key).key_id
+    err = one_line(ferry("keys", "revoke", key))
+    # It names the id, and never echoes the secret
+    assert f"ferry keys revoke {key_id}" in err
+    assert key not in err and key.split("_")[-1] not in err
+    assert migrated.tenants.authenticate(key) is not None
+    assert ferry("keys", "revoke", key_id).code == 0
+
+
+def test_new_says_a_keyword_is_a_keyword(ferry, project):
+    err = one_line(ferry("new", "class"))
+    assert "'class' is a Python keyword" in err
+    assert "identifier" not in err
+
+
+def test_new_points_at_scripts_test_for_the_generated_test(ferry, project):
+    (project / "scripts").mkdir()
+    (project / "scripts" / "test").write_text("#!/bin/sh\n")
+    ran = ferry("new", "greet")
+    assert ran.code == 0, ran.err
+    assert "scripts/test tests/unit/test_fn_greet.py" in ran.out
+
+
+# --- .env ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def environ_restored() -> Iterator[None]:
+    """`ferry` sets variables from `.env` in os.environ; put it back as it was."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture
+def in_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, environ_restored) -> Path:
+    """A working folder with no FERRY_* variable in the environment."""
+    for name in list(os.environ):
+        if name.startswith("FERRY_") and not name.startswith("FERRY_TEST_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_ferry_reads_the_dotenv_of_the_current_folder(ferry, in_folder):
+    # Given a .env naming a store, as the production recipe writes one
+    store = in_folder / "from-dotenv.db"
+    (in_folder / ".env").write_text(
+        f"# settings\nFERRY_DATABASE_URL=sqlite:///{store}\nFERRY_LOG_LEVEL='warning'\n"
+    )
+    # When a command runs there
+    assert ferry("migrate").code == 0
+    assert ferry("tenants", "create", "acme").code == 0
+    # Then it used that store, not ./ferry.db
+    assert store.exists() and not (in_folder / "ferry.db").exists()
+    opened = Store.from_settings(Settings.from_env(database_url=f"sqlite:///{store}"))
+    assert [t.id for t in opened.tenants.list()] == ["acme"]
+    opened.close()
+
+
+def test_a_variable_already_in_the_environment_wins_over_dotenv(ferry, in_folder, monkeypatch):
+    (in_folder / ".env").write_text(f"FERRY_DATABASE_URL=sqlite:///{in_folder / 'file.db'}\n")
+    monkeypatch.setenv("FERRY_DATABASE_URL", f"sqlite:///{in_folder / 'env.db'}")
+    assert ferry("migrate").code == 0
+    assert (in_folder / "env.db").exists() and not (in_folder / "file.db").exists()
+
+
+def test_a_bad_value_in_dotenv_is_named_like_any_setting(ferry, in_folder):
+    (in_folder / ".env").write_text("FERRY_WORKER_THREADS=0\n")
+    ran = ferry("tenants", "list")
+    assert ran.code == 2 and "FERRY_WORKER_THREADS" in ran.err
+
+
+def test_help_says_that_ferry_reads_dotenv():
+    assert ".env" in build_parser().format_help()

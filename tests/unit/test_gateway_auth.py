@@ -76,9 +76,17 @@ def test_health_readiness_and_openapi_need_no_key(client):
         assert client.simulate_get(path).status_code == 200
 
 
-def test_the_tenant_comes_from_the_key_never_from_the_body(client, headers, tenant, make_tenant):
+def test_the_tenant_comes_from_the_key_never_from_the_body(
+    client, headers, tenant, make_tenant, runtime
+):
     other = make_tenant()
+    # A body naming a tenant is refused: `tenant_id` is no field of the input
     result = invoke(client, headers, "echo", {"message": "x", "tenant_id": other})
+    assert result.status_code == 422
+    assert result.json["errors"][0]["loc"] == ["tenant_id"]
+    assert runtime.store.invocations.counts_by_status() == {}
+    # And the invocation belongs to the key's tenant
+    result = invoke(client, headers, "echo", {"message": "x"})
     assert result.status_code == 202
     assert result.json["tenant_id"] == tenant
 

@@ -80,7 +80,9 @@ def test_a_functions_invoke_path_carries_its_input_and_output_schema(client, run
     body = operation["requestBody"]["content"]["application/json"]["schema"]
     assert body == {"$ref": "#/components/schemas/echo.Input"}
     echo = runtime.registry.get("echo")
-    assert resolve(document, body["$ref"]) == echo.spec.input_model.model_json_schema()
+    # The input schema the function publishes: closed (additionalProperties: false) by default
+    assert resolve(document, body["$ref"]) == echo.input_schema()
+    assert resolve(document, body["$ref"])["additionalProperties"] is False
     assert operation["description"].startswith(echo.spec.description)
     assert "Needs an API key with the `invoke` scope." in operation["description"]
     for status in ("200", "202"):
