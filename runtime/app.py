@@ -20,7 +20,8 @@ from runtime.registry import Registry
 from runtime.scheduling.scheduler import Scheduler
 from runtime.secrets import SecretBox
 from runtime.services.audit import AuditTrail
-from runtime.services.invocations import InvocationService, new_invocation_id
+from runtime.services.invocation_values import new_invocation_id
+from runtime.services.invocations import InvocationService
 from runtime.services.limits import LimitService
 from runtime.services.schedules import ScheduleService
 from runtime.services.secrets import SecretService

@@ -75,7 +75,7 @@ from runtime.errors import AlreadyExists
 from runtime.outbound import OutboundPolicy
 from runtime.registry import Function, FunctionSpec, Registry
 from runtime.secrets import SecretBox
-from runtime.services.invocations import new_invocation
+from runtime.services.invocation_values import new_invocation
 from runtime.services.secrets import SecretService, WebhookSecret, require_secrets
 from runtime.settings import Settings
 from runtime.store import Clock, Store, utcnow

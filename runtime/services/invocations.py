@@ -10,15 +10,11 @@ tenants.
 from __future__ import annotations
 
 import builtins
-import dataclasses
-import hashlib
-import json
 import math
 import time
-import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any
 
 import structlog
 
@@ -31,8 +27,16 @@ from runtime.errors import (
     TenantSuspended,
     Unavailable,
 )
-from runtime.registry import Function, Registry
+from runtime.registry import Registry
 from runtime.services.audit import SYSTEM, Actor
+from runtime.services.invocation_values import (
+    Accepted,
+    BulkRetry,
+    InvocationPage,
+    InvocationWithAttempts,
+    new_invocation,
+    new_invocation_id,
+)
 from runtime.services.limits import LimitService
 from runtime.services.secrets import require_secrets
 from runtime.services.waits import WaitSlots
@@ -42,10 +46,9 @@ from runtime.settings import (
     DEFAULT_MAX_WAITS_PER_TENANT,
 )
 from runtime.store import Store
-from runtime.store.invocations import NewInvocation
 from runtime.store.models import Status
 from runtime.store.sweep import Dispatch
-from runtime.store.views import AttemptView, InvocationView
+from runtime.store.views import InvocationView
 
 log = structlog.get_logger("ferry.invocations")
 
@@ -60,88 +63,6 @@ SYSTEM_KEY_PREFIXES = ("schedule:", CHILD_KEY_PREFIX)
 MAX_PAGE = 200
 #: Invocations one bulk retry may name; more are left out.
 MAX_BULK_RETRY = 200
-
-
-def request_hash(payload: Mapping[str, Any]) -> str:
-    """Hash of the canonical JSON of an input: equal inputs, equal hashes."""
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def new_invocation_id() -> str:
-    """A new invocation id: a random UUID."""
-    return str(uuid.uuid4())
-
-
-class Accepted(NamedTuple):
-    """An accepted invocation, and whether this call created it (else: a replay)."""
-
-    invocation: InvocationView
-    created: bool
-
-    def shows_details_to(self, *, can_read: bool) -> bool:
-        """Whether the answer may show the invocation, or only its id and status.
-
-        The call that created it shows it; a replay shows it only to a caller allowed to
-        read invocations, so a key of `invoke` alone cannot read a result (or test a guess
-        about another caller's input) by replaying that caller's idempotency key.
-        """
-        return self.created or can_read
-
-
-class InvocationPage(NamedTuple):
-    """One page of a newest-first listing; `next_cursor` is None on the last page."""
-
-    invocations: builtins.list[InvocationView]
-    next_cursor: str | None
-
-
-@dataclasses.dataclass(frozen=True)
-class InvocationWithAttempts:
-    """An invocation and its attempt log, oldest attempt first."""
-
-    invocation: InvocationView
-    attempts: tuple[AttemptView, ...]
-
-
-@dataclasses.dataclass(frozen=True)
-class BulkRetry:
-    """What a bulk retry did: the invocations queued again and the ids passed over."""
-
-    retried: tuple[InvocationView, ...]
-    #: No longer failed, missing, another tenant's, or of a suspended tenant.
-    skipped: tuple[str, ...]
-
-
-def new_invocation(
-    fn: Function,
-    new_id: str,
-    *,
-    tenant_id: str,
-    payload: Any,
-    idempotency_key: str | None,
-    trigger: str,
-    request_id: str | None,
-    parent_id: str | None,
-    scheduled_for: datetime | None = None,
-) -> NewInvocation:
-    """The row to insert for `payload`, validated by `fn`'s Input (`InputInvalid` if not)."""
-    data = fn.validate_input(payload).model_dump(mode="json")
-    return NewInvocation(
-        id=new_id,
-        tenant_id=tenant_id,
-        function=fn.name,
-        queue=fn.queue,
-        trigger=trigger,
-        idempotency_key=idempotency_key or new_id,
-        request_hash=request_hash(data),
-        request_id=request_id,
-        parent_id=parent_id,
-        payload=data,
-        max_retries=fn.max_retries,
-        scheduled_for=scheduled_for,
-        concurrency_key=fn.limits.key_of(data),
-    )
 
 
 class InvocationService:
