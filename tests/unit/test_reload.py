@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import sys
 import textwrap
 import uuid
@@ -274,3 +275,27 @@ def test_describe_points_at_the_users_file_not_the_runtimes(project):
     assert problem.file is not None and Path(problem.file).resolve() == path.resolve()
     assert problem.line == 3 or problem.line == 4
     assert "FunctionDefinitionError" in problem.message
+
+
+def test_an_edit_keeping_size_and_mtime_second_is_not_hidden_by_bytecode(
+    make_runtime, project, monkeypatch
+):
+    # Given `greet` imported from a file whose mtime is a whole second, its .pyc written
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)  # the tests' environment sets it
+    path = project.functions_dir / "greet.py"
+    os.utime(path, (1_700_000_000, 1_700_000_000))
+    runtime = make_runtime()
+    reloader, _out = reloader_of(runtime)
+    assert reloader.reload() and _greeting(runtime) == "hello, Ada"
+    assert list((project.functions_dir / "__pycache__").glob("greet.*.pyc"))
+    # When it is edited within that second, to a text of the same size
+    project.function("greet", greeting="howdy")
+    os.utime(path, (1_700_000_000, 1_700_000_000))
+    # Then the reload runs the edited text, not the cached bytecode of the old one
+    assert isinstance(reloader.reload(), Generation)
+    assert _greeting(runtime) == "howdy, Ada"
+
+
+def _greeting(runtime: Runtime) -> str:
+    function = runtime.registry.get("greet")
+    return str(function.spec(None, function.spec.input_model(name="Ada")).text)
