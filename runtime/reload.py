@@ -185,7 +185,9 @@ class Reloader:
             runtime.settings.functions_module, runtime.settings.schedules_module
         )
         self._lock = threading.Lock()
-        self.current = Generation(0, runtime.registry, scheduler.book)
+        # A copy: the runtime's registry object itself takes each new generation's functions.
+        serving = Registry({function.name: function for function in runtime.registry})
+        self.current = Generation(0, serving, scheduler.book)
 
     def watched_paths(self) -> list[Path]:
         """The folders (or files) of the packages, as they are imported now."""
@@ -218,18 +220,17 @@ class Reloader:
                     flush=True,
                 )
                 return problem
+            before = self.current
             self._swap(registry, book)
-            self.current = Generation(self.current.number + 1, registry, book)
-        names = [function.name for function in registry]
-        log.info("reloaded", generation=self.current.number, functions=names, schedules=len(book))
-        files = ", ".join(os.path.relpath(path) for path in changed) or "the code"
-        print(
-            f"Reloaded after a change to {files}: functions {', '.join(names) or 'none'}; "
-            f"schedules: {len(book)}.",
-            file=self.out,
-            flush=True,
+            generation = self.current = Generation(before.number + 1, registry, book)
+        print(_summary(before, generation, changed), file=self.out, flush=True)
+        log.info(
+            "reloaded",
+            generation=generation.number,
+            functions=[function.name for function in registry],
+            schedules=book.ids(),
         )
-        return self.current
+        return generation
 
     def _load(self) -> tuple[Registry, ScheduleBook]:
         settings = self.runtime.settings
@@ -246,6 +247,24 @@ class Reloader:
         runtime.registry.replace(registry)
         self.scheduler.book = book
         self.scheduler.register()
+
+
+def _summary(before: Generation, after: Generation, changed: Sequence[str]) -> str:
+    """One line for the terminal: what changed, and what came and went."""
+
+    def difference(label: str, old: set[str], new: set[str]) -> str:
+        parts = [f"+{name}" for name in sorted(new - old)]
+        parts += [f"-{name}" for name in sorted(old - new)]
+        return f"{label}: {len(new)}" + (f" ({', '.join(parts)})" if parts else "")
+
+    files = ", ".join(os.path.relpath(path) for path in changed) or "the code"
+    functions = difference(
+        "functions",
+        {f.name for f in before.registry},
+        {f.name for f in after.registry},
+    )
+    schedules = difference("schedules", set(before.book.ids()), set(after.book.ids()))
+    return f"Reloaded after a change to {files}: {functions}, {schedules}."
 
 
 class Watcher:

@@ -134,7 +134,9 @@ def test_new_and_changed_functions_are_invoked_with_the_new_code(backend, make_r
         assert "wave" in runtime.registry and runtime.registry.generation == 1
         assert run(runtime, "wave") == "o/, Ada"
         assert run(runtime, "greet") == "howdy, Ada"
-        assert "Reloaded" in out.getvalue() and "greet, wave" in out.getvalue()
+        assert "Reloaded after a change to the code: functions: 2 (+wave), schedules: 0." in (
+            out.getvalue()
+        )
     finally:
         worker.stop(grace_s=5)
 
@@ -196,10 +198,11 @@ def test_a_bad_schedule_refuses_the_whole_generation(make_runtime, project):
 def test_schedules_are_added_and_removed_with_their_state_in_the_store(make_runtime, project):
     # Given a runtime with no schedules
     runtime = make_runtime()
-    reloader, _out = reloader_of(runtime)
+    reloader, out = reloader_of(runtime)
     # When a schedule file appears
     path = project.schedule("nightly-greet")
     assert isinstance(reloader.reload(), Generation)
+    assert "schedules: 1 (+nightly-greet)." in out.getvalue()
     # Then the API's book and the store know it
     assert [s.definition.id for s in runtime.schedules.list(None)] == ["nightly-greet"]
     assert runtime.schedules.scheduler.book.get("nightly-greet").function == "greet"
@@ -209,6 +212,7 @@ def test_schedules_are_added_and_removed_with_their_state_in_the_store(make_runt
     path.unlink()
     assert isinstance(reloader.reload(), Generation)
     # Then it leaves the book, and the store marks it removed
+    assert "schedules: 0 (-nightly-greet)." in out.getvalue()
     assert runtime.schedules.list(None) == []
     assert runtime.store.schedules.states()["nightly-greet"].removed_at is not None
 
