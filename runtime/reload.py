@@ -291,14 +291,26 @@ class Watcher:
             rust_timeout=500,
             raise_interrupt=False,
         )
-        for changes in changes_of:
-            changed = sorted({path for _change, path in changes})
-            try:
-                self.reloader.reload(changed)
-            except Exception as ex:  # the watcher must outlive any one reload
-                log.exception("reload_crashed", error_type=type(ex).__name__)
+        try:
+            for changes in changes_of:
+                changed = sorted({path for _change, path in changes})
+                try:
+                    self.reloader.reload(changed)
+                except Exception as ex:  # the watcher must outlive any one reload
+                    log.exception("reload_crashed", error_type=type(ex).__name__)
+        except Exception as ex:  # no watching at all (inotify's limit, say): say so, go on
+            log.error("reload_unavailable", error_type=type(ex).__name__, error=str(ex))
+            print(
+                f"Live reload stopped ({type(ex).__name__}: {ex}); restart to load edits.",
+                file=self.reloader.out,
+                flush=True,
+            )
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=10)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()

@@ -14,7 +14,14 @@ from typing import Any
 import pytest
 
 from runtime.app import Runtime
-from runtime.reload import Generation, Reloader, ReloadProblem, describe, import_afresh
+from runtime.reload import (
+    Generation,
+    Reloader,
+    ReloadProblem,
+    Watcher,
+    describe,
+    import_afresh,
+)
 from runtime.settings import Settings
 from tests.conftest import prepare
 from tests.waiting import finished, wait_for
@@ -303,3 +310,32 @@ def test_an_edit_keeping_size_and_mtime_second_is_not_hidden_by_bytecode(
 def _greeting(runtime: Runtime) -> str:
     function = runtime.registry.get("greet")
     return str(function.spec(None, function.spec.input_model(name="Ada")).text)
+
+
+def test_the_watcher_reloads_after_a_file_is_written_and_stops(make_runtime, project):
+    # Given a watcher over the runtime's packages
+    runtime = make_runtime()
+    reloader, out = reloader_of(runtime)
+    watcher = Watcher(reloader).start()
+    try:
+        assert project.functions_dir in watcher.paths
+        # When a new function file is written
+        project.function("wave")
+        # Then it is loaded without anyone calling reload
+        wait_for(lambda: "wave" in runtime.registry, timeout=30, what="the watcher to reload")
+        assert "wave.py" in out.getvalue()
+    finally:
+        watcher.stop()
+    assert not watcher.alive
+
+
+def test_a_watcher_that_cannot_watch_says_so(make_runtime, project, tmp_path):
+    # Given a watcher whose folder is gone
+    runtime = make_runtime()
+    reloader, out = reloader_of(runtime)
+    watcher = Watcher(reloader)
+    watcher.paths = [tmp_path / "gone"]
+    # When it starts, then it says that live reload stopped, and the thread ends
+    watcher.start()
+    wait_for(lambda: not watcher.alive, timeout=30, what="the watcher to give up")
+    assert "Live reload stopped" in out.getvalue()
