@@ -127,20 +127,21 @@ def _chain(ex: BaseException) -> Iterable[BaseException]:
         current = current.__cause__ or current.__context__
 
 
+def _shown(path: str) -> str:
+    """A path as the user typed it: relative to the working folder when it is inside it."""
+    absolute = Path(path).resolve()
+    cwd = Path.cwd()
+    return str(absolute.relative_to(cwd)) if absolute.is_relative_to(cwd) else str(absolute)
+
+
 def describe(ex: BaseException, roots: Sequence[Path]) -> ReloadProblem:
     """The error as a user reads it: where in their code (under `roots`) and what."""
-
-    def shown(path: str) -> str:
-        try:
-            return os.path.relpath(path)
-        except ValueError:
-            return path
 
     message = f"{type(ex).__name__}: {ex}"
     for error in _chain(ex):
         if isinstance(error, SyntaxError) and error.filename:
             return ReloadProblem(
-                f"{type(error).__name__}: {error.msg}", shown(error.filename), error.lineno
+                f"{type(error).__name__}: {error.msg}", _shown(error.filename), error.lineno
             )
     resolved = [root.resolve() for root in roots]
     for error in _chain(ex):
@@ -150,7 +151,7 @@ def describe(ex: BaseException, roots: Sequence[Path]) -> ReloadProblem:
             if any(Path(frame.filename).resolve().is_relative_to(r) for r in resolved)
         ]
         if frames:
-            return ReloadProblem(message, shown(frames[-1].filename), frames[-1].lineno)
+            return ReloadProblem(message, _shown(frames[-1].filename), frames[-1].lineno)
     return ReloadProblem(message)
 
 
@@ -257,7 +258,7 @@ def _summary(before: Generation, after: Generation, changed: Sequence[str]) -> s
         parts += [f"-{name}" for name in sorted(old - new)]
         return f"{label}: {len(new)}" + (f" ({', '.join(parts)})" if parts else "")
 
-    files = ", ".join(os.path.relpath(path) for path in changed) or "the code"
+    files = ", ".join(_shown(path) for path in changed) or "the code"
     functions = difference(
         "functions",
         {f.name for f in before.registry},
