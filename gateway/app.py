@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 from typing import Protocol, cast
 
@@ -54,12 +55,13 @@ def create_app(runtime: Runtime) -> WsgiApp:
     errors.install(app)
     for name in RESOURCE_MODULES:
         _resource_module(name).add_routes(app, runtime)
-    document = openapi.build_document(
+    document = functools.partial(
+        openapi.build_document,
         runtime.registry,
         max_wait_s=runtime.settings.max_wait_s,
         max_delay_s=runtime.settings.max_delay_s,
     )
-    app.add_route("/openapi.json", openapi.OpenApiDocument(document))
+    app.add_route("/openapi.json", openapi.OpenApiDocument(document, runtime.registry))
     add_metrics_route(app, runtime)
     add_dashboard_routes(app, runtime)
     return app

@@ -10,7 +10,7 @@ from __future__ import annotations
 import http
 import importlib.metadata
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import falcon
@@ -267,12 +267,27 @@ def build_document(
 
 
 class OpenApiDocument:
-    """GET /openapi.json: the document, built once (functions are fixed at start-up)."""
+    """GET /openapi.json: the document, built again only when the functions change.
+
+    Functions change only when `ferry dev` reloads them (`Registry.generation`).
+    """
 
     public = True
 
-    def __init__(self, document: dict[str, Any]) -> None:
-        self.document = document
+    def __init__(self, build: Callable[[], dict[str, Any]], registry: Registry) -> None:
+        self._build = build
+        self._registry = registry
+        self._built = (registry.generation, build())
+
+    @property
+    def document(self) -> dict[str, Any]:
+        generation, document = self._built
+        if generation != self._registry.generation:
+            # Two requests may both build it; either result is the same document.
+            generation = self._registry.generation
+            document = self._build()
+            self._built = (generation, document)
+        return document
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = self.document

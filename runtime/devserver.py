@@ -5,7 +5,9 @@ configuration and no other service. It migrates the store, makes sure a `demo` t
 and an admin key exist, serves the gateway with a threaded WSGI server (a `?wait`
 request holds its thread while others are served), runs the in-process worker with the
 dispatcher's sweep, which also re-sends what a previous run left queued in the store, and
-fires the schedules from a thread (periodiq needs a process of its own).
+fires the schedules from a thread (periodiq needs a process of its own). It reloads the
+functions and schedules when their files change (`runtime.reload`), keeping the store,
+the key and the invocations running.
 
 The admin key is created once and kept in `.ferry/dev-key` (mode 0600, git-ignored), so
 every later start can print a curl line that works; the store keeps only its hash. A
@@ -36,6 +38,7 @@ from sqlalchemy.engine import make_url
 from runtime.app import Runtime
 from runtime.errors import AlreadyExists, ConfigurationError, TenantSuspended
 from runtime.logs import configure_logging
+from runtime.reload import Reloader, Watcher
 from runtime.scheduling.loop import start_scheduler_thread
 from runtime.services.audit import Actor
 from runtime.services.tenants import TenantService
@@ -236,7 +239,7 @@ def banner(runtime: Runtime, credentials: DevCredentials, url: str, schedules: i
         "",
         f"Functions: {', '.join(fn.name for fn in runtime.registry) or 'none'}.",
         f"Schedules: {schedules} (`ferry schedules` lists them).",
-        "Press Ctrl-C to stop.",
+        "Edits to the functions and schedules reload by themselves. Press Ctrl-C to stop.",
     ]
     return "\n".join(lines)
 
@@ -300,6 +303,9 @@ def _serve(
         # periodiq needs a process of its own; `ferry dev` fires schedules from a thread.
         scheduler = start_scheduler_thread(runtime)
         running.callback(scheduler.stop)
+        # Edits to functions/ and schedules/ take effect without a restart.
+        watcher = Watcher(Reloader(runtime, scheduler.scheduler, out=out)).start()
+        running.callback(watcher.stop)
         http.start()
         running.callback(_shut_down, server, http)
         log.info("dev_started", url=url, worker_id=runtime.worker_id)

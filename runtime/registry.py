@@ -321,10 +321,16 @@ def _models_of(
 
 
 class Registry:
-    """The functions of a deployment, by name."""
+    """The functions of a deployment, by name.
+
+    `ferry dev` reloads functions in place (`replace`): whoever holds this registry sees
+    the new functions from then on, and `generation` tells a cache that they changed.
+    """
 
     def __init__(self, functions: dict[str, Function]) -> None:
         self._functions = functions
+        #: How many times `replace` gave this registry new functions.
+        self.generation = 0
 
     @classmethod
     def load(cls, packages: str, settings: Settings) -> Registry:
@@ -343,6 +349,11 @@ class Registry:
                         )
                     specs[value.name] = value
         return cls({name: spec.resolve(settings) for name, spec in sorted(specs.items())})
+
+    def replace(self, other: Registry) -> None:
+        """Take the functions of `other` (one assignment: readers see old or new, never a mix)."""
+        self._functions = other._functions
+        self.generation += 1
 
     def get(self, name: str) -> Function:
         try:

@@ -35,7 +35,7 @@ def cmd_new(args: argparse.Namespace, settings: Settings) -> int:
     say(f"run its test:   {runner} {written[1]}")
     say(
         f"invoke it:      ferry invoke {args.name} --tenant demo --data "
-        f"'{json.dumps(scaffold.EXAMPLE_INPUT)}' (restart `ferry dev` first to load it)"
+        f"'{json.dumps(scaffold.EXAMPLE_INPUT)}' (a running `ferry dev` loads it by itself)"
     )
     return EXIT_OK
 

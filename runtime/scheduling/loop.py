@@ -89,5 +89,10 @@ class SchedulerThread:
 
 
 def start_scheduler_thread(runtime: Runtime) -> SchedulerThread:
-    """Load the runtime's schedules (a bad one raises), register them and start firing."""
-    return SchedulerThread(Scheduler.from_runtime(runtime), clock=runtime.store.db.clock).start()
+    """Load the runtime's schedules (a bad one raises), register them and start firing.
+
+    The thread fires with the scheduler of `runtime.schedules`, so the API, the dashboard
+    and the thread share one book, which `ferry dev`'s reload swaps for all of them.
+    """
+    scheduler: Scheduler = runtime.schedules.scheduler
+    return SchedulerThread(scheduler, clock=runtime.store.db.clock).start()

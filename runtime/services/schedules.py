@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from runtime.errors import ScheduleNotFound
-from runtime.scheduling.definition import ScheduleDefinition
+from runtime.scheduling.definition import ScheduleBook, ScheduleDefinition
 from runtime.scheduling.scheduler import Scheduler
 from runtime.services.audit import SYSTEM, Actor
 from runtime.store.schedules import ScheduleRunView, ScheduleStateView
@@ -96,10 +96,14 @@ class ScheduleService:
 
     def __init__(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
-        self.book = scheduler.book
         self.store = scheduler.store
         self.clock = scheduler.clock
         self.audit = scheduler.invocations.store.audit
+
+    @property
+    def book(self) -> ScheduleBook:
+        """The scheduler's book: `ferry dev` swaps it when the schedules' code changes."""
+        return self.scheduler.book
 
     # --- reading ------------------------------------------------------------------------------
 

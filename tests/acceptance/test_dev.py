@@ -44,7 +44,9 @@ def user_env() -> dict[str, str]:
 class DevServer:
     """One `ferry dev` process in `workdir`; its output in files beside it."""
 
-    def __init__(self, workdir: Path, logs: Path, name: str) -> None:
+    def __init__(
+        self, workdir: Path, logs: Path, name: str, env: dict[str, str] | None = None
+    ) -> None:
         self.workdir = workdir
         self.out = logs / f"{name}.out"
         self.err = logs / f"{name}.err"
@@ -52,7 +54,7 @@ class DevServer:
             self.popen = subprocess.Popen(
                 [FERRY, "dev", "--port", "0"],
                 cwd=workdir,
-                env=user_env(),
+                env={**user_env(), **(env or {})},
                 stdout=out,
                 stderr=err,
                 start_new_session=True,
@@ -115,8 +117,8 @@ def servers() -> Iterator[list[DevServer]]:
         server.kill()
 
 
-def start(servers: list[DevServer], workdir: Path) -> DevServer:
-    server = DevServer(workdir, workdir.parent, f"dev-{len(servers) + 1}")
+def start(servers: list[DevServer], workdir: Path, env: dict[str, str] | None = None) -> DevServer:
+    server = DevServer(workdir, workdir.parent, f"dev-{len(servers) + 1}", env)
     servers.append(server)
     return server
 
