@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 
 from markupsafe import Markup, escape
 
-WIDTH = 600
-HEIGHT = 170
-LEFT = 52  # room for the y axis' labels
+WIDTH = 420
+HEIGHT = 160
+LEFT = 50  # room for the y axis' labels
 RIGHT = 8
 TOP = 10
 BOTTOM = 22  # room for the time labels
