@@ -7,8 +7,15 @@ Sign-in, sessions and CSRF are in `sessions` and `auth`.
 
 from __future__ import annotations
 
-from gateway.dashboard import audit_pages, resources, schedule_pages
+from gateway.dashboard import (
+    audit_pages,
+    invoke_pages,
+    resources,
+    schedule_pages,
+    search_pages,
+)
 from gateway.dashboard.auth import Gate
+from gateway.dashboard.error_pages import install_error_pages
 from gateway.dashboard.readmodel import DashboardReadModel
 from gateway.dashboard.rendering import Renderer
 from gateway.dashboard.sessions import SessionOptions, SessionSigner
@@ -30,7 +37,8 @@ def add_dashboard_routes(app: WsgiApp, runtime: Runtime) -> None:
     )
     signer = SessionSigner(settings.secret_key, SessionOptions.from_settings(settings))
     sessions = SessionService(runtime.store, max_age_s=settings.dashboard_session_max_age_s)
-    gate = Gate(read, signer, sessions, Renderer())
+    renderer = Renderer()
+    gate = Gate(read, signer, sessions, renderer)
     services = resources.Services(
         invocations=runtime.invocations,
         tenants=runtime.tenants,
@@ -47,6 +55,7 @@ def add_dashboard_routes(app: WsgiApp, runtime: Runtime) -> None:
     app.add_route("/dashboard/logout", logout)
     app.add_route("/dashboard/logout/everywhere", logout, suffix="everywhere")
     app.add_route("/dashboard/functions", resources.Functions(gate, services))
+    app.add_route("/dashboard/functions/{name}/invoke", invoke_pages.InvokeForm(gate, services))
     app.add_route("/dashboard/invocations", resources.Invocations(gate, services))
     app.add_route("/dashboard/invocations/{invocation_id}", item)
     app.add_route("/dashboard/invocations/{invocation_id}/retry", item, suffix="retry")
@@ -59,7 +68,10 @@ def add_dashboard_routes(app: WsgiApp, runtime: Runtime) -> None:
     for action in ("pause", "resume", "trigger"):
         app.add_route(f"/dashboard/schedules/{{schedule_id}}/{action}", schedule, suffix=action)
     app.add_route("/dashboard/audit", audit_pages.Audit(gate, services))
+    app.add_route("/dashboard/search", search_pages.Search(gate, services))
     app.add_route("/dashboard/static/dashboard.css", resources.Stylesheet())
+    # Falcon's own errors (no such page, a method a page lacks) as pages, not problem+json.
+    install_error_pages(app, renderer)
 
 
 __all__ = ["add_dashboard_routes"]

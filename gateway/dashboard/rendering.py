@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import dataclasses
+import urllib.parse
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import falcon
 import jinja2
+from markupsafe import Markup, escape
 
+from gateway.dashboard.docs import render_markdown
 from gateway.dashboard.readmodel import pretty_json
 from runtime.services.limits import WAITING_REASONS
 from runtime.store.views import rfc3339
@@ -47,12 +52,59 @@ def _percent(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:.1f} %"
 
 
-def _millis(value: float | None) -> str:
+def millis(value: float | None) -> str:
     if value is None:
         return "—"
     if value < 1000:
         return f"{value:.0f} ms"
     return f"{value / 1000:.2f} s"
+
+
+#: How many characters of an id a listing shows (the full id is in its title and link).
+SHORT_ID = 8
+#: Seconds between reloads of a list with auto-refresh on.
+REFRESH_S = 15
+
+
+def _relative(seconds: float) -> str:
+    if seconds < 0:
+        return "in " + _ago(-seconds).removesuffix(" ago")
+    return "just now" if seconds < 5 else _ago(seconds)
+
+
+def when(value: datetime | None, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Markup:
+    """A time as "3 min ago", the exact time (RFC 3339, UTC) in its title and `datetime`."""
+    if value is None:
+        return Markup("—")
+    exact = escape(rfc3339(value))
+    relative = _relative((now() - value).total_seconds())
+    return Markup(f'<time datetime="{exact}" title="{exact}">{escape(relative)}</time>')
+
+
+def short_id(value: str) -> Markup:
+    """An invocation id as its first characters, linking to its page, the full id on hover."""
+    href = "/dashboard/invocations/" + urllib.parse.quote(value, safe="")
+    return Markup(
+        f'<a href="{escape(href)}" title="{escape(value)}"><code>{escape(value[:SHORT_ID])}</code></a>'
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class RefreshToggle:
+    """Whether a list reloads itself (a `<meta http-equiv=refresh>`, no script) and the
+    link that flips it, keeping the rest of the page's query."""
+
+    on: bool
+    link: str
+
+
+def auto_refresh(req: falcon.Request) -> RefreshToggle:
+    on = req.get_param("refresh") == "on"
+    kept = [(k, v) for k, v in urllib.parse.parse_qsl(req.query_string) if k != "refresh"]
+    if not on:
+        kept.append(("refresh", "on"))
+    query = urllib.parse.urlencode(kept)
+    return RefreshToggle(on, req.path + ("?" + query if query else ""))
 
 
 def environment() -> jinja2.Environment:
@@ -65,10 +117,19 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(
-        ts=_timestamp, ago=_ago, age=_age, pct=_percent, ms=_millis, json=pretty_json
+        ts=_timestamp,
+        ago=_ago,
+        age=_age,
+        pct=_percent,
+        ms=millis,
+        json=pretty_json,
+        when=when,
+        short_id=short_id,
+        markdown=render_markdown,
     )
     # Why a due invocation waits, in words (`runtime.store.limits.WAITING_REASONS`).
     env.filters["waiting_reason"] = lambda code: WAITING_REASONS.get(code, code)
+    env.globals["REFRESH_S"] = REFRESH_S
     return env
 
 

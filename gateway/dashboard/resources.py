@@ -19,8 +19,9 @@ import structlog
 from gateway import params
 from gateway.dashboard.auth import Gate, Viewer, action, first, page, redirect, safe_next
 from gateway.dashboard.readmodel import InvocationFilter
-from gateway.dashboard.rendering import STATIC, page_headers
+from gateway.dashboard.rendering import STATIC, auto_refresh, page_headers
 from gateway.dashboard.sessions import LOGIN_COOKIE, LOGIN_FORM_MAX_AGE_S, SESSION_COOKIE
+from gateway.dashboard.trends import WINDOWS, read_trends, window_of
 from runtime.errors import BadRequest, TenantSuspended
 from runtime.services.audit import Actor, AuditTrail
 from runtime.services.invocations import InvocationService
@@ -39,6 +40,8 @@ NOTICES = {
     "signed-out": "Signed out.",
     "signed-out-everywhere": "Signed out: every session of that API key has ended.",
     "nothing-selected": "Select at least one invocation.",
+    "invoked": "Invoked: this is the new invocation.",
+    "replayed": "That idempotency key was used before with the same input: this is its invocation.",
 }
 _DATETIME_LOCAL = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2})?")
 
@@ -206,6 +209,7 @@ class Overview(Base):
     @page
     def on_get(self, req: falcon.Request, resp: falcon.Response, viewer: Viewer) -> None:
         overview = self.read.overview(viewer.read_tenant, infrastructure=viewer.is_admin)
+        trends = read_trends(self.read, viewer.read_tenant, window_of(req.get_param("window")))
         tenants = self.read.tenant_ids() if viewer.is_admin else []
         # The tenant in view's limits; across tenants (admin), the busiest tenants'.
         tenant = viewer.read_tenant
@@ -220,6 +224,8 @@ class Overview(Base):
             tenants=tenants,
             limits=limits,
             busiest=busiest,
+            trends=trends,
+            windows=list(WINDOWS),
         )
 
 
@@ -251,6 +257,7 @@ class Invocations(Base):
             nav="invocations",
             page=listing,
             where=where,
+            refresh=auto_refresh(req),
             raw_from=req.get_param("from") or "",
             raw_to=req.get_param("to") or "",
             functions=self.services.function_names,
@@ -276,6 +283,7 @@ class Failed(Base):
             nav="failed",
             page=listing,
             where=where,
+            refresh=auto_refresh(req),
             notice=notice_of(req),
             functions=self.services.function_names,
             tenants=self.read.tenant_ids() if viewer.is_admin else [],

@@ -19,11 +19,13 @@ from runtime.store.leases import Leases
 from runtime.store.limits import Limits
 from runtime.store.retention import Retention
 from runtime.store.schedules import Schedules
+from runtime.store.search import InvocationSearch
 from runtime.store.secrets import Secrets
 from runtime.store.stats import Stats
 from runtime.store.sweep import Sweep
 from runtime.store.tenant_scope import apply_scope
 from runtime.store.tenants import Tenants
+from runtime.store.timeseries import TimeSeries
 from runtime.store.workers import Workers
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -43,6 +45,8 @@ class Store:
         self.workers = Workers(db)
         self.schedules = Schedules(db)
         self.stats = Stats(db)
+        self.timeseries = TimeSeries(db)
+        self.search = InvocationSearch(db)
         self.retention = Retention(db)
         self.audit = AuditLog(db)
         self.secrets = Secrets(db)

@@ -21,8 +21,8 @@ A = models.Attempt
 #: At most this many of the latest attempts feed the duration percentiles.
 PERCENTILE_SAMPLE = 5000
 #: Attempt outcomes whose run time counts (a lost attempt's end is not its own).
-_TIMED_OUTCOMES = ("succeeded", "failed", "retrying", "timed_out")
-_FINAL = (Status.SUCCEEDED, Status.FAILED)
+TIMED_OUTCOMES = ("succeeded", "failed", "retrying", "timed_out")
+FINAL_STATUSES = (Status.SUCCEEDED, Status.FAILED)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +67,7 @@ class Stats:
             finished = dict(
                 s.execute(
                     sa.select(I.status, count)
-                    .where(I.finished_at >= since, I.status.in_(_FINAL), *scoped)
+                    .where(I.finished_at >= since, I.status.in_(FINAL_STATUSES), *scoped)
                     .group_by(I.status)
                 ).all()
             )
@@ -87,14 +87,14 @@ class Stats:
                 (fn, status): int(n)
                 for fn, status, n in s.execute(
                     sa.select(I.function, I.status, sa.func.count())
-                    .where(I.finished_at >= since, I.status.in_(_FINAL), *scoped)
+                    .where(I.finished_at >= since, I.status.in_(FINAL_STATUSES), *scoped)
                     .group_by(I.function, I.status)
                 )
             }
             runs = s.execute(
                 sa.select(I.function, A.started_at, A.finished_at)
                 .join(I, I.id == A.invocation_id)
-                .where(A.finished_at >= since, A.outcome.in_(_TIMED_OUTCOMES), *scoped)
+                .where(A.finished_at >= since, A.outcome.in_(TIMED_OUTCOMES), *scoped)
                 .order_by(A.finished_at.desc())
                 .limit(sample)
             )

@@ -131,12 +131,22 @@ def sign_in(browser: Any, base: str, key: str) -> Any:
     return page
 
 
-def invoke(base: str, key: str, function: str, body: dict[str, Any], **params: Any) -> str:
+def invoke(
+    base: str,
+    key: str,
+    function: str,
+    body: dict[str, Any],
+    headers_key: str | None = None,
+    **params: Any,
+) -> str:
+    headers = {"Authorization": f"Bearer {key}"}
+    if headers_key is not None:
+        headers["Idempotency-Key"] = headers_key
     response = requests.post(
         f"{base}/v1/functions/{function}/invocations",
         json=body,
         params=params,
-        headers={"Authorization": f"Bearer {key}"},
+        headers=headers,
         timeout=30,
     )
     assert response.status_code in (200, 202), response.text
@@ -266,6 +276,92 @@ def test_an_operator_works_the_dashboard_in_a_browser(server, chromium, tmp_path
         "11-overview-admin.png",
         "12-schedules.png",
         "13-schedule-paused.png",
+    ]
+    assert all(p.stat().st_size > 10_000 for p in shots.taken)
+    print(f"screenshots in {shots.directory}")
+
+
+STRICT_CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+def test_charts_search_invoke_form_and_error_pages_in_a_browser(server, chromium, tmp_path):
+    base, runtime = server
+    shots = Shots(tmp_path / "screenshots")
+    runtime.store.tenants.create("acme")
+    _, key = runtime.store.tenants.create_key("acme", parse_scopes("invoke,read,manage"))
+    # Given some finished work: successes, a failure, and one delayed
+    done = [invoke(base, key, "echo", {"message": f"m{n}"}) for n in range(4)]
+    keyed = invoke(base, key, "echo", {"message": "keyed"}, headers_key="order-4711")
+    bad = invoke(base, key, "flaky", {"permanent": True})
+    for invocation_id in [*done, keyed, bad]:
+        wait_for(
+            lambda i=invocation_id: (
+                runtime.store.invocations.get(i).status in ("succeeded", "failed")
+            ),
+            what="the invocations to finish",
+        )
+    page = sign_in(chromium, base, key)
+
+    # The overview draws its charts on the server: three SVGs, no script, CSP unchanged
+    response = page.goto(f"{base}/dashboard")
+    assert response.headers["content-security-policy"] == STRICT_CSP
+    assert page.locator("svg.chart").count() == 3
+    assert page.locator("svg.chart rect.ok").count() >= 1
+    assert page.locator("svg.chart rect.bad").count() >= 1
+    assert page.locator("svg.chart circle.info").count() >= 1
+    html = page.content()
+    assert "<script" not in html and "style=" not in html
+    shots(page, "overview-charts")
+    page.click(".window-toggle a:has-text('last day')")
+    assert page.url == f"{base}/dashboard?window=day"
+    assert page.locator("svg.chart").count() == 3
+
+    # Search by idempotency key lists it; by id goes to its page
+    page.fill("input[name=q]", "order-4711")
+    page.click("form.search button")
+    assert listed_ids(page) == {keyed}
+    assert page.locator(f"a[title='{keyed}'] code").inner_text() == keyed[:8]
+    assert page.locator("time[datetime]").count() >= 1
+    shots(page, "search-by-key")
+    page.fill("input[name=q]", bad)
+    page.click("form.search button")
+    assert page.url == f"{base}/dashboard/invocations/{bad}"
+
+    # The invoke form, prefilled from the schema, creates an invocation and shows it
+    page.goto(f"{base}/dashboard/functions")
+    page.click("a:has-text('Invoke echo')")
+    assert '"message": ""' in page.input_value("textarea[name=payload]")
+    page.fill("textarea[name=payload]", '{"message": "typed in the form"}')
+    page.fill("input[name=idempotency_key]", "form-key-1")
+    shots(page, "invoke-form")
+    page.click("button:has-text('Invoke')")
+    assert page.inner_text(".notice") == "Invoked: this is the new invocation."
+    [created] = runtime.store.search.find("acme", "form-key-1")
+    assert page.url == f"{base}/dashboard/invocations/{created.id}?notice=invoked"
+    wait_for(
+        shown_status(page, f"{base}/dashboard/invocations/{created.id}", "succeeded"),
+        what="the form's invocation to succeed",
+    )
+    assert "typed in the form" in page.inner_text("main")
+    shots(page, "invoked")
+
+    # A page that does not exist is an HTML page with the strict headers
+    response = page.goto(f"{base}/dashboard/functions/greet")
+    assert response.status == 404
+    assert response.headers["content-type"].startswith("text/html")
+    assert response.headers["content-security-policy"] == STRICT_CSP
+    assert "nothing is at /dashboard/functions/greet" in page.inner_text("main")
+    shots(page, "not-found")
+
+    assert [p.name for p in shots.taken] == [
+        "01-overview-charts.png",
+        "02-search-by-key.png",
+        "03-invoke-form.png",
+        "04-invoked.png",
+        "05-not-found.png",
     ]
     assert all(p.stat().st_size > 10_000 for p in shots.taken)
     print(f"screenshots in {shots.directory}")
