@@ -60,11 +60,15 @@ def test_a_result_from_a_worker_that_lost_its_lease_is_discarded(runtime, make_t
     runtime.store.sweep.reclaim_lost()
     second = runtime.store.claims.claim(inv.id, "fast-worker", lease_s=60)
     assert isinstance(second, Claimed)
+    # Each records in its function's session, as the executor does: leaving the tenant
+    # scope (PostgreSQL's function role) first
     with runtime.store.db.open_session(tenant) as s:
+        runtime.store.db.leave_function_scope(s)
         assert runtime.store.claims.succeed(s, second, {"by": "fast"})
         s.commit()
     # When the first worker finally tries to record its result, it is refused.
     with runtime.store.db.open_session(tenant) as s:
+        runtime.store.db.leave_function_scope(s)
         assert not runtime.store.claims.succeed(s, first, {"by": "slow"})
         s.rollback()
     assert runtime.store.invocations.get(inv.id).result == {"by": "fast"}
