@@ -125,7 +125,7 @@ HEADERS: dict[str, tuple[str, str, bool, dict[str, Any]]] = {
     "RetryAfter": ("Retry-After", "Seconds to wait.", True, {"type": "integer"}),
     "WWWAuthenticate": ("WWW-Authenticate", "The scheme to use: Bearer.", True, {}),
 }
-INVOKE_PARAMETERS = ("IdempotencyKey", "wait", "delay", "at")
+INVOKE_PARAMETERS = ("IdempotencyKey", "CallbackUrl", "wait", "delay", "at")
 
 
 def _parameters(max_wait_s: float, max_delay_s: float) -> dict[str, Any]:
@@ -151,6 +151,7 @@ def _parameters(max_wait_s: float, max_delay_s: float) -> dict[str, Any]:
                            "FERRY_RETENTION_SUCCEEDED_S, _FAILED_S, _CANCELLED_S and per "
                            "tenant). Then the invocation is removed, and the key makes a new "
                            "one. An unfinished invocation keeps its key."),
+        "CallbackUrl": params.CALLBACK_URL_PARAMETER,
         "wait": ("wait", "query", {"type": "number", "minimum": 0, "maximum": max_wait_s},
                  "Seconds to hold the request until the invocation finishes. While the "
                  "tenant (or the server) holds as many waits as it may, the answer is 202 "

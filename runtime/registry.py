@@ -19,6 +19,7 @@ from typing import Any
 
 import pydantic
 
+from runtime.callbacks.urls import callback_url_problem
 from runtime.errors import FunctionDefinitionError, FunctionNotFound, InputInvalid
 from runtime.secrets.values import SECRET_NAME, SECRET_NAME_RULE
 from runtime.settings import Settings
@@ -54,6 +55,8 @@ class FunctionSpec:
     #: Names of the tenant's secrets the handler reads (`ctx.secrets`); each must be set
     #: for the tenant before an invocation is accepted.
     secrets: tuple[str, ...] = ()
+    #: Where every invocation's outcome is POSTed unless the request names another URL.
+    callback_url: str | None = None
 
     @property
     def http_scope(self) -> str:
@@ -161,6 +164,7 @@ def function(
     invoke_scope: str = "invoke",
     internal: bool = False,
     secrets: Sequence[str] = (),
+    callback_url: str | None = None,
 ) -> Callable[[Handler], FunctionSpec]: ...
 
 
@@ -178,6 +182,7 @@ def function(
     invoke_scope: str = "invoke",
     internal: bool = False,
     secrets: Sequence[str] = (),
+    callback_url: str | None = None,
 ) -> FunctionSpec | Callable[[Handler], FunctionSpec]:
     """Declare a Ferry function: `handler(ctx, payload: Input) -> Output`.
 
@@ -186,6 +191,8 @@ def function(
     `ctx.invoke` and operator keys (HTTP by a tenant's key is refused with 403).
     `secrets` names the tenant's secrets the handler reads as `ctx.secrets[name]`; an
     invocation is refused (422) while one of them is not set for its tenant.
+    `callback_url` is where each invocation's outcome is POSTed, signed, when it finishes,
+    unless the request names its own (docs/callbacks.md).
     """
 
     def declare(fn: Handler) -> FunctionSpec:
@@ -214,6 +221,8 @@ def function(
             raise FunctionDefinitionError(
                 f"{where}: secrets is a list of names, each {SECRET_NAME_RULE}; got {secrets!r}"
             )
+        if callback_url is not None and (problem := callback_url_problem(callback_url)):
+            raise FunctionDefinitionError(f"{where}: {problem}")
         input_model, output_model = _models_of(fn, where)
         module = sys.modules.get(fn.__module__)
         description = inspect.getdoc(module) if module is not None else None
@@ -234,6 +243,7 @@ def function(
             invoke_scope=invoke_scope,
             internal=internal,
             secrets=tuple(dict.fromkeys(secrets)),
+            callback_url=callback_url,
         )
 
     return declare if handler is None else declare(handler)

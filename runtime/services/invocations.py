@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 import structlog
 
+from runtime.callbacks.urls import callback_url_problem
 from runtime.context import CHILD_KEY_PREFIX
 from runtime.dispatch import Dispatcher
 from runtime.errors import (
@@ -41,6 +42,7 @@ from runtime.settings import (
     DEFAULT_MAX_WAITS_PER_TENANT,
 )
 from runtime.store import Store
+from runtime.store.callbacks import CallbackView
 from runtime.store.invocations import NewInvocation
 from runtime.store.models import Status
 from runtime.store.sweep import Dispatch
@@ -101,6 +103,8 @@ class InvocationWithAttempts:
 
     invocation: InvocationView
     attempts: tuple[AttemptView, ...]
+    #: Its completion callback and how delivering it went; None: it has none.
+    callback: CallbackView | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,8 +127,12 @@ def new_invocation(
     request_id: str | None,
     parent_id: str | None,
     scheduled_for: datetime | None = None,
+    callback_url: str | None = None,
 ) -> NewInvocation:
-    """The row to insert for `payload`, validated by `fn`'s Input (`InputInvalid` if not)."""
+    """The row to insert for `payload`, validated by `fn`'s Input (`InputInvalid` if not).
+
+    `callback_url`, else the function's own, is where the finished invocation is reported.
+    """
     data = fn.validate_input(payload).model_dump(mode="json")
     return NewInvocation(
         id=new_id,
@@ -139,6 +147,7 @@ def new_invocation(
         payload=data,
         max_retries=fn.max_retries,
         scheduled_for=scheduled_for,
+        callback_url=callback_url or fn.spec.callback_url,
     )
 
 
@@ -188,6 +197,7 @@ class InvocationService:
         parent_id: str | None = None,
         at: datetime | None = None,
         delay_s: float | None = None,
+        callback_url: str | None = None,
     ) -> Accepted:
         """Validate, store and (if due) send an invocation; or return the stored one.
 
@@ -195,6 +205,7 @@ class InvocationService:
         from the same tenant give back the invocation stored first (a replay); another
         input under that key raises `IdempotencyConflict`. Once this returns, the
         invocation is committed; a broker that does not answer leaves it to the sweep.
+        `callback_url` gets the finished invocation (docs/callbacks.md).
         """
         if trigger not in TRIGGERS:
             raise ValueError(f"trigger must be one of {', '.join(TRIGGERS)}; got {trigger!r}")
@@ -203,6 +214,8 @@ class InvocationService:
                 "an Idempotency-Key may not start with "
                 f"{' or '.join(repr(p) for p in SYSTEM_KEY_PREFIXES)}: Ferry makes those itself"
             )
+        if callback_url is not None and (problem := callback_url_problem(callback_url)):
+            raise BadRequest(problem)
         scheduled_for = self._due_at(at, delay_s)
         fn = self.registry.get(function)
         row = new_invocation(
@@ -215,6 +228,7 @@ class InvocationService:
             request_id=request_id,
             parent_id=parent_id,
             scheduled_for=scheduled_for,
+            callback_url=callback_url,
         )
         # Before anything is stored: a function whose secrets are not set could only fail.
         require_secrets(self.store, tenant_id, fn.spec.secrets)
@@ -292,7 +306,8 @@ class InvocationService:
         """One invocation with its attempt log."""
         invocation = self.store.invocations.get(invocation_id, tenant_id)
         attempts = self.store.invocations.attempts(invocation.id)
-        return InvocationWithAttempts(invocation, tuple(attempts))
+        callback = self.store.callbacks.get(invocation.id)
+        return InvocationWithAttempts(invocation, tuple(attempts), callback)
 
     def list(
         self,

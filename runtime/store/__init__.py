@@ -11,6 +11,7 @@ from alembic.script import ScriptDirectory
 
 from runtime.settings import Settings
 from runtime.store.audit import AuditLog
+from runtime.store.callbacks import Callbacks
 from runtime.store.claims import Claims
 from runtime.store.db import Clock, Database, engine_from_settings, translate_errors, utcnow
 from runtime.store.invocations import Invocations
@@ -43,6 +44,7 @@ class Store:
         self.retention = Retention(db)
         self.audit = AuditLog(db)
         self.secrets = Secrets(db)
+        self.callbacks = Callbacks(db)
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Clock = utcnow) -> Store:
