@@ -271,3 +271,21 @@ def test_a_function_may_name_its_own_callback_url(settings):
     assert row_for("https://other.example.com/").callback_url == "https://other.example.com/"
     with pytest.raises(FunctionDefinitionError, match="http or https"):
         function(callback_url="ftp://hooks.example.com/")(handler)
+
+
+def test_a_replay_keeps_the_callback_stored_first(runtime, client, headers):
+    first = {**headers, "Idempotency-Key": "k-1", "Ferry-Callback-URL": "https://a.example.com/"}
+    again = {**first, "Ferry-Callback-URL": "https://b.example.com/"}
+    created = invoke(client, first, "echo", {"message": "m"})
+    replayed = invoke(client, again, "echo", {"message": "m"})
+    assert replayed.headers.get("Idempotent-Replayed") == "true"
+    assert replayed.json["id"] == created.json["id"]
+    shown = client.simulate_get(f"/v1/invocations/{created.json['id']}", headers=headers).json
+    assert shown["callback"] == {
+        "url": "https://a.example.com/",
+        "state": "pending",
+        "attempts": 0,
+        "last_error": None,
+        "delivered_at": None,
+    }
+    assert _callback_rows(runtime) == 1
