@@ -58,12 +58,9 @@ five minutes from the receiver's clock, which stops replays of an old request.
 from __future__ import annotations
 
 import email.utils
-import hashlib
-import hmac
 import json
 import time
 import uuid
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -72,6 +69,27 @@ import requests
 from pydantic import BaseModel, Field, HttpUrl
 
 from runtime import Context, Permanent, Retryable, function
+from runtime.signing import (
+    SIGNATURE_TOLERANCE_S,
+    SignatureInvalid,
+    sign,
+    signature_header,
+    verify_signature,
+)
+
+# The signing scheme lives in runtime.signing (completion callbacks use it too); its
+# names stay importable from here, where receivers were told to find them.
+__all__ = [
+    "SIGNATURE_TOLERANCE_S",
+    "Input",
+    "Output",
+    "SignatureInvalid",
+    "delivery_id",
+    "send_webhook",
+    "sign",
+    "signature_header",
+    "verify_signature",
+]
 
 CONNECT_TIMEOUT_S = 5.0
 #: Seconds the receiver has to answer once connected; with the connect time it stays
@@ -79,8 +97,6 @@ CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 20.0
 #: A longer `Retry-After` is cut to this, so one answer cannot park a delivery for days.
 MAX_RETRY_AFTER_S = 3600.0
-#: How far a signature's timestamp may be from the receiver's clock, by default.
-SIGNATURE_TOLERANCE_S = 300.0
 USER_AGENT = "Ferry-Webhooks/1"
 #: Statuses that say "try again later" rather than "no".
 RETRYABLE_STATUSES = frozenset({408, 429})
@@ -105,70 +121,9 @@ class Output(BaseModel):
     attempt: int
 
 
-class SignatureInvalid(ValueError):
-    """The webhook signature is malformed, does not match the body, or is too old."""
-
-
 def delivery_id(tenant_id: str, function_name: str, idempotency_key: str) -> str:
     """The delivery id of one invocation: stable across its retries, unique per tenant."""
     return str(uuid.uuid5(_DELIVERY_IDS, f"{tenant_id}/{function_name}/{idempotency_key}"))
-
-
-def sign(secret: bytes, timestamp: int, body: bytes) -> str:
-    """The `v1` signature: hex HMAC-SHA256 of `"<timestamp>.<body>"`."""
-    return hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-
-
-def signature_header(secrets: bytes | Sequence[bytes], timestamp: int, body: bytes) -> str:
-    """The `Ferry-Signature` header value for a body sent at `timestamp`.
-
-    One `v1=` per secret, in order (the current secret first, then one being rotated out).
-    """
-    keys = [secrets] if isinstance(secrets, bytes) else list(secrets)
-    return ",".join([f"t={timestamp}", *(f"v1={sign(key, timestamp, body)}" for key in keys)])
-
-
-def verify_signature(
-    body: bytes,
-    header: str,
-    secret: bytes | str,
-    *,
-    tolerance_s: float = SIGNATURE_TOLERANCE_S,
-    now: float | None = None,
-) -> int:
-    """Check a received `Ferry-Signature` header; return its timestamp.
-
-    `secret` is the tenant's webhook signing secret (the `whsec_...` text, or its UTF-8
-    bytes). Several `v1=` entries are accepted (any one may match): Ferry signs with the
-    old and the new secret while one is rotated.
-
-    Raises:
-        SignatureInvalid: the header is malformed, no signature matches the body, or the
-            timestamp is more than `tolerance_s` seconds from `now` (default: this clock).
-    """
-    timestamp: int | None = None
-    candidates: list[bytes] = []
-    for part in header.split(","):
-        key, sep, value = part.strip().partition("=")
-        if not sep:
-            continue
-        if key == "t":
-            try:
-                timestamp = int(value)
-            except ValueError:
-                raise SignatureInvalid("the signature's timestamp is not a number") from None
-        elif key == "v1":
-            candidates.append(value.encode("utf-8", "replace"))
-    if timestamp is None or not candidates:
-        raise SignatureInvalid("the signature header needs t=<timestamp> and v1=<signature>")
-    key = secret.encode() if isinstance(secret, str) else secret
-    expected = sign(key, timestamp, body).encode()
-    if not any(hmac.compare_digest(expected, candidate) for candidate in candidates):
-        raise SignatureInvalid("no signature matches the body")
-    current = time.time() if now is None else now
-    if abs(current - timestamp) > tolerance_s:
-        raise SignatureInvalid(f"the signature's timestamp is more than {tolerance_s:g} s away")
-    return timestamp
 
 
 def retry_after_s(value: str | None, *, now: datetime | None = None) -> float | None:

@@ -111,6 +111,7 @@ def _parameters(max_wait_s: float, max_delay_s: float) -> dict[str, Any]:
                            "FERRY_RETENTION_SUCCEEDED_S, _FAILED_S, _CANCELLED_S and per "
                            "tenant). Then the invocation is removed, and the key makes a new "
                            "one. An unfinished invocation keeps its key."),
+        "CallbackUrl": params.CALLBACK_URL_PARAMETER,
         "wait": ("wait", "query", {"type": "number", "minimum": 0, "maximum": max_wait_s},
                  "Seconds to hold the request until the invocation finishes. While the "
                  "tenant (or the server) holds as many waits as it may, the answer is 202 "

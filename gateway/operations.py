@@ -68,7 +68,7 @@ def ref(kind: str, name: str) -> dict[str, str]:
 
 
 #: The parameters of every invoke operation, besides its path's.
-INVOKE_PARAMETERS = ("IdempotencyKey", "wait", "delay", "at")
+INVOKE_PARAMETERS = ("IdempotencyKey", "CallbackUrl", "wait", "delay", "at")
 
 
 def invoke_operation(

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 import falcon
 
+from runtime.callbacks.urls import MAX_CALLBACK_URL_LENGTH
 from runtime.errors import BadRequest
 from runtime.store.models import Status
 
@@ -30,6 +31,18 @@ RFC3339_PATTERN = (
 CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"
 DEFAULT_LIMIT, MAX_LIMIT = 50, 200
 STATUSES = tuple(status.value for status in Status)
+#: components/parameters' `CallbackUrl`: the header an invocation's callback URL comes in.
+CALLBACK_URL_PARAMETER = (
+    "Ferry-Callback-URL",
+    "header",
+    {"type": "string", "format": "uri", "maxLength": MAX_CALLBACK_URL_LENGTH},
+    "An http(s) URL to POST the invocation to, signed like webhooks (`Ferry-Signature`), "
+    "once it finishes (succeeded, failed or cancelled); it replaces the function's own "
+    "callback URL, if it has one. A malformed URL is a 400. Delivery is retried with "
+    "backoff; an internal address is refused unless FERRY_OUTBOUND_ALLOW permits it. "
+    "GET /v1/invocations/{invocation_id} shows how delivery went (`callback`). "
+    "See docs/callbacks.md.",
+)
 
 
 @contextlib.contextmanager

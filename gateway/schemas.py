@@ -17,6 +17,7 @@ from pydantic.json_schema import SkipJsonSchema
 from runtime.registry import Function as FunctionRuntime
 from runtime.scheduling.definition import Misfire
 from runtime.services.schedules import ScheduleView
+from runtime.store.callbacks import CallbackView
 from runtime.store.models import Status
 from runtime.store.views import AttemptView, InvocationView
 
@@ -172,15 +173,44 @@ class InvocationReceipt(Body):
     status: Status
 
 
+class Callback(Body):
+    """The invocation's completion callback and how delivering it went (docs/callbacks.md)."""
+
+    url: str
+    state: Literal["pending", "delivered", "failed"] = Field(
+        description="pending until delivered (a 2xx answer) or failed for good."
+    )
+    attempts: int = Field(description="Deliveries tried so far.")
+    last_error: str | None = Field(description="Why the last try failed; null once delivered.")
+    delivered_at: Time | None
+
+
 class InvocationDetail(Invocation):
-    """One invocation with its attempt log."""
+    """One invocation with its attempt log, and its callback when it has one."""
 
     attempt_log: list[Attempt]
+    callback: Callback | None = Field(
+        default=None,
+        description="Only when the invocation has a completion callback.",
+        json_schema_extra=_no_default,
+    )
 
     @classmethod
-    def of(cls, view: InvocationView, attempts: Iterable[AttemptView]) -> InvocationDetail:
+    def of(
+        cls,
+        view: InvocationView,
+        attempts: Iterable[AttemptView],
+        callback: CallbackView | None = None,
+    ) -> InvocationDetail:
         fields = dict(Invocation.model_validate(view))
-        return cls(**fields, attempt_log=[Attempt.model_validate(a) for a in attempts])
+        return cls(
+            **fields,
+            attempt_log=[Attempt.model_validate(a) for a in attempts],
+            callback=None if callback is None else Callback.model_validate(callback),
+        )
+
+    def media(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude={"callback"} if self.callback is None else None)
 
 
 class InvocationList(Body):

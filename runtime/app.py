@@ -9,10 +9,11 @@ from typing import Any
 import dramatiq
 import structlog
 
+from runtime.callbacks.delivery import CallbackDelivery
 from runtime.dispatch import Dispatcher, DispatchPolicy, FunctionShare, TenantShare
 from runtime.errors import BrokerUnavailable, StoreUnavailable, TenantNotFound
 from runtime.metrics import process_metrics
-from runtime.outbound import OutboundPolicy
+from runtime.outbound import OutboundClient, OutboundPolicy
 from runtime.recovery.leases import LeaseKeeper, LeaseOptions, timeouts
 from runtime.recovery.retention import RetentionSweep
 from runtime.recovery.sweeper import Sweep
@@ -107,12 +108,20 @@ class Runtime:
             self.metrics,
             self.dispatcher,
         )
+        self.secrets = SecretService(
+            self.store,
+            SecretBox.from_settings(settings),
+            webhook_grace_s=settings.webhook_secret_grace_s,
+        )
+        outbound = OutboundPolicy.from_settings(settings)
+        self.callbacks = CallbackDelivery(self.store, self.secrets, OutboundClient(outbound))
         self.sweep = Sweep(
             self.store,
             self.dispatcher,
             self.broker,
             redispatch_after_s=settings.redispatch_after_s,
             retention=RetentionSweep.from_settings(self.store, settings),
+            callbacks=self.callbacks.start_round,
         )
         self.invocations = InvocationService(
             self.store,
@@ -127,16 +136,11 @@ class Runtime:
         )
         self.tenants = TenantService(self.store, auth_cache_s=settings.auth_cache_s)
         self.audit = AuditTrail(self.store)
-        self.secrets = SecretService(
-            self.store,
-            SecretBox.from_settings(settings),
-            webhook_grace_s=settings.webhook_secret_grace_s,
-        )
         self.executor = Executor(
             self.store,
             self.invocations,
             secrets=self.secrets,
-            outbound=OutboundPolicy.from_settings(settings),
+            outbound=outbound,
         )
         self.actors = declare_actors(self.broker, self.registry, self.executor.actor_body)
         # Periodiq and Dramatiq's CLI look the broker up globally.
@@ -206,5 +210,7 @@ class Runtime:
             raise BrokerUnavailable(f"the broker is unreachable: {type(ex).__name__}") from ex
 
     def close(self) -> None:
+        self.callbacks.join(timeout_s=10)
+        self.callbacks.client.close()
         self.broker.close()
         self.store.close()

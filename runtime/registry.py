@@ -19,6 +19,7 @@ from typing import Any
 
 import pydantic
 
+from runtime.callbacks.urls import callback_url_problem
 from runtime.errors import FunctionDefinitionError, FunctionNotFound, InputInvalid
 from runtime.function_limits import FunctionLimits
 from runtime.inputs import ExtraFields, refused_unless_known, unknown_fields
@@ -62,6 +63,8 @@ class FunctionSpec:
     #: The top-level field names and aliases an input may carry, when any other is refused
     #: (422 naming it); None when the Input model decides (see `@function(extra_fields=)`).
     known_fields: frozenset[str] | None = None
+    #: Where every invocation's outcome is POSTed unless the request names another URL.
+    callback_url: str | None = None
 
     @property
     def http_scope(self) -> str:
@@ -201,6 +204,7 @@ def function(
     concurrency_key: str | None = None,
     concurrency_per_key: int | None = None,
     extra_fields: ExtraFields | None = None,
+    callback_url: str | None = None,
 ) -> Callable[[Handler], FunctionSpec]: ...
 
 
@@ -223,6 +227,7 @@ def function(
     concurrency_key: str | None = None,
     concurrency_per_key: int | None = None,
     extra_fields: ExtraFields | None = None,
+    callback_url: str | None = None,
 ) -> FunctionSpec | Callable[[Handler], FunctionSpec]:
     """Declare a Ferry function: `handler(ctx, payload: Input) -> Output`.
 
@@ -235,6 +240,8 @@ def function(
     limits per tenant, beside the tenant's (`runtime.function_limits`).
     An input with a top-level field the Input model does not know is refused (422 naming
     it) unless `extra_fields="allow"` or the model sets `extra` in its `model_config`.
+    `callback_url` is where each invocation's outcome is POSTed, signed, when it finishes,
+    unless the request names its own (docs/callbacks.md).
     """
 
     def declare(fn: Handler) -> FunctionSpec:
@@ -263,6 +270,8 @@ def function(
             raise FunctionDefinitionError(
                 f"{where}: secrets is a list of names, each {SECRET_NAME_RULE}; got {secrets!r}"
             )
+        if callback_url is not None and (problem := callback_url_problem(callback_url)):
+            raise FunctionDefinitionError(f"{where}: {problem}")
         input_model, output_model = _models_of(fn, where)
         module = sys.modules.get(fn.__module__)
         description = inspect.getdoc(module) if module is not None else None
@@ -292,6 +301,7 @@ def function(
                 concurrency_per_key=concurrency_per_key,
             ),
             known_fields=refused_unless_known(input_model, extra_fields, where),
+            callback_url=callback_url,
         )
 
     return declare if handler is None else declare(handler)

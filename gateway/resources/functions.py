@@ -79,6 +79,7 @@ class FunctionInvocations:
             request_id=request_id_of(req),
             delay_s=params.seconds(req, "delay", maximum=MAX_DELAY_LIMIT_S),
             at=params.rfc3339(req, "at"),
+            callback_url=req.get_header("Ferry-Callback-URL"),
         )
         invocation, created = accepted
         if wait_s and not invocation.finished:

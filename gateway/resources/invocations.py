@@ -50,7 +50,9 @@ class InvocationItem:
     @falcon.before(require_scope("read"))
     def on_get(self, req: falcon.Request, resp: falcon.Response, invocation_id: str) -> None:
         found = self.invocations.get(invocation_id, caller_of(req).read_tenant_id)
-        resp.media = schemas.InvocationDetail.of(found.invocation, found.attempts).media()
+        resp.media = schemas.InvocationDetail.of(
+            found.invocation, found.attempts, found.callback
+        ).media()
 
     @falcon.before(require_scope("manage"))
     def on_post_cancel(

@@ -53,6 +53,7 @@ class Sweep:
         *,
         redispatch_after_s: float,
         retention: Callable[[], int] | None = None,
+        callbacks: Callable[[], object] | None = None,
     ) -> None:
         self.store = store
         self.dispatcher = dispatcher
@@ -60,6 +61,9 @@ class Sweep:
         self.redispatch_after_s = redispatch_after_s
         #: Removes expired finished invocations when due (a `RetentionSweep`); None: never.
         self.retention = retention
+        #: Starts delivering due completion callbacks in the background
+        #: (`CallbackDelivery.start_round`); None: they are not delivered here.
+        self.callbacks = callbacks
 
     def __call__(self) -> SweepReport:
         """Recover lost attempts, send everything due or stale, then remove what expired."""
@@ -87,6 +91,8 @@ class Sweep:
                 failed += 1
         if failed:
             log.warning("dispatch_failed", count=failed)
+        if self.callbacks is not None:
+            self.callbacks()
         # Last, so that a failure here delays no send and no recovery.
         removed = self.retention() if self.retention is not None else 0
         return SweepReport(lost=len(lost), sent=sent, failed_sends=failed, removed=removed)

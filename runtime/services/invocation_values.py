@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from runtime.registry import Function
+from runtime.store.callbacks import CallbackView
 from runtime.store.invocations import NewInvocation
 from runtime.store.views import AttemptView, InvocationView
 
@@ -61,6 +62,8 @@ class InvocationWithAttempts:
 
     invocation: InvocationView
     attempts: tuple[AttemptView, ...]
+    #: Its completion callback and how delivering it went; None: it has none.
+    callback: CallbackView | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,8 +86,12 @@ def new_invocation(
     request_id: str | None,
     parent_id: str | None,
     scheduled_for: datetime | None = None,
+    callback_url: str | None = None,
 ) -> NewInvocation:
-    """The row to insert for `payload`, validated by `fn`'s Input (`InputInvalid` if not)."""
+    """The row to insert for `payload`, validated by `fn`'s Input (`InputInvalid` if not).
+
+    `callback_url`, else the function's own, is where the finished invocation is reported.
+    """
     data = fn.validate_input(payload).model_dump(mode="json")
     return NewInvocation(
         id=new_id,
@@ -100,4 +107,5 @@ def new_invocation(
         max_retries=fn.max_retries,
         scheduled_for=scheduled_for,
         concurrency_key=fn.limits.key_of(data),
+        callback_url=callback_url or fn.spec.callback_url,
     )

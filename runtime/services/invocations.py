@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from runtime.callbacks.urls import callback_url_problem
 from runtime.context import CHILD_KEY_PREFIX
 from runtime.dispatch import Dispatcher
 from runtime.errors import (
@@ -114,6 +115,7 @@ class InvocationService:
         parent_id: str | None = None,
         at: datetime | None = None,
         delay_s: float | None = None,
+        callback_url: str | None = None,
     ) -> Accepted:
         """Validate, store and (if due) send an invocation; or return the stored one.
 
@@ -122,7 +124,8 @@ class InvocationService:
         input under that key raises `IdempotencyConflict`. Over a limit of the tenant or
         the function, `LimitExceeded` and nothing stored (`LimitService.check_accept`).
         Once this returns, the invocation is committed; a broker that does not answer
-        leaves it to the sweep.
+        leaves it to the sweep. `callback_url` gets the finished invocation
+        (docs/callbacks.md).
         """
         if trigger not in TRIGGERS:
             raise ValueError(f"trigger must be one of {', '.join(TRIGGERS)}; got {trigger!r}")
@@ -131,6 +134,8 @@ class InvocationService:
                 "an Idempotency-Key may not start with "
                 f"{' or '.join(repr(p) for p in SYSTEM_KEY_PREFIXES)}: Ferry makes those itself"
             )
+        if callback_url is not None and (problem := callback_url_problem(callback_url)):
+            raise BadRequest(problem)
         scheduled_for = self._due_at(at, delay_s)
         fn = self.registry.get(function)
         row = new_invocation(
@@ -143,6 +148,7 @@ class InvocationService:
             request_id=request_id,
             parent_id=parent_id,
             scheduled_for=scheduled_for,
+            callback_url=callback_url,
         )
         # Before anything is stored: a function whose secrets are not set could only fail.
         require_secrets(self.store, tenant_id, fn.spec.secrets)
@@ -225,7 +231,8 @@ class InvocationService:
         """One invocation with its attempt log."""
         invocation = self.store.invocations.get(invocation_id, tenant_id)
         attempts = self.store.invocations.attempts(invocation.id)
-        return InvocationWithAttempts(invocation, tuple(attempts))
+        callback = self.store.callbacks.get(invocation.id)
+        return InvocationWithAttempts(invocation, tuple(attempts), callback)
 
     def list(
         self,

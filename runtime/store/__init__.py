@@ -11,6 +11,7 @@ from alembic.script import ScriptDirectory
 
 from runtime.settings import Settings
 from runtime.store.audit import AuditLog
+from runtime.store.callbacks import Callbacks
 from runtime.store.claims import Claims
 from runtime.store.db import Clock, Database, engine_from_settings, translate_errors, utcnow
 from runtime.store.fairness import Fairness
@@ -51,6 +52,7 @@ class Store:
         self.audit = AuditLog(db)
         self.secrets = Secrets(db)
         self.limits = Limits(db)
+        self.callbacks = Callbacks(db)
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Clock = utcnow) -> Store:

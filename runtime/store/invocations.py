@@ -20,9 +20,9 @@ from runtime.errors import (
     TenantNotFound,
     TenantSuspended,
 )
-from runtime.store import models, statements
+from runtime.store import callbacks, models, statements
 from runtime.store.audit import AuditEntry, append_in
-from runtime.store.db import Database
+from runtime.store.db import Database, translate_errors
 from runtime.store.models import CLAIMABLE, Status
 from runtime.store.paging import decode_cursor, encode_cursor
 from runtime.store.views import AttemptView, InvocationView
@@ -48,9 +48,11 @@ class NewInvocation:
     scheduled_for: datetime | None = None
     #: The value of the function's `concurrency_key` field in the input, if it declares one.
     concurrency_key: str | None = None
+    #: Where to POST the finished invocation (`runtime.callbacks`); None: nowhere.
+    callback_url: str | None = None
 
 
-_NEW_FIELDS = tuple(f.name for f in dataclasses.fields(NewInvocation))
+_NEW_FIELDS = tuple(f.name for f in dataclasses.fields(NewInvocation) if f.name in _VIEW_FIELDS)
 #: The fields of a stored invocation that a new one does not have yet.
 _NOT_YET: dict[str, Any] = dict.fromkeys(
     ("result", "error", "started_at", "finished_at", "lease_expires_at", "worker_id")
@@ -85,11 +87,17 @@ class Invocations:
         # until then it is unsent, so the sweep sends it should this process stop here.
         values["dispatched_at"] = now if due and not held else None
         # One statement, committed by itself: it inserts only for an active tenant, and
-        # a duplicate key inserts nothing instead of failing.
-        with self.db.statements() as connection:
-            inserted = connection.execute(
-                statements.insert_for_active_tenant(self.db.dialect), values
-            ).first()
+        # a duplicate key inserts nothing instead of failing. A callback is written in the
+        # same transaction: an invocation is never stored without the callback it asked for.
+        insert = statements.insert_for_active_tenant(self.db.dialect)
+        if new.callback_url is None:
+            with self.db.statements() as connection:
+                inserted = connection.execute(insert, values).first()
+        else:
+            with translate_errors(), self.db.engine.begin() as connection:
+                inserted = connection.execute(insert, values).first()
+                if inserted is not None:
+                    callbacks.insert_in(connection, new.id, new.tenant_id, new.callback_url, now)
         if inserted is not None:
             return view, True
         self._check_tenant(new.tenant_id)
