@@ -25,6 +25,7 @@ def test_functions_are_listed_with_their_invoke_url(client, headers, runtime):
         "queue",
         "max_retries",
         "timeout_s",
+        "secrets",
         "input_schema",
         "invoke_scope",
         "internal",
