@@ -58,6 +58,8 @@ class Invocation(InvocationReceipt):
     duration_ms: int | None = None
     result: Any = None
     error: InvocationError | None = None
+    #: Why it waits although due (fair_share, tenant_concurrency, ...); None otherwise.
+    waiting_reason: str | None = None
 
 
 class Attempt(Model):
@@ -70,10 +72,22 @@ class Attempt(Model):
     error: InvocationError | None = None
 
 
+class Callback(Model):
+    """An invocation's completion callback and how delivering it went."""
+
+    url: str
+    state: Literal["pending", "delivered", "failed"]
+    attempts: int
+    last_error: str | None = None
+    delivered_at: datetime | None = None
+
+
 class InvocationDetail(Invocation):
     """One invocation with its attempt log (`GET /v1/invocations/{id}`)."""
 
     attempt_log: list[Attempt]
+    #: Only when the invocation has a completion callback.
+    callback: Callback | None = None
 
 
 class InvocationPage(Model):
