@@ -12,6 +12,7 @@ setting, 3 `invoke --wait` ran out before the invocation finished.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -28,7 +29,13 @@ from runtime.cli import (
     tenants,
 )
 from runtime.cli.dotenv import load_dotenv
-from runtime.cli.output import EXIT_BAD_SETTINGS, EXIT_USER_ERROR, describe_error, warn
+from runtime.cli.output import (
+    EXIT_BAD_SETTINGS,
+    EXIT_BROKEN_PIPE,
+    EXIT_USER_ERROR,
+    describe_error,
+    warn,
+)
 from runtime.cli.suggest import suggestion
 from runtime.errors import FerryError, SettingsInvalid
 from runtime.logs import configure_logging
@@ -86,6 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`ferry invocations list | head`): stop quietly, as `ls` does.
+        # Python would print a second error flushing stdout at exit; point it at devnull.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 class _CurrentStderr:

@@ -16,6 +16,8 @@ EXIT_OK = 0
 EXIT_USER_ERROR = 1
 EXIT_BAD_SETTINGS = 2
 EXIT_STILL_RUNNING = 3
+#: Standard output was closed by its reader (128 + SIGPIPE, as a shell reports it).
+EXIT_BROKEN_PIPE = 141
 
 
 def say(text: str = "") -> None:

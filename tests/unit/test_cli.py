@@ -696,3 +696,15 @@ def test_a_bad_value_in_dotenv_is_named_like_any_setting(ferry, in_folder):
 
 def test_help_says_that_ferry_reads_dotenv():
     assert ".env" in build_parser().format_help()
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path):
+    # Given a command whose reader has gone before it writes (`| true` exits at once)
+    env = {**os.environ, "FERRY_DATABASE_URL": f"sqlite:///{tmp_path / 'ferry.db'}"}
+    command = f"{sys.executable} -m runtime.cli functions | true"
+    done = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command], env=env, capture_output=True, text=True
+    )
+    # Then it stops with the shell's code for SIGPIPE and without a traceback
+    assert done.returncode == 141, done.stderr
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr
