@@ -122,6 +122,12 @@ class Ledger:
             )
             return {row.id: row.status for row in rows}
 
+    def sent(self, ids: list[str]) -> int:
+        """How many of `ids` the store marks as sent to the broker (the rest are held)."""
+        with self.store.db.engine.connect() as conn:
+            query = "SELECT count(*) FROM invocations WHERE id = ANY(:ids) AND dispatched_at IS NOT NULL"
+            return int(conn.execute(sa.text(query), {"ids": ids}).scalar_one())
+
     def total(self) -> int:
         with self.store.db.engine.connect() as conn:
             return int(conn.execute(sa.text("SELECT count(*) FROM invocations")).scalar_one())
