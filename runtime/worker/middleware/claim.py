@@ -49,10 +49,11 @@ class ClaimMiddleware(dramatiq.Middleware):
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         invocation_id = message.options.get("invocation_id") or message.args[0]
         tenant_id = message.options.get("tenant_id")
-        limits = None
-        if self.dispatcher is not None and tenant_id is not None:
-            limits = self.dispatcher.policy.limits(tenant_id, message.actor_name)
         try:
+            limits = None
+            if self.dispatcher is not None and tenant_id is not None:
+                # Read from the store (cached): inside the guard, like the claim itself.
+                limits = self.dispatcher.policy.limits(tenant_id, message.actor_name)
             outcome = self.claims.claim(
                 invocation_id,
                 self.worker_id,
@@ -65,6 +66,10 @@ class ClaimMiddleware(dramatiq.Middleware):
             # store nothing may run: the row stays claimable and the sweep resends it.
             log.warning("claim_store_unavailable", invocation_id=invocation_id, error=str(ex))
             raise SkipMessage("store unavailable") from ex
+        except Exception as ex:
+            # The same for any other failure: an attempt never runs without its claim.
+            log.error("claim_failed", invocation_id=invocation_id, error=str(ex), exc_info=ex)
+            raise SkipMessage("claim failed") from ex
         if not isinstance(outcome, Claimed):
             # Not due yet: the dispatcher's sweep sends it again when it is.
             log.info("delivery_skipped", invocation_id=invocation_id, reason=outcome.reason)
