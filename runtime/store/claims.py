@@ -95,16 +95,7 @@ class Claims:
             with translate_errors(), self.db.engine.begin() as connection:
                 row = connection.execute(statements.CLAIM, params).first()
                 if row is not None:
-                    connection.execute(
-                        statements.ADD_ATTEMPT,
-                        {
-                            "invocation_id": row.id,
-                            "tenant_id": row.tenant_id,
-                            "number": row.attempts,
-                            "worker_id": worker_id,
-                            "started_at": now,
-                        },
-                    )
+                    _add_attempt(connection, row, worker_id, now)
         if row is not None:
             # A Core row has the attributes `from_row` reads.
             return Claimed(InvocationView.from_row(row), row.attempts)  # type: ignore[arg-type]
@@ -139,16 +130,7 @@ class Claims:
             )
             row = connection.execute(claim, params).first()
             if row is not None:
-                connection.execute(
-                    statements.ADD_ATTEMPT,
-                    {
-                        "invocation_id": row.id,
-                        "tenant_id": row.tenant_id,
-                        "number": row.attempts,
-                        "worker_id": worker_id,
-                        "started_at": now,
-                    },
-                )
+                _add_attempt(connection, row, worker_id, now)
                 return Claimed(InvocationView.from_row(row), row.attempts)  # type: ignore[arg-type]
             reason = self._limit_reached(connection, invocation_id, tenant_id, limits)
             if reason is not None:
@@ -305,3 +287,17 @@ class Claims:
         if row is None:
             return None, None
         return row[0], row[1]
+
+
+def _add_attempt(connection: Connection, claimed: Any, worker_id: str, now: datetime) -> None:
+    """The attempt row of a claim just won, in the claim's transaction."""
+    connection.execute(
+        statements.ADD_ATTEMPT,
+        {
+            "invocation_id": claimed.id,
+            "tenant_id": claimed.tenant_id,
+            "number": claimed.attempts,
+            "worker_id": worker_id,
+            "started_at": now,
+        },
+    )
