@@ -157,9 +157,11 @@ class InvocationService:
             self.limits.check_accept(
                 tenant_id, fn, trigger=trigger, idempotency_key=idempotency_key
             )
-        invocation, created = self.store.invocations.insert(row, held=self.dispatcher.policy.fair)
-        if created and invocation.status == Status.QUEUED:
-            self.dispatcher.dispatch(_dispatch_of(invocation))
+        invocation, created = self.store.invocations.insert(
+            row, window=self.dispatcher.accept_window(tenant_id)
+        )
+        if created and invocation.status == Status.QUEUED and invocation.waiting_reason is None:
+            self.dispatcher.send_accepted(_dispatch_of(invocation))
         if created:
             log.info(
                 "invocation_accepted",

@@ -46,18 +46,7 @@ def _in_states(column: Any, *states: Status) -> Any:
 
 def sent_count(tenant_id: Any, window: Any) -> Any:
     """How many of the tenant's waiting invocations are sent, counting at most `window`."""
-    sent = sa.alias(_T, "sent")
-    first = (
-        sa.select(sa.literal(1).label("one"))
-        .where(
-            sent.c.tenant_id == tenant_id,
-            _in_states(sent.c.status, *CLAIMABLE),
-            sent.c.dispatched_at.is_not(None),
-        )
-        .limit(window)
-        .subquery("sent_first")
-    )
-    return sa.select(sa.func.count()).select_from(first).scalar_subquery()
+    return statements.sent_of_tenant(tenant_id, window).scalar_subquery()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,49 +106,16 @@ class Fairness:
         """
         if cap is not None and cap <= 0:
             return []
-        now = self.db.clock()
-        free: Any = sa.bindparam("_window") - sent_count(
-            sa.bindparam("_tenant"), sa.bindparam("_window")
-        )
-        if cap is not None:
-            free = sa.case((free > cap, cap), else_=free)
-        held = sa.alias(_T, "held")
-        pick = (
-            sa.select(held.c.id)
-            .where(
-                held.c.tenant_id == sa.bindparam("_tenant"),
-                _in_states(held.c.status, *CLAIMABLE),
-                held.c.dispatched_at.is_(None),
-                sa.or_(held.c.scheduled_for.is_(None), held.c.scheduled_for <= now),
-                held.c.tenant_id.in_(statements.ACTIVE_TENANT_IDS),
+        if blocked_functions or blocked_keys:
+            released = _release(
+                self.db.dialect, cap is not None, tuple(blocked_functions), tuple(blocked_keys)
             )
-            .order_by(held.c.created_at)
-            .limit(free)
-        )
-        if blocked_functions:
-            pick = pick.where(held.c.function.not_in(list(blocked_functions)))
-        if blocked_keys:
-            pick = pick.where(
-                sa.tuple_(held.c.function, sa.func.coalesce(held.c.concurrency_key, "")).not_in(
-                    list(blocked_keys)
-                )
-            )
-        if self.db.dialect == "postgresql":
-            pick = pick.with_for_update(skip_locked=True)
-        released = (
-            sa.update(_T)
-            .where(_T.c.id.in_(pick))
-            .values(
-                dispatched_at=now,
-                waiting_reason=None,
-                status=sa.case(
-                    (_T.c.status == Status.SCHEDULED, Status.QUEUED.value), else_=_T.c.status
-                ),
-            )
-            .returning(_T.c.id, _T.c.tenant_id, _T.c.function, _T.c.queue, _T.c.created_at)
-        )
+        else:
+            # The hot path (a claim with no limits in play): built once.
+            released = _cached_release(self.db.dialect, cap is not None)
+        params = {"_tenant": tenant_id, "_window": window, "_now": self.db.clock(), "_cap": cap}
         with self.db.statements() as connection:
-            rows = connection.execute(released, {"_tenant": tenant_id, "_window": window}).all()
+            rows = connection.execute(released, params).all()
         ordered = sorted(rows, key=lambda r: r.created_at)
         return [Dispatch(r.id, r.tenant_id, r.function, r.queue) for r in ordered]
 
@@ -178,6 +134,65 @@ class Fairness:
             if key is not None:
                 by_key[(function, key)] = count
         return Running(sum(by_function.values()), by_function, by_key)
+
+
+@functools.cache
+def _cached_release(dialect: str, capped: bool) -> Any:
+    return _release(dialect, capped, (), ())
+
+
+def _release(
+    dialect: str,
+    capped: bool,
+    blocked_functions: tuple[str, ...],
+    blocked_keys: tuple[tuple[str, str], ...],
+) -> Any:
+    """Mark sent the tenant's (`_tenant`) oldest held due invocations its window admits.
+
+    At most `_window` minus its sent ones, and at most `_cap` if `capped`; at `_now`.
+    """
+    now = sa.bindparam("_now", type_=_T.c.dispatched_at.type)
+    free: Any = sa.bindparam("_window") - sent_count(
+        sa.bindparam("_tenant"), sa.bindparam("_window")
+    )
+    if capped:
+        cap: Any = sa.bindparam("_cap")
+        free = sa.case((free > cap, cap), else_=free)
+    held = sa.alias(_T, "held")
+    pick = (
+        sa.select(held.c.id)
+        .where(
+            held.c.tenant_id == sa.bindparam("_tenant"),
+            _in_states(held.c.status, *CLAIMABLE),
+            held.c.dispatched_at.is_(None),
+            sa.or_(held.c.scheduled_for.is_(None), held.c.scheduled_for <= now),
+            held.c.tenant_id.in_(statements.ACTIVE_TENANT_IDS),
+        )
+        .order_by(held.c.created_at)
+        .limit(free)
+    )
+    if blocked_functions:
+        pick = pick.where(held.c.function.not_in(list(blocked_functions)))
+    if blocked_keys:
+        pick = pick.where(
+            sa.tuple_(held.c.function, sa.func.coalesce(held.c.concurrency_key, "")).not_in(
+                list(blocked_keys)
+            )
+        )
+    if dialect == "postgresql":
+        pick = pick.with_for_update(skip_locked=True)
+    return (
+        sa.update(_T)
+        .where(_T.c.id.in_(pick))
+        .values(
+            dispatched_at=now,
+            waiting_reason=None,
+            status=sa.case(
+                (_T.c.status == Status.SCHEDULED, Status.QUEUED.value), else_=_T.c.status
+            ),
+        )
+        .returning(_T.c.id, _T.c.tenant_id, _T.c.function, _T.c.queue, _T.c.created_at)
+    )
 
 
 @functools.cache

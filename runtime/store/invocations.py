@@ -23,6 +23,7 @@ from runtime.errors import (
 from runtime.store import callbacks, models, statements
 from runtime.store.audit import AuditEntry, append_in
 from runtime.store.db import Database, translate_errors
+from runtime.store.fairness import WaitReason
 from runtime.store.models import CLAIMABLE, Status
 from runtime.store.paging import decode_cursor, encode_cursor
 from runtime.store.views import AttemptView, InvocationView
@@ -65,11 +66,18 @@ class Invocations:
 
     # --- accepting ----------------------------------------------------------------------------
 
-    def insert(self, new: NewInvocation, *, held: bool = False) -> tuple[InvocationView, bool]:
+    def insert(
+        self, new: NewInvocation, *, window: int | None = None
+    ) -> tuple[InvocationView, bool]:
         """Store a new invocation, or return the one stored under the same key.
 
         Returns the invocation and whether this call created it. Concurrent inserts of one
         key meet at the unique constraint: one wins, the others read the winner.
+
+        `window` (fair dispatch, docs/fairness.md): a due invocation is stored as sent only
+        while fewer than `window` of its tenant's are sent and not started, else held; a
+        held one comes back with `waiting_reason` `fair_share` (the caller does not send
+        it). None: stored as sent whenever due.
         """
         now = self.db.clock()
         due = new.scheduled_for is None or new.scheduled_for <= now
@@ -83,13 +91,15 @@ class Invocations:
         )
         # A due invocation is sent by the caller right after this commit.
         values = {name: getattr(view, name) for name in _VIEW_FIELDS}
-        # `held`: fair dispatch decides next whether it may be sent (`Fairness.admit`);
-        # until then it is unsent, so the sweep sends it should this process stop here.
-        values["dispatched_at"] = now if due and not held else None
+        # Marked sent if due: the caller sends it right after the commit; should the
+        # process stop first, the sweep re-sends it after `redispatch_after_s`.
+        values["dispatched_at"] = now if due else None
+        if window is not None:
+            values["_window"] = window
         # One statement, committed by itself: it inserts only for an active tenant, and
         # a duplicate key inserts nothing instead of failing. A callback is written in the
         # same transaction: an invocation is never stored without the callback it asked for.
-        insert = statements.insert_for_active_tenant(self.db.dialect)
+        insert = statements.insert_for_active_tenant(self.db.dialect, window is not None)
         if new.callback_url is None:
             with self.db.statements() as connection:
                 inserted = connection.execute(insert, values).first()
@@ -99,11 +109,13 @@ class Invocations:
                 if inserted is not None:
                     callbacks.insert_in(connection, new.id, new.tenant_id, new.callback_url, now)
         if inserted is not None:
+            if window is not None and due and inserted.dispatched_at is None:
+                view = view.evolve(waiting_reason=WaitReason.FAIR_SHARE.value)
             return view, True
         self._check_tenant(new.tenant_id)
         existing = self.find_by_key(new.tenant_id, new.function, new.idempotency_key)
         if existing is None:  # the holder of the key was removed meanwhile; try again
-            return self.insert(new)
+            return self.insert(new, window=window)
         if existing.request_hash != new.request_hash:
             raise IdempotencyConflict(
                 "this Idempotency-Key was used with a different body for this function"

@@ -22,28 +22,69 @@ I = models.Invocation  # noqa: E741 - the table most statements here are about
 
 
 @functools.cache
-def insert_for_active_tenant(dialect: str) -> Any:
+def insert_for_active_tenant(dialect: str, admit: bool = False) -> Any:
     """`INSERT ... SELECT :values WHERE <tenant active> ON CONFLICT DO NOTHING RETURNING id`.
 
     Built once per dialect: building and caching a statement per call costs more than
     running it. A duplicate key or an inactive tenant inserts nothing and returns no row.
+
+    `admit` (fair dispatch, docs/fairness.md): the same statement decides whether a due
+    invocation is sent now or held. It is marked sent (`dispatched_at` = the given one)
+    only while fewer than `_window` of its tenant's waiting invocations are sent, else
+    stored held with `waiting_reason` `fair_share`; RETURNING says which. One round trip,
+    as with fairness off.
     """
     table = I.__table__
     names = [column.key for column in table.columns]
     # PostgreSQL types the selected parameters only when told; SQLite's CAST would turn a
     # datetime's ISO text into a number, and SQLite needs no type anyway.
     typed = dialect == "postgresql"
-    selected = []
+    selected: dict[str, Any] = {}
     for name in names:
         param = sa.bindparam(name, type_=table.c[name].type)
-        selected.append((sa.cast(param, param.type) if typed else param).label(name))
+        selected[name] = sa.cast(param, param.type) if typed else param
     active = sa.exists().where(
         models.Tenant.id == sa.bindparam("tenant_id"),
         models.Tenant.status == models.TenantStatus.ACTIVE,
     )
     insert = postgresql.insert(I) if typed else sqlite.insert(I)
-    source = sa.select(*selected).where(active)
-    return insert.from_select(names, source).on_conflict_do_nothing().returning(table.c.id)
+    if not admit:
+        source = sa.select(*(value.label(name) for name, value in selected.items())).where(active)
+        return insert.from_select(names, source).on_conflict_do_nothing().returning(table.c.id)
+    sent = sent_of_tenant(sa.bindparam("tenant_id"), sa.bindparam("_window")).subquery("sent")
+    due = selected["dispatched_at"].is_not(None)
+    room = sent.c.n < sa.bindparam("_window")
+    selected["dispatched_at"] = sa.case((room, selected["dispatched_at"]), else_=sa.null())
+    selected["waiting_reason"] = sa.case(
+        (sa.and_(due, sa.not_(room)), sa.literal("fair_share")), else_=selected["waiting_reason"]
+    )
+    source = (
+        sa.select(*(value.label(name) for name, value in selected.items()))
+        .select_from(sent)
+        .where(active)
+    )
+    return (
+        insert.from_select(names, source)
+        .on_conflict_do_nothing()
+        .returning(table.c.id, table.c.dispatched_at)
+    )
+
+
+def sent_of_tenant(tenant_id: Any, window: Any) -> Any:
+    """`SELECT count(*) AS n` of the tenant's waiting invocations that are sent, at most `window`."""
+    sent = sa.alias(I.__table__, "sent_first")
+    claimable: list[Any] = [sa.literal_column(f"'{s.value}'") for s in CLAIMABLE]
+    first = (
+        sa.select(sa.literal(1).label("one"))
+        .where(
+            sent.c.tenant_id == tenant_id,
+            sent.c.status.in_(claimable),
+            sent.c.dispatched_at.is_not(None),
+        )
+        .limit(window)
+        .subquery("sent_window")
+    )
+    return sa.select(sa.func.count().label("n")).select_from(first)
 
 
 _T: sa.Table = I.__table__  # type: ignore[assignment]

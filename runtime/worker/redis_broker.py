@@ -31,6 +31,7 @@ Dramatiq's maintenance) is still fetched when the wait times out, as before.
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -91,6 +92,33 @@ class WakingRedisBroker(RedisBroker):
             self.wakeup_key(queue_name),
         ]
         return self._enqueue_and_wake(keys=keys, args=[message_id, data, self.wakeup_tokens])
+
+    def enqueue_many(self, messages: Iterable[Message[Any]]) -> list[Message[Any]]:
+        """Enqueue several messages in one round trip (a pipeline of `do_enqueue`'s script).
+
+        Each is stored exactly as `enqueue` stores it, with the same middleware hooks.
+        Redis runs a pipeline's commands in order but not as one transaction: on an error
+        some may be stored and some not, which the caller treats like a failed send (the
+        store's sweep sends what the broker lacks; a duplicate is skipped by the claim).
+        """
+        sent = []
+        pipe = self.client.pipeline(transaction=False)
+        for original in messages:
+            message = original.copy(options={"redis_message_id": str(uuid.uuid4())})
+            self.emit_before("enqueue", message, None)
+            keys = [
+                f"{self.namespace}:{message.queue_name}",
+                f"{self.namespace}:{message.queue_name}.msgs",
+                self.wakeup_key(message.queue_name),
+            ]
+            args = [message.options["redis_message_id"], message.encode(), self.wakeup_tokens]
+            self._enqueue_and_wake(keys=keys, args=args, client=pipe)
+            sent.append(message)
+        if sent:
+            pipe.execute()
+        for message in sent:
+            self.emit_after("enqueue", message, None)
+        return sent
 
     def wake(self, queue_name: str, count: int) -> None:
         """Leave up to `count` tokens for the consumers of `queue_name` (one round trip)."""

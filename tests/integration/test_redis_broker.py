@@ -122,6 +122,43 @@ def test_two_worker_processes_run_every_message_exactly_once(
     assert leftovers(producer.client, redis_namespace) == {"stored": 0, "queued": 0, "unacked": 0}
 
 
+def test_messages_enqueued_in_one_pipeline_each_run_once_and_wake_an_idle_consumer(
+    make_broker: Callable[..., WakingRedisBroker], redis_namespace: str
+) -> None:
+    # Given a consumer blocked on an empty queue, its longest wait a minute
+    broker = make_broker(max_block_s=LONG_WAIT_S)
+    runs = Runs()
+    declare_recorder(broker, runs)
+    producer = make_broker()
+    sender = declare_recorder(producer, Runs())
+    consumer = broker.consume(QUEUE, prefetch=1, timeout=int(LONG_WAIT_S * 1000))
+    got: list[Any] = []
+    waiter = threading.Thread(target=lambda: got.append(next(consumer)), daemon=True)
+    waiter.start()
+    name = broker.client.client_getname()
+    wait_for(lambda: blocked_in_blpop(broker.client, name), what="the consumer to block")
+
+    # When 50 messages go in one pipeline
+    keys = [f"p{n}" for n in range(50)]
+    sent = producer.enqueue_many([sender.message(key) for key in keys])
+
+    # Then the consumer wakes, and a worker runs each exactly once
+    wait_for(lambda: not waiter.is_alive(), timeout=20, what="the consumer to wake")
+    assert got[0] is not None
+    consumer.requeue([got[0]])
+    consumer.close()
+    assert len({m.options["redis_message_id"] for m in sent}) == len(keys)
+    worker = dramatiq.Worker(broker, worker_threads=4, worker_timeout=1000)
+    worker.start()
+    try:
+        wait_for(lambda: runs.total() >= len(keys), timeout=60, what="all messages to run")
+    finally:
+        worker.stop()
+    assert set(runs.counts) == set(keys)
+    assert set(runs.counts.values()) == {1}
+    assert leftovers(producer.client, redis_namespace) == {"stored": 0, "queued": 0, "unacked": 0}
+
+
 def test_an_idle_consumer_wakes_when_a_message_is_enqueued(
     make_broker: Callable[..., WakingRedisBroker],
 ) -> None:

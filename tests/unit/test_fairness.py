@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 import sqlalchemy as sa
 
 from runtime.app import Runtime
@@ -93,6 +94,35 @@ def test_a_claim_releases_the_tenants_oldest_held_invocation(runtime, make_tenan
     assert state[WINDOW].waiting_reason is None and state[WINDOW + 1].waiting_reason == "fair_share"
     # Nothing more fits until another starts.
     assert runtime.dispatcher.after_claim(tenant) == 0
+
+
+def test_a_release_the_broker_refuses_is_held_again_and_sent_by_the_next(
+    runtime, make_tenant, monkeypatch
+):
+    tenant = make_tenant()
+    ids = accept(runtime, tenant, WINDOW + 3)
+    for started in ids[:2]:
+        assert isinstance(runtime.store.claims.claim(started, "w1", lease_s=60), Claimed)
+    in_broker = waiting_in_broker(runtime)
+
+    # When the broker fails while a release sends two (one pipeline, or one by one)
+    def unreachable(*_args: Any, **_kwargs: Any) -> None:
+        raise redis.ConnectionError("down")
+
+    with monkeypatch.context() as broken:
+        broken.setattr(runtime.broker, "enqueue", unreachable)
+        if hasattr(runtime.broker, "enqueue_many"):
+            broken.setattr(runtime.broker, "enqueue_many", unreachable)
+        assert runtime.dispatcher.after_claim(tenant) == 0
+
+    # Then both are held again with their reason, nothing new reached the broker ...
+    held = rows(runtime, ids[WINDOW:])
+    assert [(bool(r.sent), r.waiting_reason) for r in held] == [(False, "fair_share")] * 3
+    assert waiting_in_broker(runtime) == in_broker
+    # ... and the next release, with the broker back, sends the two oldest.
+    assert runtime.dispatcher.after_claim(tenant) == 2
+    assert [bool(r.sent) for r in rows(runtime, ids[WINDOW:])] == [True, True, False]
+    assert waiting_in_broker(runtime) == in_broker + 2
 
 
 def test_a_second_tenant_waits_behind_the_first_ones_window_not_its_backlog(runtime, make_tenant):
