@@ -36,6 +36,7 @@ STATUS_OF_ERROR: dict[type[errors.FerryError], int] = {
     errors.InputInvalid: 422,
     errors.IdempotencyConflict: 422,
     errors.InvalidState: 409,
+    errors.Unauthenticated: 401,
     errors.TenantSuspended: 403,
     errors.AlreadyExists: 409,
     errors.LimitExceeded: 429,
@@ -97,8 +98,15 @@ def problem_of(error: errors.FerryError) -> Problem:
         title=title,
         detail=error.message,
         errors=error.errors if isinstance(error, errors.InputInvalid) else None,
-        headers={"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None,
+        headers=_HEADERS_OF_STATUS.get(status),
     )
+
+
+#: What a client needs besides the body: when to try again, how to authenticate.
+_HEADERS_OF_STATUS = {
+    503: {"Retry-After": str(RETRY_AFTER_S)},
+    401: {"WWW-Authenticate": 'Bearer realm="ferry"'},
+}
 
 
 def limit_problem(error: errors.LimitExceeded) -> Problem:

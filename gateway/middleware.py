@@ -153,7 +153,10 @@ class AuthMiddleware:
         token = _bearer_token(req.get_header("Authorization"))
         if token is None:
             raise _unauthenticated("send the API key as 'Authorization: Bearer <key>'")
-        principal = self.tenants.authenticate(token)  # TenantSuspended answers 403
+        # An invoke's INSERT checks the key and its tenant again (`runtime.keycache`).
+        checked = getattr(resource, "key_checked_by_write", {}).get(req.method)
+        # A suspended tenant's key raises TenantSuspended: 403.
+        principal = self.tenants.authenticate(token, checked_by_write=checked)
         if principal is None:
             raise _unauthenticated("the API key is unknown, revoked or expired")
         caller = self._caller(principal, req.get_header("X-Tenant-ID"))

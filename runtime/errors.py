@@ -132,6 +132,13 @@ class InvalidState(RequestRejected):
     """The invocation is not in a state that allows this."""
 
 
+class Unauthenticated(RequestRejected):
+    """An API key is needed."""
+
+    # Raised where a write verified the caller's key and found it revoked or expired
+    # (`InvocationService.accept` with `key_id`); the gateway refuses other bad keys itself.
+
+
 class TenantSuspended(RequestRejected):
     """The tenant is suspended."""
 

@@ -7,8 +7,13 @@ A tenant's key is read on every request, together with its tenant's status in th
 statement (`Tenants.authenticate`): suspending a tenant (`ferry tenants suspend`, in
 another process) refuses its keys on their next request in every gateway process, and so
 does revoking one of them. No cache could promise that without a read per request, and
-checking the tenant's status alone would cost the same round trip as reading the key, so
-tenant keys are not remembered at all.
+checking the tenant's status alone would cost the same round trip as reading the key.
+The one exception is a request whose write checks the key itself: an invoke's INSERT
+stores the invocation only while the key is active and its tenant too
+(`statements.insert_for_active_tenant` with `key_checked`), so for an invoke a tenant's key
+that authenticated is remembered like an operator key, and a key revoked or a tenant
+suspended a moment ago is still refused (401, 403) with nothing stored. Every other
+request reads the key.
 
 An operator key belongs to no tenant, so no suspension concerns it: one that
 authenticated is remembered for `FERRY_AUTH_CACHE_S` seconds, never past its own expiry,
@@ -66,20 +71,29 @@ class KeyCache:
             until = min(until, principal.expires_at.timestamp())
         return until
 
-    def authenticate(self, token: str) -> Principal | None:
-        """As `Tenants.authenticate`; an operator key from memory while its entry is fresh."""
+    def authenticate(self, token: str, *, checked_by_write: str | None = None) -> Principal | None:
+        """As `Tenants.authenticate`; an operator key from memory while its entry is fresh.
+
+        `checked_by_write`: the scope of a write that checks the key again in its own
+        statement (an invoke, `InvocationService.accept` with `key_id`); a tenant's key
+        with that scope may come from memory too. (One without it is read, so that a
+        suspended tenant's key is still told `tenant-suspended` before `scope-missing`.)
+        """
         if not self.ttl_s:
             return self.tenants.authenticate(token)
         digest = hashlib.sha256(token.encode()).digest()
         with self._lock:
             known = self._known.get(digest)
-        if known is not None:
+        if known is not None and (
+            known.is_operator or (checked_by_write is not None and known.has(checked_by_write))
+        ):
             return known
         principal = self.tenants.authenticate(token)
-        if principal is not None and principal.is_operator:
+        if principal is not None:
             with self._lock:
                 self._known[digest] = principal
-        # A refused key or a tenant's key is never stored; a stale entry is never served.
+        # A refused key is never stored; a stale entry is never served; a tenant's key is
+        # served from memory only to a request whose write checks it.
         return principal
 
     def __len__(self) -> int:

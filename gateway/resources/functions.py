@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import falcon
 
 from gateway import params, schemas
@@ -50,6 +52,11 @@ class FunctionInvocations:
     replay answered to a key without `read` carries the invocation's id and status only.
     """
 
+    #: The store checks the caller's key while it stores the invocation (`key_id` below),
+    #: so the gateway may authenticate a POST's key with this scope from memory
+    #: (`runtime.keycache`).
+    key_checked_by_write: ClassVar[dict[str, str]] = {"POST": "invoke"}
+
     def __init__(
         self,
         registry: Registry,
@@ -80,6 +87,7 @@ class FunctionInvocations:
             delay_s=params.seconds(req, "delay", maximum=MAX_DELAY_LIMIT_S),
             at=params.rfc3339(req, "at"),
             callback_url=req.get_header("Ferry-Callback-URL"),
+            key_id=caller.principal.key_id,
         )
         invocation, created = accepted
         if wait_s and not invocation.finished:

@@ -116,6 +116,7 @@ class InvocationService:
         at: datetime | None = None,
         delay_s: float | None = None,
         callback_url: str | None = None,
+        key_id: str | None = None,
     ) -> Accepted:
         """Validate, store and (if due) send an invocation; or return the stored one.
 
@@ -125,7 +126,9 @@ class InvocationService:
         the function, `LimitExceeded` and nothing stored (`LimitService.check_accept`).
         Once this returns, the invocation is committed; a broker that does not answer
         leaves it to the sweep. `callback_url` gets the finished invocation
-        (docs/callbacks.md).
+        (docs/callbacks.md). `key_id`: the caller's API key, which the store checks is
+        still active in the same statement that stores the invocation (`Unauthenticated`
+        if not), so a gateway may have authenticated the caller from memory.
         """
         if trigger not in TRIGGERS:
             raise ValueError(f"trigger must be one of {', '.join(TRIGGERS)}; got {trigger!r}")
@@ -158,7 +161,7 @@ class InvocationService:
                 tenant_id, fn, trigger=trigger, idempotency_key=idempotency_key
             )
         invocation, created = self.store.invocations.insert(
-            row, window=self.dispatcher.accept_window(tenant_id)
+            row, window=self.dispatcher.accept_window(tenant_id), key_id=key_id
         )
         if created and invocation.status == Status.QUEUED and invocation.waiting_reason is None:
             self.dispatcher.send_accepted(_dispatch_of(invocation))

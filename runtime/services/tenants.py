@@ -168,9 +168,10 @@ class TenantService:
             return "refused"
         return "active"
 
-    def authenticate(self, token: str) -> Principal | None:
+    def authenticate(self, token: str, *, checked_by_write: str | None = None) -> Principal | None:
         """The principal of a presented key; None for an unknown, revoked or expired one.
 
-        A suspended tenant's key raises `TenantSuspended`.
+        A suspended tenant's key raises `TenantSuspended`. `checked_by_write`: the scope of
+        a write that checks the key again itself (`runtime.keycache`).
         """
-        return self.keys.authenticate(token)
+        return self.keys.authenticate(token, checked_by_write=checked_by_write)

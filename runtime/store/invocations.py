@@ -19,6 +19,7 @@ from runtime.errors import (
     InvocationNotFound,
     TenantNotFound,
     TenantSuspended,
+    Unauthenticated,
 )
 from runtime.store import callbacks, models, statements
 from runtime.store.audit import AuditEntry, append_in
@@ -67,7 +68,7 @@ class Invocations:
     # --- accepting ----------------------------------------------------------------------------
 
     def insert(
-        self, new: NewInvocation, *, window: int | None = None
+        self, new: NewInvocation, *, window: int | None = None, key_id: str | None = None
     ) -> tuple[InvocationView, bool]:
         """Store a new invocation, or return the one stored under the same key.
 
@@ -78,6 +79,9 @@ class Invocations:
         while fewer than `window` of its tenant's are sent and not started, else held; a
         held one comes back with `waiting_reason` `fair_share` (the caller does not send
         it). None: stored as sent whenever due.
+
+        `key_id`: store it only while that API key is active (neither revoked nor
+        expired), checked by the INSERT itself; otherwise `Unauthenticated`.
         """
         now = self.db.clock()
         due = new.scheduled_for is None or new.scheduled_for <= now
@@ -96,10 +100,14 @@ class Invocations:
         values["dispatched_at"] = now if due else None
         if window is not None:
             values["_window"] = window
+        if key_id is not None:
+            values["_key_id"] = key_id
         # One statement, committed by itself: it inserts only for an active tenant, and
         # a duplicate key inserts nothing instead of failing. A callback is written in the
         # same transaction: an invocation is never stored without the callback it asked for.
-        insert = statements.insert_for_active_tenant(self.db.dialect, window is not None)
+        insert = statements.insert_for_active_tenant(
+            self.db.dialect, window is not None, key_id is not None
+        )
         if new.callback_url is None:
             with self.db.statements() as connection:
                 inserted = connection.execute(insert, values).first()
@@ -113,9 +121,11 @@ class Invocations:
                 view = view.evolve(waiting_reason=WaitReason.FAIR_SHARE.value)
             return view, True
         self._check_tenant(new.tenant_id)
+        if key_id is not None:
+            self._check_key(key_id)
         existing = self.find_by_key(new.tenant_id, new.function, new.idempotency_key)
         if existing is None:  # the holder of the key was removed meanwhile; try again
-            return self.insert(new, window=window)
+            return self.insert(new, window=window, key_id=key_id)
         if existing.request_hash != new.request_hash:
             raise IdempotencyConflict(
                 "this Idempotency-Key was used with a different body for this function"
@@ -129,6 +139,13 @@ class Invocations:
             raise TenantNotFound(f"no tenant {tenant_id!r}")
         if status != models.TenantStatus.ACTIVE:
             raise TenantSuspended(f"tenant {tenant_id!r} is suspended")
+
+    def _check_key(self, key_id: str) -> None:
+        now = self.db.clock()
+        with self.db.autocommit() as s:
+            key = s.get(models.ApiKey, key_id)
+        if key is None or key.revoked_at is not None or (key.expires_at and key.expires_at <= now):
+            raise Unauthenticated("the API key is unknown, revoked or expired")
 
     def find_by_key(self, tenant_id: str, function: str, key: str) -> InvocationView | None:
         with self.db.autocommit() as s:

@@ -22,7 +22,7 @@ I = models.Invocation  # noqa: E741 - the table most statements here are about
 
 
 @functools.cache
-def insert_for_active_tenant(dialect: str, admit: bool = False) -> Any:
+def insert_for_active_tenant(dialect: str, admit: bool = False, key_checked: bool = False) -> Any:
     """`INSERT ... SELECT :values WHERE <tenant active> ON CONFLICT DO NOTHING RETURNING id`.
 
     Built once per dialect: building and caching a statement per call costs more than
@@ -33,6 +33,10 @@ def insert_for_active_tenant(dialect: str, admit: bool = False) -> Any:
     only while fewer than `_window` of its tenant's waiting invocations are sent, else
     stored held with `waiting_reason` `fair_share`; RETURNING says which. One round trip,
     as with fairness off.
+
+    `key_checked`: only while the API key `_key_id` is neither revoked nor expired, so a
+    gateway may take the caller's key from memory and still refuse a key revoked a
+    moment ago (`runtime.keycache`): the write itself is the check.
     """
     table = I.__table__
     names = [column.key for column in table.columns]
@@ -43,10 +47,20 @@ def insert_for_active_tenant(dialect: str, admit: bool = False) -> Any:
     for name in names:
         param = sa.bindparam(name, type_=table.c[name].type)
         selected[name] = sa.cast(param, param.type) if typed else param
-    active = sa.exists().where(
+    active: Any = sa.exists().where(
         models.Tenant.id == sa.bindparam("tenant_id"),
         models.Tenant.status == models.TenantStatus.ACTIVE,
     )
+    if key_checked:
+        keys = models.ApiKey
+        active = sa.and_(
+            active,
+            sa.exists().where(
+                keys.id == sa.bindparam("_key_id"),
+                keys.revoked_at.is_(None),
+                sa.or_(keys.expires_at.is_(None), keys.expires_at > selected["created_at"]),
+            ),
+        )
     insert = postgresql.insert(I) if typed else sqlite.insert(I)
     if not admit:
         source = sa.select(*(value.label(name) for name, value in selected.items())).where(active)

@@ -93,7 +93,22 @@ def test_a_tenants_key_is_read_on_every_request_so_suspension_refuses_it_at_once
     with pytest.raises(TenantSuspended):
         keys.authenticate(key)
     assert store_tenants.lookups == 2
-    assert len(keys) == 0
+
+
+def test_a_tenants_key_comes_from_memory_only_for_a_write_that_checks_it_again(
+    store_tenants, make_tenant, make_key
+):
+    keys = cache(store_tenants, 60.0, ManualClock(datetime.now(UTC)))
+    key = make_key(make_tenant(), "invoke,read")
+    first = keys.authenticate(key, checked_by_write="invoke")
+    assert first is not None
+    # An invoke (its INSERT checks the key) is served from memory ...
+    assert keys.authenticate(key, checked_by_write="invoke") == first
+    assert store_tenants.lookups == 1
+    # ... any other request reads the key, every time.
+    assert keys.authenticate(key) == first
+    assert keys.authenticate(key) == first
+    assert store_tenants.lookups == 3
 
 
 def test_unknown_and_wrong_keys_are_never_remembered(store_tenants, make_tenant, make_key):
@@ -184,3 +199,40 @@ def test_suspending_a_tenant_refuses_its_keys_on_the_next_request_in_every_gatew
         assert_problem(refused, 403, "tenant-suspended")
         # And an operator key still reads it (it acts for no tenant of its own)
         assert gateway.simulate_get("/v1/invocations", headers=acting).status_code == 200
+
+
+def test_an_invoke_with_a_remembered_key_is_refused_once_the_key_is_revoked_or_the_tenant_suspended(
+    runtime_with,
+):
+    # Given two gateways remembering keys for a minute, each of which has served an
+    # invoke with a tenant's key, and an invocation made with an Idempotency-Key
+    gateways = [TestClient(create_app(runtime_with(auth_cache_s=60))) for _ in range(2)]
+    admin = runtime_with(auth_cache_s=60)  # the `ferry keys revoke` / `tenants suspend` process
+    admin.tenants.create("t-write-check")
+    made = admin.tenants.create_key("t-write-check", "invoke,read")
+    other = admin.tenants.create_key("t-write-check", "invoke,read")
+
+    def invoke(gateway: TestClient, secret: str, key: str | None = None) -> Any:
+        headers = {"Authorization": f"Bearer {secret}"}
+        if key:
+            headers["Idempotency-Key"] = key
+        return gateway.simulate_post(
+            "/v1/functions/echo/invocations", json={"message": "hi"}, headers=headers
+        )
+
+    for n, gateway in enumerate(gateways):
+        assert invoke(gateway, made.secret, f"k{n}").status_code == 202
+        assert invoke(gateway, other.secret).status_code == 202
+    stored = len(admin.invocations.list("t-write-check").invocations)
+    # When another process revokes the first key
+    admin.tenants.revoke_key(made.key.id)
+    # Then each gateway refuses its next invoke, a replay of its key included, and
+    # stores nothing
+    for n, gateway in enumerate(gateways):
+        assert_problem(invoke(gateway, made.secret), 401, "unauthenticated")
+        assert_problem(invoke(gateway, made.secret, f"k{n}"), 401, "unauthenticated")
+    # When the tenant is suspended, its other remembered key is refused too
+    admin.tenants.suspend("t-write-check")
+    for gateway in gateways:
+        assert_problem(invoke(gateway, other.secret), 403, "tenant-suspended")
+    assert len(admin.invocations.list("t-write-check").invocations) == stored
