@@ -114,3 +114,26 @@ class Problem(Model):
     status: int
     detail: str = ""
     errors: list[FieldError] | None = None
+
+
+class BatchAccepted(Model):
+    """An item of a batch that is stored: new, or a replay of its key (`replayed`)."""
+
+    index: int
+    id: str
+    status: Status
+    replayed: bool
+    ok: Literal[True] = True
+
+
+class BatchRefused(Model):
+    """An item of a batch refused on its own: an invalid input or a key conflict (422)."""
+
+    index: int
+    status: int
+    type: str = ""
+    errors: list[FieldError] = []
+    ok: Literal[False] = False
+
+
+BatchItemResult = BatchAccepted | BatchRefused
