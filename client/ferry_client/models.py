@@ -123,7 +123,11 @@ class BatchAccepted(Model):
     id: str
     status: Status
     replayed: bool
-    ok: Literal[True] = True
+
+    @property
+    def ok(self) -> bool:
+        """Stored (new or replayed)."""
+        return True
 
 
 class BatchRefused(Model):
@@ -133,7 +137,11 @@ class BatchRefused(Model):
     status: int
     type: str = ""
     errors: list[FieldError] = []
-    ok: Literal[False] = False
+
+    @property
+    def ok(self) -> bool:
+        """Refused: nothing stored for it."""
+        return False
 
 
 BatchItemResult = BatchAccepted | BatchRefused

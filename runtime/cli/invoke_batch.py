@@ -18,7 +18,7 @@ from typing import IO, Any
 from runtime.cli.connect import open_runtime
 from runtime.cli.output import EXIT_OK, EXIT_USER_ERROR, say, warn
 from runtime.errors import BadRequest
-from runtime.services.batches import MAX_BATCH, BatchItem
+from runtime.services.batches import MAX_BATCH, BatchItem, ItemOutcome
 from runtime.settings import Settings
 
 
@@ -39,8 +39,15 @@ def _chunks(stream: IO[str]) -> Iterator[list[tuple[int, str]]]:
         yield chunk
 
 
-def _emit(value: dict[str, Any]) -> None:
-    say(json.dumps(value))
+def _shown(number: int, outcome: ItemOutcome) -> dict[str, Any]:
+    if outcome.invocation is None:
+        return {"line": number, "errors": list(outcome.errors)}
+    return {
+        "line": number,
+        "id": outcome.invocation.id,
+        "status": str(outcome.invocation.status),
+        "replayed": not outcome.created,
+    }
 
 
 def cmd_invoke_batch(args: argparse.Namespace, settings: Settings) -> int:
@@ -54,35 +61,27 @@ def cmd_invoke_batch(args: argparse.Namespace, settings: Settings) -> int:
         raise BadRequest(f"--batch: cannot read {args.batch}: {ex.strerror}") from ex
     with open_runtime(settings) as runtime, stream:
         for chunk in _chunks(stream):
+            shown: dict[int, dict[str, Any]] = {}
             items: list[BatchItem] = []
             numbers: list[int] = []
             for number, line in chunk:
                 try:
-                    payload = json.loads(line)
+                    items.append(BatchItem(json.loads(line)))
+                    numbers.append(number)
                 except json.JSONDecodeError as ex:
-                    failed += 1
-                    _emit({"line": number, "errors": [{"loc": [], "msg": f"not JSON: {ex}"}]})
-                    continue
-                items.append(BatchItem(payload))
-                numbers.append(number)
-            if not items:
-                continue
-            outcomes = runtime.invocations.accept_batch(
-                tenant_id=args.tenant, function=args.name, items=items, trigger="cli"
-            )
-            for number, outcome in zip(numbers, outcomes, strict=True):
-                if outcome.invocation is None:
-                    failed += 1
-                    _emit({"line": number, "errors": list(outcome.errors)})
-                else:
-                    _emit(
-                        {
-                            "line": number,
-                            "id": outcome.invocation.id,
-                            "status": str(outcome.invocation.status),
-                            "replayed": not outcome.created,
-                        }
-                    )
+                    shown[number] = {
+                        "line": number,
+                        "errors": [{"loc": [], "msg": f"not JSON: {ex}"}],
+                    }
+            if items:
+                outcomes = runtime.invocations.accept_batch(
+                    tenant_id=args.tenant, function=args.name, items=items, trigger="cli"
+                )
+                for number, outcome in zip(numbers, outcomes, strict=True):
+                    shown[number] = _shown(number, outcome)
+            for number in sorted(shown):
+                failed += "errors" in shown[number]
+                say(json.dumps(shown[number]))
     if failed:
         warn(f"{failed} line(s) failed")
         return EXIT_USER_ERROR
