@@ -18,6 +18,7 @@ from runtime.errors import BadRequest, LimitExceeded
 from runtime.services.batches import MAX_BATCH, BatchItem
 from runtime.store import batches as store_batches
 from runtime.store import models
+from runtime.worker.queues import queue_depths
 from tests.conftest import prepare
 from tests.waiting import wait_for
 
@@ -50,6 +51,10 @@ def sent_flags(runtime, ids: list[str]) -> dict[str, tuple[bool, str | None]]:
             ).where(models.Invocation.id.in_(ids))
         ).all()
     return {r.id: (r.dispatched_at is not None, r.waiting_reason) for r in rows}
+
+
+def waiting_in_broker(runtime) -> int:
+    return sum(d.length for d in queue_depths(runtime.broker) if d.queue == "default")
 
 
 def test_each_item_gets_its_own_answer_in_order(runtime, make_tenant):
@@ -189,26 +194,26 @@ def test_delay_applies_to_every_item(runtime, make_tenant):
     )
 
 
-def test_a_batch_beyond_the_window_sends_the_window_and_holds_the_rest(
-    runtime, make_tenant, worker
-):
+def test_a_batch_beyond_the_window_sends_the_window_and_holds_the_rest(runtime, make_tenant):
     tenant = make_tenant()
     window = runtime.dispatcher.policy.window(tenant)
-    # When a batch of 300 is accepted with fair dispatch on
+    # When a batch of 300 is accepted with fair dispatch on (no worker yet)
     ids = [o.invocation.id for o in batch(runtime, tenant, inputs(300))]
-    # Then at most the window was sent; the rest wait their turn, saying why
+    # Then the window's worth was sent, the oldest first; the rest wait, saying why
     flags = sent_flags(runtime, ids)
-    held = [i for i in ids if not flags[i][0]]
-    assert 300 - len(held) <= window
-    assert len(held) >= 300 - window
-    assert all(flags[i][1] in ("fair_share", None) for i in held)
-
+    assert [flags[i][0] for i in ids] == [True] * window + [False] * (300 - window)
+    assert {flags[i][1] for i in ids[window:]} == {"fair_share"}
+    assert waiting_in_broker(runtime) == window
     # And all of them run
-    def done() -> bool:
-        counts = runtime.store.invocations.counts_by_status(tenant)
-        return counts.get("succeeded", 0) == 300
-
-    wait_for(done, timeout=120, what="the batch to finish")
+    handle = runtime.start_worker()
+    try:
+        wait_for(
+            lambda: runtime.store.invocations.counts_by_status(tenant).get("succeeded") == 300,
+            timeout=120,
+            what="the batch to finish",
+        )
+    finally:
+        handle.stop(grace_s=5)
 
 
 def test_fairness_off_sends_the_whole_batch(settings_for, backend):
