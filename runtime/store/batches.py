@@ -15,6 +15,7 @@ sent the oldest of them its window has room for and holds the rest (`fair_share`
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Collection, Sequence
 from datetime import timedelta
 from typing import Any
@@ -75,10 +76,9 @@ class Batches:
             due = view.status == Status.QUEUED
             row_values["dispatched_at"] = now if due and not held else None
             values.append(row_values)
-        insert = _insert(self.db.dialect)
         with translate_errors(), self.db.engine.begin() as connection:
             _lock_active_tenant(connection, tenant_id, self.db.dialect)
-            created_ids = {r.id for r in connection.execute(insert, values)}
+            created_ids = _insert(connection, values)
             missing = [v for v in views if v.id not in created_ids]
             existing = _by_keys(
                 connection, tenant_id, function, [v.idempotency_key for v in missing]
@@ -87,7 +87,7 @@ class Batches:
             if vanished:
                 # Their holders were removed between the insert and the read: store them now.
                 again = [values[views.index(v)] for v in vanished]
-                created_ids |= {r.id for r in connection.execute(insert, again)}
+                created_ids |= _insert(connection, again)
                 if any(v.id not in created_ids for v in vanished):
                     raise StoreUnavailable("the batch met concurrent changes; send it again")
             for row, view in zip(rows, views, strict=True):
@@ -116,6 +116,17 @@ class Batches:
             return []
         now = self.db.clock()
         ids = list(invocation_ids)
+        ids_param = (
+            sa.any_(sa.bindparam("_ids", type_=postgresql.ARRAY(sa.String())))
+            if self.db.dialect == "postgresql"
+            else None
+        )
+
+        def among(column: Any) -> Any:
+            if ids_param is not None:
+                return column == ids_param
+            return column.in_(sa.bindparam("_ids", expanding=True))
+
         free = sa.bindparam("_window") - sent_count(
             sa.bindparam("_tenant"), sa.bindparam("_window")
         )
@@ -125,7 +136,7 @@ class Batches:
         pick = (
             sa.select(new.c.id)
             .where(
-                new.c.id.in_(sa.bindparam("_ids", expanding=True)),
+                among(new.c.id),
                 new.c.status == Status.QUEUED,
                 new.c.dispatched_at.is_(None),
             )
@@ -136,7 +147,7 @@ class Batches:
         admit = (
             sa.update(_T)
             .where(
-                _T.c.id.in_(sa.bindparam("_ids", expanding=True)),
+                among(_T.c.id),
                 _T.c.status == Status.QUEUED,
                 _T.c.dispatched_at.is_(None),
             )
@@ -178,15 +189,35 @@ def _view_of(new: NewInvocation, created_at: Any) -> InvocationView:
     )
 
 
-_INSERTS: dict[str, Any] = {}
+#: SQLite: SQLAlchemy's "insertmanyvalues" (multi-row VALUES, 1,000 rows a statement).
+_SQLITE_INSERT = sqlite.insert(_T).on_conflict_do_nothing().returning(_T.c.id)
 
 
-def _insert(dialect: str) -> Any:
-    """`INSERT ... ON CONFLICT DO NOTHING RETURNING id`, run with a list of rows."""
-    if dialect not in _INSERTS:
-        insert = postgresql.insert(_T) if dialect == "postgresql" else sqlite.insert(_T)
-        _INSERTS[dialect] = insert.on_conflict_do_nothing().returning(_T.c.id)
-    return _INSERTS[dialect]
+def _insert(connection: sa.Connection, values: list[dict[str, Any]]) -> set[str]:
+    """Insert the rows whose key is free; the ids inserted. One statement on PostgreSQL."""
+    if connection.dialect.name != "postgresql":
+        return {row.id for row in connection.execute(_SQLITE_INSERT, values)}
+    # One array per column, unnested into rows: the statement's text and its parameters
+    # stay the same size whatever the batch's, where a multi-row VALUES list has a
+    # placeholder per value, which the driver parses again for every batch.
+    params = {}
+    for column in _T.columns:
+        process = column.type.dialect_impl(connection.dialect).bind_processor(connection.dialect)
+        column_values = [row.get(column.key) for row in values]
+        params[column.key] = [process(v) for v in column_values] if process else column_values
+    insert = _pg_unnest_insert(connection.dialect)
+    return {row.id for row in connection.exec_driver_sql(insert, params)}
+
+
+@functools.cache
+def _pg_unnest_insert(dialect: sa.Dialect) -> str:
+    """`INSERT ... SELECT * FROM unnest(%(col)s::type[], ...) ON CONFLICT DO NOTHING`."""
+    names = ", ".join(f'"{c.name}"' for c in _T.columns)
+    arrays = ", ".join(f"%({c.key})s::{c.type.compile(dialect=dialect)}[]" for c in _T.columns)
+    return (
+        f'INSERT INTO "{_T.name}" ({names}) SELECT * FROM unnest({arrays}) '
+        'ON CONFLICT DO NOTHING RETURNING "id"'
+    )
 
 
 def _lock_active_tenant(connection: sa.Connection, tenant_id: str, dialect: str) -> None:
