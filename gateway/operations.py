@@ -116,7 +116,8 @@ BATCH_DESCRIPTION = (
     "key used before with another input), and then nothing is stored for it. A key given "
     "twice in one batch: the later item is a replay of the first if the inputs are equal, "
     "else a conflict. 200 when every item is a replay, else 202. A limit refuses the whole "
-    "batch (429, nothing stored). `delay`, `at` and `Ferry-Callback-URL` apply to every item."
+    "batch (429, nothing stored), and so does a secret the function needs that the tenant "
+    "has not set (422). `delay`, `at` and `Ferry-Callback-URL` apply to every item."
 )
 ITEM, SCHEDULE, SECRET = ("invocation_id",), ("schedule_id",), ("secret_name",)
 # fmt: off
@@ -135,7 +136,7 @@ OPERATIONS = (
             {"type": "object", "description": "The function's input: a JSON object."}, Invocation),
     Operation("post", "/v1/functions/{name}/invocations/batch", "invoke_batch",
               "Invoke a function for up to 1,000 inputs at once.", "functions",
-              {200: BatchResult, 202: BatchResult}, problems=(400, 413, 415, 429),
+              {200: BatchResult, 202: BatchResult}, problems=(400, 413, 415, 422, 429),
               parameters=("name", "CallbackUrl", "delay", "at"),
               request_body=ref("schemas", BatchRequest.__name__),
               description=BATCH_DESCRIPTION),

@@ -102,7 +102,15 @@ def test_the_batch_operation_is_in_the_openapi_document(client):
     document = client.simulate_get("/openapi.json").json
     operation = document["paths"]["/v1/functions/{name}/invocations/batch"]["post"]
     assert operation["operationId"] == "invoke_batch"
-    assert {"200", "202", "400", "413", "415", "429"} <= set(operation["responses"])
+    assert {"200", "202", "400", "413", "415", "422", "429"} <= set(operation["responses"])
     schemas = document["components"]["schemas"]
     assert {"BatchRequest", "BatchResult"} <= set(schemas)
     assert schemas["BatchRequest"]["properties"]["items"]["maxItems"] == 1000
+
+
+def test_a_secret_the_tenant_has_not_set_refuses_the_whole_batch(client, headers, runtime, tenant):
+    path = "/v1/functions/use_crm_token/invocations/batch"
+    refused = post(client, headers, {"items": [{"input": {}}, {"input": {}}]}, path)
+    problem = assert_problem(refused, 422)
+    assert "crm_token" in problem["detail"]
+    assert runtime.store.invocations.list(tenant)[0] == []
