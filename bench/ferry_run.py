@@ -1,7 +1,8 @@
 """Ferry's workloads: gunicorn with the production config, N `runtime.worker` processes.
 
 1. accept: closed-loop POSTs through gunicorn (every 202 is a committed row), then a
-   steady 200 requests/s for the accept latency;
+   steady 200 requests/s for the accept latency; then closed-loop POSTs of 1,000 inputs
+   each to the batch endpoint (`bench.batch_accept`);
 2. drain: `invocations` no-ops accepted in bulk through the runtime's `InvocationService` while
    no worker runs, then the worker processes start; the rate is the count over the
    store's own window, first `started_at` to last `finished_at`;
@@ -23,7 +24,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from bench import loadgen, profiles
+from bench import batch_accept, loadgen, profiles
 from bench.infra import (
     PYTHON,
     BenchError,
@@ -267,6 +268,12 @@ def run(
             figures["accept_p99_ms"] = percentile(paced["latencies_ms"], 99)
             details["paced"] = {k: v for k, v in paced.items() if k != "latencies_ms"}
             details["paced"]["max_ms"] = max(paced["latencies_ms"], default=None)
+
+            say(f"ferry: batch accept, {batch_accept.BATCH} per POST, for {plan.accept_s:.0f}s")
+            batch_figures, details["batch_accept"] = batch_accept.run(
+                runtime, procs.started[0].pid, base_url, key, FUNCTION, plan
+            )
+            figures.update(batch_figures)
 
             clear(runtime)
             say(f"ferry: accepting {plan.invocations} no-ops through the InvocationService")

@@ -34,6 +34,8 @@ FIGURES = (
     Figure("accept_rate", "accept, closed loop", "/s", True, (">=", 1200)),
     Figure("accept_p50_ms", "accept p50 at 200/s", "ms", False),
     Figure("accept_p99_ms", "accept p99 at 200/s", "ms", False, ("<", 20)),
+    Figure("batch_accept_rate", "batch accept (1,000 per POST)", "/s", True, (">=", 20000)),
+    Figure("batch_accept_cpu_ms", "batch accept: gateway CPU per invocation", "ms", False),
     Figure("e2e_rate", "end-to-end no-op drain", "/s", True, (">=", 1000)),
     Figure("idle_start_p50_ms", "idle: accepted -> started p50", "ms", False, ("<", 10)),
     Figure("idle_start_p99_ms", "idle: accepted -> started p99", "ms", False, ("<", 50)),
@@ -56,6 +58,8 @@ FIGURES = (
 NOTES = """\
 accept: Ferry = HTTP POST through gunicorn, 202 only after the row is committed in
   PostgreSQL; raw Dramatiq and Celery = the producer's enqueue call (no store, no HTTP).
+batch accept: Ferry only (invocations committed per second, POSTs of 1,000 inputs to
+  /v1/functions/{name}/invocations/batch); the references have no comparable call ("-").
 drain: no-ops already queued, timed from the first taken to the last finished.
 idle: one at a time on idle workers; "finished" is the end of the task body for the
   references (they record nothing), the committed success row for Ferry."""

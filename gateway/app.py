@@ -21,6 +21,7 @@ from runtime.errors import ConfigurationError
 RESOURCE_MODULES = (
     "health",
     "functions",
+    "batches",
     "invocations",
     "schedules",
     "audit",

@@ -18,6 +18,7 @@ import pydantic
 from pydantic.json_schema import models_json_schema
 
 from gateway import params
+from gateway.batch_schemas import BATCH_MODELS
 from gateway.errors import PROBLEM_JSON
 from gateway.hooks import MAX_JSON_DEPTH
 from gateway.links import components_links
@@ -229,7 +230,7 @@ def build_document(
     for op in (*OPERATIONS, *own):
         paths.setdefault(op.path, {})[op.method] = _operation(op)
     _, models = models_json_schema(
-        [(model, "serialization") for model in MODELS],
+        [(model, "serialization") for model in (*MODELS, *BATCH_MODELS)],
         ref_template="#/components/schemas/{model}",
     )
     try:

@@ -14,6 +14,7 @@ from typing import Any
 import pydantic
 
 from gateway import schemas
+from gateway.batch_schemas import BatchRequest, BatchResult
 from gateway.links import INVOCATION_LINKS, SCHEDULE_LINKS
 from gateway.schemas import (
     LIMITS_UPDATE_SCHEMA,
@@ -108,6 +109,16 @@ INVOKE_DESCRIPTION = (
     "`read` carries the id and status only. A function may need a scope beyond `invoke` "
     "(its `invoke_scope`), and an internal one is an operator key's alone (403)."
 )
+BATCH_DESCRIPTION = (
+    "One validation pass, one commit, one broker round trip. The answer has one entry per "
+    "item, in order: its invocation's id and status (`replayed` when its idempotency key "
+    "was stored before with the same input), or its own 422 errors (an invalid input, or a "
+    "key used before with another input), and then nothing is stored for it. A key given "
+    "twice in one batch: the later item is a replay of the first if the inputs are equal, "
+    "else a conflict. 200 when every item is a replay, else 202. A limit refuses the whole "
+    "batch (429, nothing stored), and so does a secret the function needs that the tenant "
+    "has not set (422). `delay`, `at` and `Ferry-Callback-URL` apply to every item."
+)
 ITEM, SCHEDULE, SECRET = ("invocation_id",), ("schedule_id",), ("secret_name",)
 # fmt: off
 OPERATIONS = (
@@ -123,6 +134,12 @@ OPERATIONS = (
               {200: Function}, parameters=("name",)),
     invoke_operation("invoke", "Invoke a function by name (each function's own path has its schemas).",
             {"type": "object", "description": "The function's input: a JSON object."}, Invocation),
+    Operation("post", "/v1/functions/{name}/invocations/batch", "invoke_batch",
+              "Invoke a function for up to 1,000 inputs at once.", "functions",
+              {200: BatchResult, 202: BatchResult}, problems=(400, 413, 415, 422, 429),
+              parameters=("name", "CallbackUrl", "delay", "at"),
+              request_body=ref("schemas", BatchRequest.__name__),
+              description=BATCH_DESCRIPTION),
     Operation("get", "/v1/invocations", "list_invocations", "Invocations, newest first, in pages.",
               "invocations", {200: InvocationList}, problems=(400,),
               parameters=("function", "status", "limit", "cursor"),

@@ -155,6 +155,37 @@ class Dispatcher:
             args=(item.id,), tenant_id=item.tenant_id, invocation_id=item.id
         )
 
+    def send_many(self, items: Sequence[Dispatch]) -> list[Dispatch]:
+        """Hand many invocations (of any tenants and functions) to the broker at once.
+
+        On Redis in one pipelined round trip (`WakingRedisBroker.enqueue_many`); other
+        brokers get them one by one. Returns those not sent: a broker that does not answer
+        fails them all. Each not sent is marked unsent, as `dispatch` does for one, so the
+        sweep sends it; they are accepted already, so this is never the caller's error.
+        """
+        failed: list[Dispatch] = []
+        sendable: list[Dispatch] = []
+        for item in items:
+            if item.function in self.actors:
+                sendable.append(item)
+            else:
+                log.error(
+                    "dispatch_unknown_function", invocation_id=item.id, function=item.function
+                )
+                failed.append(item)
+        try:
+            self._enqueue_all(sendable)
+        except BrokerUnavailable as ex:
+            log.warning("send_many_deferred_to_sweep", count=len(sendable), error=str(ex))
+            failed.extend(sendable)
+        if failed:
+            try:
+                self.store.batches.mark_unsent([item.id for item in failed])
+            except Unavailable:
+                # The sweep still sends them, once `redispatch_after_s` has passed.
+                log.warning("mark_unsent_failed", count=len(failed))
+        return failed
+
     def dispatch(self, item: Dispatch) -> bool:
         """Send a committed invocation now, hold it for its turn, or leave it to the sweep.
 
@@ -251,7 +282,7 @@ class Dispatcher:
                     "dispatch_unknown_function", invocation_id=item.id, function=item.function
                 )
         try:
-            self.send_many(known)
+            self._enqueue_all(known)
         except BrokerUnavailable:
             # Held again: a later release or the sweep sends them. Those the broker took
             # before it failed are delivered too; their claim or a duplicate's skip decides.
@@ -260,7 +291,7 @@ class Dispatcher:
             return 0
         return len(known)
 
-    def send_many(self, items: Sequence[Dispatch]) -> None:
+    def _enqueue_all(self, items: Sequence[Dispatch]) -> None:
         """Hand several invocations to the broker: one round trip on Redis when it can.
 
         Raises `BrokerUnavailable` if the broker failed; some may have been sent.

@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     db_statement_timeout_ms: int = Field(default=15_000, ge=0)
 
     max_body_bytes: int = Field(default=1_048_576, ge=1)
+    #: Largest body of a batch invoke (`POST .../invocations/batch`, up to 1,000 inputs).
+    max_batch_body_bytes: int = Field(default=16_777_216, ge=1)
     #: Largest `?wait=` a client may ask for, in seconds.
     max_wait_s: float = Field(default=30.0, ge=0)
 

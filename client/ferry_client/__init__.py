@@ -21,6 +21,9 @@ from .errors import (
 )
 from .models import (
     Attempt,
+    BatchAccepted,
+    BatchItemResult,
+    BatchRefused,
     FieldError,
     Invocation,
     InvocationDetail,
@@ -39,6 +42,9 @@ __all__ = [
     "InvocationDetail",
     "InvocationReceipt",
     "InvocationPage",
+    "BatchAccepted",
+    "BatchRefused",
+    "BatchItemResult",
     "InvocationError",
     "Attempt",
     "Problem",

@@ -12,7 +12,7 @@ import random
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -21,7 +21,16 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from .errors import APIError, TransportError, error_for
-from .models import Invocation, InvocationDetail, InvocationPage, InvocationReceipt, Problem
+from .models import (
+    BatchAccepted,
+    BatchItemResult,
+    BatchRefused,
+    Invocation,
+    InvocationDetail,
+    InvocationPage,
+    InvocationReceipt,
+    Problem,
+)
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 ResultT = TypeVar("ResultT")
@@ -90,6 +99,62 @@ def invoke_call(
         idempotent=True,
         parse=parse_invoked,
     )
+
+
+#: The most inputs one batch may carry.
+MAX_BATCH = 1000
+
+
+def invoke_batch_call(
+    function: str, inputs: Sequence[Any], idempotency_keys: Sequence[str] | None
+) -> Call[list[BatchItemResult]]:
+    """POST /v1/functions/{function}/invocations/batch; each key defaults to a new UUID."""
+    if not 1 <= len(inputs) <= MAX_BATCH:
+        raise ValueError(f"a batch has from 1 to {MAX_BATCH} inputs; got {len(inputs)}")
+    if idempotency_keys is None:
+        idempotency_keys = [str(uuid.uuid4()) for _ in inputs]
+    if len(idempotency_keys) != len(inputs):
+        raise ValueError("give one idempotency key per input")
+    items = [
+        {"input": payload, "idempotency_key": key}
+        for payload, key in zip(inputs, idempotency_keys, strict=True)
+    ]
+    return Call(
+        "POST",
+        f"/v1/functions/{_quote(function)}/invocations/batch",
+        json={"items": items},
+        # Every item has a key: sending the batch again replays what was stored.
+        idempotent=True,
+        parse=parse_batch,
+    )
+
+
+def parse_batch(response: httpx.Response) -> list[BatchItemResult]:
+    """A batch's answer: one result per input, in order."""
+    raise_for_problem(response)
+    body = response.json()
+    items = body.get("items") if isinstance(body, dict) else None
+    if not isinstance(items, list):
+        problem = Problem(
+            status=response.status_code,
+            title="Unexpected answer",
+            detail="the body of a batch answer has no items",
+        )
+        raise APIError(problem, request_id=response.headers.get("X-Request-ID"))
+    results: list[BatchItemResult] = []
+    for item in items:
+        accepted = isinstance(item, dict) and "id" in item
+        try:
+            model = BatchAccepted if accepted else BatchRefused
+            results.append(model.model_validate(item))
+        except ValidationError as error:
+            problem = Problem(
+                status=response.status_code,
+                title="Unexpected answer",
+                detail=f"an item of the batch answer is not valid: {error}",
+            )
+            raise APIError(problem, request_id=response.headers.get("X-Request-ID")) from error
+    return results
 
 
 def get_call(invocation_id: str) -> Call[InvocationDetail]:

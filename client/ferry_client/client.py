@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypedDict, TypeVar, Unpack
@@ -17,7 +17,14 @@ import httpx
 
 from . import _protocol as protocol
 from .errors import WaitTimeout
-from .models import Invocation, InvocationDetail, InvocationPage, InvocationReceipt, Status
+from .models import (
+    BatchItemResult,
+    Invocation,
+    InvocationDetail,
+    InvocationPage,
+    InvocationReceipt,
+    Status,
+)
 
 ResultT = TypeVar("ResultT")
 
@@ -131,6 +138,21 @@ class FerryClient:
                 function, input, idempotency_key=idempotency_key, delay=delay, at=at, wait=wait
             )
         )
+
+    def invoke_batch(
+        self,
+        function: str,
+        inputs: Sequence[Any],
+        idempotency_keys: Sequence[str] | None = None,
+    ) -> list[BatchItemResult]:
+        """Invoke `function` once per input (1 to 1,000) in one request.
+
+        One result per input, in order: `BatchAccepted` (its id; `replayed` if its key
+        was stored before with the same input) or `BatchRefused` (its own errors; nothing
+        stored for it). Each key defaults to a new UUID, so the client's own retries never
+        store an input twice. A limit refuses the whole batch (`RateLimited`).
+        """
+        return self._send(protocol.invoke_batch_call(function, inputs, idempotency_keys))
 
     def get(self, invocation_id: str) -> InvocationDetail:
         """One invocation with its attempt log."""
@@ -252,6 +274,15 @@ class AsyncFerryClient:
                 function, input, idempotency_key=idempotency_key, delay=delay, at=at, wait=wait
             )
         )
+
+    async def invoke_batch(
+        self,
+        function: str,
+        inputs: Sequence[Any],
+        idempotency_keys: Sequence[str] | None = None,
+    ) -> list[BatchItemResult]:
+        """See `FerryClient.invoke_batch`."""
+        return await self._send(protocol.invoke_batch_call(function, inputs, idempotency_keys))
 
     async def get(self, invocation_id: str) -> InvocationDetail:
         """One invocation with its attempt log."""

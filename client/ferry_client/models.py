@@ -114,3 +114,34 @@ class Problem(Model):
     status: int
     detail: str = ""
     errors: list[FieldError] | None = None
+
+
+class BatchAccepted(Model):
+    """An item of a batch that is stored: new, or a replay of its key (`replayed`)."""
+
+    index: int
+    id: str
+    status: Status
+    replayed: bool
+
+    @property
+    def ok(self) -> bool:
+        """Stored (new or replayed)."""
+        return True
+
+
+class BatchRefused(Model):
+    """An item of a batch refused on its own: an invalid input or a key conflict (422)."""
+
+    index: int
+    status: int
+    type: str = ""
+    errors: list[FieldError] = []
+
+    @property
+    def ok(self) -> bool:
+        """Refused: nothing stored for it."""
+        return False
+
+
+BatchItemResult = BatchAccepted | BatchRefused

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from runtime.cli.connect import open_runtime
+from runtime.cli.invoke_batch import cmd_invoke_batch
 from runtime.cli.output import (
     EXIT_OK,
     EXIT_STILL_RUNNING,
@@ -30,6 +31,10 @@ def _printable_ascii(text: str) -> bool:
 
 
 def cmd_invoke(args: argparse.Namespace, settings: Settings) -> int:
+    if args.batch is not None:
+        return cmd_invoke_batch(args, settings)
+    if args.data is None:
+        raise BadRequest("give the input with --data JSON, or many with --batch FILE.jsonl")
     payload = _parse_payload(args.data)
     if args.key is not None and not (0 < len(args.key) <= 255 and _printable_ascii(args.key)):
         raise BadRequest("--key takes 1 to 255 printable ASCII characters")
@@ -80,7 +85,14 @@ def add_commands(sub: Any) -> None:
     invoke = sub.add_parser("invoke", help="invoke a function as a tenant (trigger `cli`)")
     invoke.add_argument("name", metavar="NAME", help="the function")
     invoke.add_argument("--tenant", required=True, metavar="ID")
-    invoke.add_argument("--data", required=True, metavar="JSON", help="the input, as JSON")
+    given = invoke.add_mutually_exclusive_group(required=True)
+    given.add_argument("--data", metavar="JSON", help="the input, as JSON")
+    given.add_argument(
+        "--batch",
+        metavar="FILE.jsonl",
+        help="one JSON input per line (- for stdin), sent in batches of 1000; prints a JSON "
+        "line per input (its id, or its errors); exit 1 if any failed",
+    )
     invoke.add_argument("--key", metavar="K", help="idempotency key (default: the invocation id)")
     invoke.add_argument(
         "--wait",

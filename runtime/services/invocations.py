@@ -12,7 +12,7 @@ from __future__ import annotations
 import builtins
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,7 +29,9 @@ from runtime.errors import (
     Unavailable,
 )
 from runtime.registry import Registry
+from runtime.services import batches
 from runtime.services.audit import SYSTEM, Actor
+from runtime.services.batches import BatchItem, ItemOutcome
 from runtime.services.invocation_values import (
     Accepted,
     BulkRetry,
@@ -173,6 +175,35 @@ class InvocationService:
                 status=invocation.status,
             )
         return Accepted(invocation, created)
+
+    def accept_batch(
+        self,
+        *,
+        tenant_id: str,
+        function: str,
+        items: Sequence[BatchItem],
+        trigger: str = "http",
+        request_id: str | None = None,
+        at: datetime | None = None,
+        delay_s: float | None = None,
+        callback_url: str | None = None,
+    ) -> builtins.list[ItemOutcome]:
+        """Accept up to 1,000 inputs of one function at once (`runtime.services.batches`).
+
+        One outcome per item, in order: its invocation (new or a replay) or its own 422
+        errors. Over a limit, `LimitExceeded` and nothing stored.
+        """
+        return batches.accept_batch(
+            self,
+            tenant_id=tenant_id,
+            function=function,
+            items=items,
+            trigger=trigger,
+            request_id=request_id,
+            at=at,
+            delay_s=delay_s,
+            callback_url=callback_url,
+        )
 
     def _due_at(self, at: datetime | None, delay_s: float | None) -> datetime | None:
         """When to run: `at`, or `delay_s` from now; None for now. No later than the max."""

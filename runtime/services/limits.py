@@ -27,6 +27,7 @@ place, so a tenant can go over `max_waiting` by about the number of accepts in f
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -235,9 +236,58 @@ class LimitService:
                     wait_s,
                 )
 
-    def _check_waiting(self, tenant_id: str, function: str | None, limit: int) -> None:
+    def check_accept_batch(
+        self, tenant_id: str, fn: Function, *, trigger: str, count_new: Callable[[], int]
+    ) -> None:
+        """`check_accept` for a batch: refuse it whole, or let all of it through.
+
+        `count_new` says how many of the batch's invocations would be new (not replays);
+        it is called only when a limit applies. Refused if they would take the tenant (or
+        the function) over its `max_waiting`, or if its bucket lacks a token for each.
+        """
+        if trigger not in LIMITED_TRIGGERS:
+            return
+        limits = self.effective(tenant_id)
+        function_waiting = fn.limits.max_waiting
+        if not (limits.max_waiting or function_waiting or limits.rate_per_s):
+            return
+        new = count_new()
+        if new <= 0:
+            return
+        if limits.max_waiting:
+            self._check_waiting(tenant_id, None, limits.max_waiting, adding=new)
+        if function_waiting:
+            self._check_waiting(tenant_id, fn.name, function_waiting, adding=new)
+        if limits.rate_per_s:
+            wait_s = self.store.limits.take_tokens(
+                tenant_id,
+                new,
+                rate_per_s=limits.rate_per_s,
+                burst=limits.burst,
+                now_s=self.wall_clock(),
+            )
+            if wait_s == math.inf:
+                self._refuse(
+                    tenant_id,
+                    "rate_per_s",
+                    f"a batch of {new} new invocations is more than tenant {tenant_id!r}'s "
+                    f"burst of {limits.burst}: send batches of at most {limits.burst}",
+                    WAITING_RETRY_AFTER_S,
+                )
+            if wait_s > 0:
+                self._refuse(
+                    tenant_id,
+                    "rate_per_s",
+                    f"tenant {tenant_id!r} is over its accept rate of {limits.rate_per_s:g} "
+                    f"per second (burst {limits.burst}) for a batch of {new} new invocations",
+                    wait_s,
+                )
+
+    def _check_waiting(
+        self, tenant_id: str, function: str | None, limit: int, *, adding: int = 1
+    ) -> None:
         waiting = self.store.limits.count_waiting(tenant_id, function=function, cap=limit)
-        if waiting < limit:
+        if waiting + adding <= limit:
             return
         if function is None:
             self._refuse(

@@ -11,6 +11,7 @@ from alembic.script import ScriptDirectory
 
 from runtime.settings import Settings
 from runtime.store.audit import AuditLog
+from runtime.store.batches import Batches
 from runtime.store.callbacks import Callbacks
 from runtime.store.claims import Claims
 from runtime.store.db import Clock, Database, engine_from_settings, translate_errors, utcnow
@@ -53,6 +54,7 @@ class Store:
         self.secrets = Secrets(db)
         self.limits = Limits(db)
         self.callbacks = Callbacks(db)
+        self.batches = Batches(db)
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Clock = utcnow) -> Store:

@@ -181,7 +181,7 @@ def _refilled(rate: Any, burst: Any, now: Any) -> Any:
     return sa.case((level > burst, burst), else_=level)
 
 
-def _take_token(dialect: str) -> Any:
+def _take_token(dialect: str, cost: Any = 1) -> Any:
     rate = sa.bindparam("rate", type_=sa.Float())
     burst = sa.bindparam("burst", type_=sa.Float())
     now = sa.bindparam("now", type_=sa.Float())
@@ -196,14 +196,19 @@ def _take_token(dialect: str) -> Any:
         )
         .on_conflict_do_update(
             index_elements=[_BUCKETS.c.tenant_id],
-            set_={"tokens": refilled - 1, "refilled_at": later},
-            where=refilled >= 1,
+            set_={"tokens": refilled - cost, "refilled_at": later},
+            where=refilled >= cost,
         )
         .returning(_BUCKETS.c.tokens)
     )
 
 
 _TAKE_TOKEN = {name: _take_token(name) for name in ("postgresql", "sqlite")}
+#: The same for `n` tokens at once (a batch of invocations).
+_TAKE_TOKENS = {
+    name: _take_token(name, sa.bindparam("n", type_=sa.Float()))
+    for name in ("postgresql", "sqlite")
+}
 _LEVEL = sa.select(
     _refilled(
         sa.bindparam("rate", type_=sa.Float()),
@@ -289,6 +294,34 @@ class Limits:
                 return 0.0
             level = connection.execute(_LEVEL, params).scalar()
         missing = 1.0 - float(level if level is not None else 0.0)
+        return max(missing, 0.0) / rate_per_s if rate_per_s > 0 else 1.0
+
+    def take_tokens(
+        self, tenant_id: str, n: int, *, rate_per_s: float, burst: int, now_s: float
+    ) -> float:
+        """Take `n` tokens at once, or none: 0.0 if taken, else seconds until `n` are due.
+
+        One atomic statement, as `take_token`. `n` over `burst` can never be taken: the
+        caller refuses it before asking.
+        """
+        if n <= 0:
+            return 0.0
+        params = {
+            "tenant_id": tenant_id,
+            "rate": rate_per_s,
+            "burst": float(burst),
+            "first": float(burst) - n,
+            "n": float(n),
+            "now": now_s,
+        }
+        if n > burst:
+            return math.inf
+        with self.db.statements() as connection:
+            taken = connection.execute(_TAKE_TOKENS[self.db.dialect], params).first()
+            if taken is not None:
+                return 0.0
+            level = connection.execute(_LEVEL, params).scalar()
+        missing = float(n) - float(level if level is not None else 0.0)
         return max(missing, 0.0) / rate_per_s if rate_per_s > 0 else 1.0
 
     # --- counts -------------------------------------------------------------------------------

@@ -31,9 +31,9 @@ Dramatiq's maintenance) is still fetched when the wait times out, as before.
 from __future__ import annotations
 
 import threading
-import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
+from uuid import uuid4
 
 import redis
 from dramatiq.broker import MessageProxy
@@ -93,23 +93,25 @@ class WakingRedisBroker(RedisBroker):
         ]
         return self._enqueue_and_wake(keys=keys, args=[message_id, data, self.wakeup_tokens])
 
-    def enqueue_many(self, messages: Iterable[Message[Any]]) -> list[Message[Any]]:
-        """Enqueue several messages in one round trip (a pipeline of `do_enqueue`'s script).
+    def enqueue_many(self, messages: Sequence[Message[Any]]) -> list[Message[Any]]:
+        """Enqueue messages as `enqueue` does, all in one pipelined round trip.
 
-        Each is stored exactly as `enqueue` stores it, with the same middleware hooks.
-        Redis runs a pipeline's commands in order but not as one transaction: on an error
-        some may be stored and some not, which the caller treats like a failed send (the
-        store's sweep sends what the broker lacks; a duplicate is skipped by the claim).
+        Each is stored by the same script as `do_enqueue` (so each leaves its wake-up
+        token, the list kept to its cap), in order; the enqueue hooks run for each, the
+        "before" ones before anything is sent. A Redis error raises after the round trip:
+        then any of them may or may not be stored, and the caller sends them all again
+        (a message delivered twice runs once: the claim sees to that).
         """
-        sent = []
         pipe = self.client.pipeline(transaction=False)
-        for original in messages:
-            message = original.copy(options={"redis_message_id": str(uuid.uuid4())})
+        sent = []
+        for message in messages:
+            message = message.copy(options={"redis_message_id": str(uuid4())})
             self.emit_before("enqueue", message, None)
+            queue_name = message.queue_name
             keys = [
-                f"{self.namespace}:{message.queue_name}",
-                f"{self.namespace}:{message.queue_name}.msgs",
-                self.wakeup_key(message.queue_name),
+                f"{self.namespace}:{queue_name}",
+                f"{self.namespace}:{queue_name}.msgs",
+                self.wakeup_key(queue_name),
             ]
             args = [message.options["redis_message_id"], message.encode(), self.wakeup_tokens]
             self._enqueue_and_wake(keys=keys, args=args, client=pipe)

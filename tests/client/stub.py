@@ -29,6 +29,8 @@ class Seen:
     method: str
     path: str
     headers: dict[str, str]
+    #: The request's JSON body (None without one).
+    body: Any = None
 
 
 class StubServer:
@@ -44,9 +46,10 @@ class StubServer:
 
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                self.rfile.read(length)
+                raw = self.rfile.read(length)
+                body = json.loads(raw) if raw else None
                 with stub._lock:
-                    stub.seen.append(Seen(self.command, self.path, dict(self.headers)))
+                    stub.seen.append(Seen(self.command, self.path, dict(self.headers), body))
                     answer = stub.script.pop(0) if stub.script else Answer(500, {"status": 500})
                 if answer == DROP:
                     self.close_connection = True

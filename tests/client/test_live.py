@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from ferry_client import (
     AsyncFerryClient,
+    BatchAccepted,
+    BatchRefused,
     Conflict,
     FerryClient,
     InputInvalid,
@@ -104,6 +106,18 @@ def test_problems_are_typed_errors(dev: DevServer, ferry: FerryClient) -> None:
         stranger.get(str(uuid.uuid4()))
 
 
+def test_a_batch_gives_each_input_its_result_and_replays_per_item(ferry: FerryClient) -> None:
+    keys = [f"batch-{uuid.uuid4()}" for _ in range(3)]
+    inputs = [{"message": "one"}, {"message": ""}, {"message": "three"}]
+    results = ferry.invoke_batch("echo_time", inputs, idempotency_keys=keys)
+    assert [r.ok for r in results] == [True, False, True]
+    assert isinstance(results[1], BatchRefused) and results[1].status == 422
+    again = ferry.invoke_batch("echo_time", inputs, idempotency_keys=keys)
+    assert [r.replayed for r in again if isinstance(r, BatchAccepted)] == [True, True]
+    assert isinstance(results[2], BatchAccepted)
+    assert ferry.wait(results[2].id, timeout=60).status == "succeeded"
+
+
 def test_the_async_client_does_the_same(dev: DevServer) -> None:
     async def run() -> None:
         async with AsyncFerryClient(dev.url, dev.key) as ferry:
@@ -126,5 +140,7 @@ def test_the_async_client_does_the_same(dev: DevServer) -> None:
             assert any(error.loc[-1] == "message" for error in invalid.value.errors)
             with pytest.raises(NotFound):
                 await ferry.invoke("no_such_function", {})
+            batch = await ferry.invoke_batch("echo_time", [{"message": "b1"}, {"message": "b2"}])
+            assert all(isinstance(r, BatchAccepted) and not r.replayed for r in batch)
 
     asyncio.run(run())

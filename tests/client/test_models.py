@@ -10,7 +10,7 @@ import ferry_client
 import pytest
 from pydantic import BaseModel
 
-from gateway import schemas
+from gateway import batch_schemas, schemas
 from runtime.store.models import Status
 
 PAIRS = [
@@ -21,6 +21,8 @@ PAIRS = [
     (schemas.Attempt, ferry_client.Attempt),
     (schemas.InvocationError, ferry_client.InvocationError),
     (schemas.FieldError, ferry_client.FieldError),
+    (batch_schemas.BatchItemAccepted, ferry_client.BatchAccepted),
+    (batch_schemas.BatchItemRefused, ferry_client.BatchRefused),
 ]
 
 

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 import pytest
 from ferry_client import (
     AsyncFerryClient,
+    BatchAccepted,
+    BatchRefused,
     FerryClient,
     InputInvalid,
     Invocation,
@@ -45,6 +47,33 @@ def test_503_with_retry_after_is_sent_again_with_the_same_idempotency_key(
     assert [seen.method for seen in stub.seen] == ["POST", "POST"]
     keys = {seen.headers["Idempotency-Key"] for seen in stub.seen}
     assert len(keys) == 1 and keys != {""}
+
+
+def test_a_batch_is_sent_again_with_the_same_keys_and_read_item_by_item(
+    stub: StubServer,
+) -> None:
+    answer = {
+        "items": [
+            {"index": 0, "id": "inv-1", "status": "queued", "replayed": False},
+            {
+                "index": 1,
+                "status": 422,
+                "type": "input-invalid",
+                "errors": [{"loc": ["input", "message"], "msg": "Field required"}],
+            },
+        ]
+    }
+    stub.script = [Answer(503, problem(503), RETRY_NOW), Answer(202, answer)]
+    with client(stub) as ferry:
+        results = ferry.invoke_batch("echo_time", [{"message": "a"}, {}])
+    assert isinstance(results[0], BatchAccepted) and results[0].ok and results[0].id == "inv-1"
+    assert isinstance(results[1], BatchRefused) and not results[1].ok
+    assert results[1].errors[0].loc == ["input", "message"]
+    assert [seen.path for seen in stub.seen] == ["/v1/functions/echo_time/invocations/batch"] * 2
+    first, again = (seen.body["items"] for seen in stub.seen)
+    assert first == again and len({item["idempotency_key"] for item in first}) == 2
+    with pytest.raises(ValueError):
+        client(stub).invoke_batch("echo_time", [])
 
 
 def test_429_on_a_read_is_sent_again(stub: StubServer) -> None:

@@ -122,43 +122,6 @@ def test_two_worker_processes_run_every_message_exactly_once(
     assert leftovers(producer.client, redis_namespace) == {"stored": 0, "queued": 0, "unacked": 0}
 
 
-def test_messages_enqueued_in_one_pipeline_each_run_once_and_wake_an_idle_consumer(
-    make_broker: Callable[..., WakingRedisBroker], redis_namespace: str
-) -> None:
-    # Given a consumer blocked on an empty queue, its longest wait a minute
-    broker = make_broker(max_block_s=LONG_WAIT_S)
-    runs = Runs()
-    declare_recorder(broker, runs)
-    producer = make_broker()
-    sender = declare_recorder(producer, Runs())
-    consumer = broker.consume(QUEUE, prefetch=1, timeout=int(LONG_WAIT_S * 1000))
-    got: list[Any] = []
-    waiter = threading.Thread(target=lambda: got.append(next(consumer)), daemon=True)
-    waiter.start()
-    name = broker.client.client_getname()
-    wait_for(lambda: blocked_in_blpop(broker.client, name), what="the consumer to block")
-
-    # When 50 messages go in one pipeline
-    keys = [f"p{n}" for n in range(50)]
-    sent = producer.enqueue_many([sender.message(key) for key in keys])
-
-    # Then the consumer wakes, and a worker runs each exactly once
-    wait_for(lambda: not waiter.is_alive(), timeout=20, what="the consumer to wake")
-    assert got[0] is not None
-    consumer.requeue([got[0]])
-    consumer.close()
-    assert len({m.options["redis_message_id"] for m in sent}) == len(keys)
-    worker = dramatiq.Worker(broker, worker_threads=4, worker_timeout=1000)
-    worker.start()
-    try:
-        wait_for(lambda: runs.total() >= len(keys), timeout=60, what="all messages to run")
-    finally:
-        worker.stop()
-    assert set(runs.counts) == set(keys)
-    assert set(runs.counts.values()) == {1}
-    assert leftovers(producer.client, redis_namespace) == {"stored": 0, "queued": 0, "unacked": 0}
-
-
 def test_an_idle_consumer_wakes_when_a_message_is_enqueued(
     make_broker: Callable[..., WakingRedisBroker],
 ) -> None:
@@ -365,3 +328,46 @@ def test_the_waking_broker_is_the_default_and_the_setting_turns_it_off(redis_nam
     finally:
         on.close()
         off.close()
+
+
+def test_enqueue_many_stores_every_message_in_order_in_one_round_trip_and_wakes(
+    make_broker: Callable[..., WakingRedisBroker], redis_namespace: str
+) -> None:
+    # Given a consumer blocked on an empty queue, and a producer whose round trips are counted
+    broker = make_broker(max_block_s=LONG_WAIT_S, wakeup_tokens=8)
+    producer = make_broker(wakeup_tokens=8)
+    sender = declare_recorder(producer, Runs())
+    consumer = broker.consume(QUEUE, prefetch=300, timeout=int(LONG_WAIT_S * 1000))
+    got: list[Any] = []
+    waiter = threading.Thread(target=lambda: got.append(next(consumer)), daemon=True)
+    waiter.start()
+    name = broker.client.client_getname()
+    wait_for(lambda: blocked_in_blpop(broker.client, name), what="the consumer to block")
+    executed: list[int] = []
+    original = redis.client.Pipeline.execute
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        executed.append(len(self.command_stack))
+        return original(self, *args, **kwargs)
+
+    # When 250 messages are enqueued at once
+    messages = [sender.message(f"m{n}") for n in range(250)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(redis.client.Pipeline, "execute", counted)
+        sent = producer.enqueue_many(messages)
+
+    # Then they went in one pipeline, the consumer woke, and they come out in order
+    assert len(executed) == 1 and executed[0] >= 250
+    assert [m.message_id for m in sent] == [m.message_id for m in messages]
+    assert len({m.options["redis_message_id"] for m in sent}) == 250
+    wait_for(lambda: not waiter.is_alive(), timeout=20, what="the consumer to wake")
+    received = [got[0]]
+    while len(received) < 250:
+        message = next(consumer)
+        if message is not None:
+            received.append(message)
+    assert [m.args[0] for m in received] == [f"m{n}" for n in range(250)]
+    # The wake-up list stays within its cap however many were sent
+    assert producer.client.llen(producer.wakeup_key(QUEUE)) <= 8
+    for message in received:
+        consumer.ack(message)

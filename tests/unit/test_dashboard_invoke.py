@@ -31,6 +31,9 @@ def test_the_invoke_form_creates_an_invocation_through_the_service(
     prefilled = re.search(r'<textarea id="payload"[^>]*>(.*?)</textarea>', form.text, re.S)
     assert prefilled is not None
     assert json.loads(prefilled.group(1).replace("&#34;", '"')) == {"message": "", "sleep_s": 0.0}
+    # And it shows the single and the batch endpoint, each with a curl line
+    assert '$FERRY_URL/v1/functions/echo/invocations" ' in form.text
+    assert '$FERRY_URL/v1/functions/echo/invocations/batch"' in form.text
     # When it is sent with an input and an idempotency key
     sent = {"csrf_token": csrf_of(form.text), "payload": '{"message": "from the form"}'}
     answer = b.post("/dashboard/functions/echo/invoke", {**sent, "idempotency_key": "form-1"})
