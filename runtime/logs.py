@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import re
 import sys
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
+import orjson
 import structlog
 
 from runtime.context import current_context
-from runtime.secrets.values import scrub
+from runtime.secrets.values import Replacements, replacements, scrub_with
 from runtime.settings import Settings
 
+#: structlog's `cache_logger_on_first_use`: a logger keeps the configuration in force at
+#: its first call, which saves building it again on every line. Each process configures
+#: logging once, before its first line (gunicorn's conf and `gateway.wsgi`,
+#: `run_worker`, `ferry dev`, the scheduler, the CLI); a later `configure_logging` only
+#: reaches loggers not used yet. The test process reconfigures between tests and turns
+#: this off (tests/conftest.py).
+CACHE_LOGGERS = True
 REDACTED = "[redacted]"
 #: Keys whose values are never written to a log, at any depth.
 SECRET_KEY = re.compile(
@@ -25,14 +35,37 @@ SECRET_KEY = re.compile(
 SECRET_VALUE = re.compile(r"fy_[a-z0-9]{12}_[A-Za-z0-9_-]{20,}|Bearer\s+\S+")
 
 
+#: Types written as they are: nothing in them to redact (exact types; subclasses walk).
+_PLAIN = frozenset({int, float, bool, type(None)})
+
+
+@functools.lru_cache(maxsize=4096)
+def _secret_key(key: str) -> bool:
+    """Whether a key names a secret (`SECRET_KEY`); log keys are few, so each is tested once."""
+    return SECRET_KEY.search(key) is not None
+
+
+def _redact_text(text: str) -> str:
+    # Both of SECRET_VALUE's shapes hold one of these literally: most text is skipped at
+    # the cost of two substring searches instead of a regex pass.
+    if "fy_" not in text and "Bearer" not in text:
+        return text
+    return SECRET_VALUE.sub(REDACTED, text)
+
+
 def redact(value: Any) -> Any:
     """Hide values under secret-looking keys, and key-shaped strings, at any depth."""
+    kind = type(value)
+    if kind is str:
+        return _redact_text(value)
+    if kind in _PLAIN:
+        return value
     if isinstance(value, Mapping):
-        return {k: REDACTED if SECRET_KEY.search(str(k)) else redact(v) for k, v in value.items()}
+        return {k: REDACTED if _secret_key(str(k)) else redact(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [redact(v) for v in value]
     if isinstance(value, str):
-        return SECRET_VALUE.sub(REDACTED, value)
+        return _redact_text(value)
     return value
 
 
@@ -46,30 +79,55 @@ def redact_event(
     traceback included.
     """
     ctx = current_context.get()
-    secrets = ctx.secrets_in_use() if ctx is not None else {}
-    for key in list(event):
-        if key != "event" and SECRET_KEY.search(key):
+    secrets = ctx.secrets_in_use() if ctx is not None else None
+    # The forms of each secret value are worked out once per line, not once per field.
+    forms = replacements(secrets) if secrets else None
+    for key, value in list(event.items()):
+        if key != "event" and _secret_key(key):
             event[key] = REDACTED
-        else:
-            event[key] = redact(event[key])
-            if secrets:
-                event[key] = _scrub_values(event[key], secrets)
+            continue
+        clean = redact(value)
+        if forms:
+            clean = _scrub_values(clean, forms)
+        if clean is not value:
+            event[key] = clean
     return event
 
 
-def _scrub_values(value: Any, secrets: Mapping[str, str]) -> Any:
+def _scrub_values(value: Any, forms: Replacements) -> Any:
+    kind = type(value)
+    if kind is str:
+        return scrub_with(value, forms)
+    if kind in _PLAIN:
+        return value
     if isinstance(value, str):
-        return scrub(value, secrets)
+        return scrub_with(value, forms)
     if isinstance(value, Mapping):
-        return {k: _scrub_values(v, secrets) for k, v in value.items()}
+        return {k: _scrub_values(v, forms) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_scrub_values(v, secrets) for v in value]
-    if value is None or isinstance(value, int | float):
+        return [_scrub_values(v, forms) for v in value]
+    if isinstance(value, int | float):
         return value
     # Any other object is rendered by its str(); if that holds a value, the text replaces it.
     text = str(value)
-    scrubbed = scrub(text, secrets)
+    scrubbed = scrub_with(text, forms)
     return value if scrubbed == text else scrubbed
+
+
+def _json_default(value: Any) -> Any:
+    """What orjson cannot write itself: the object's `__structlog__()`, else its repr."""
+    try:
+        return value.__structlog__()
+    except AttributeError:
+        return repr(value)
+
+
+def render_json(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> str:
+    """The line as JSON, by orjson; json for the rare value orjson refuses (an int past 64 bits)."""
+    try:
+        return orjson.dumps(event, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return json.dumps(event, default=_json_default)
 
 
 def configure_logging(settings: Settings, stream: Any = None) -> None:
@@ -82,7 +140,7 @@ def configure_logging(settings: Settings, stream: Any = None) -> None:
     """
     level = getattr(logging, settings.log_level.upper())
     renderer: Any = (
-        structlog.processors.JSONRenderer()
+        render_json
         if settings.log_format == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )
@@ -97,7 +155,7 @@ def configure_logging(settings: Settings, stream: Any = None) -> None:
         processors=[*shared, *finish],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=CACHE_LOGGERS,
     )
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(

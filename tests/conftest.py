@@ -18,11 +18,16 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+import runtime.logs
 from runtime.app import Runtime
 from runtime.settings import Settings
 from runtime.store.tenants import parse_scopes
 from runtime.worker.consumer import WorkerHandle
 from tests.procs import PRODUCTION_SECRET_KEY
+
+# Tests reconfigure logging (and `capture_logs`) after module loggers have been used:
+# each line must follow the configuration of the moment, not the one of its first call.
+runtime.logs.CACHE_LOGGERS = False
 
 #: The schema check: every API answer the tests get is checked against /openapi.json; the
 #: fuzzers' counts, printed at the end.

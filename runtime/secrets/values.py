@@ -28,6 +28,10 @@ SECRET_NAME_RULE = "a letter, then letters, digits or _ (lower case, at most 64 
 MIN_VALUE_CHARS = 8
 
 
+#: What `scrub` replaces, in order: (form of a value, its placeholder).
+Replacements = tuple[tuple[str, str], ...]
+
+
 def placeholder(name: str) -> str:
     return f"[secret:{name}]"
 
@@ -38,6 +42,9 @@ class SecretValues(Mapping[str, str]):
     def __init__(self, values: Mapping[str, str], declared: tuple[str, ...]) -> None:
         self._values = dict(values)
         self._declared = declared
+        #: `replacements(self)`, made on the first line that needs it (every log line of
+        #: the attempt scrubs with the same values).
+        self._replacements: Replacements | None = None
 
     def __getitem__(self, name: str) -> str:
         try:
@@ -72,14 +79,39 @@ def _forms(value: str) -> set[str]:
     return {form for form in forms if len(form) >= MIN_VALUE_CHARS}
 
 
+def replacements(values: Mapping[str, str]) -> Replacements:
+    """The forms of `values` to replace, in the order `scrub` replaces them.
+
+    Work it out once to scrub many texts with the same values (`scrub_with`): the forms
+    cost more to make than to look for. A `SecretValues` keeps its own.
+    """
+    if isinstance(values, SecretValues):
+        if values._replacements is None:
+            values._replacements = _replacements(values)
+        return values._replacements
+    return _replacements(values)
+
+
+def _replacements(values: Mapping[str, str]) -> Replacements:
+    # Longer values first, so a value holding another is replaced whole.
+    return tuple(
+        (form, placeholder(name))
+        for name, value in sorted(values.items(), key=lambda item: -len(item[1]))
+        for form in sorted(_forms(value), key=len, reverse=True)
+    )
+
+
+def scrub_with(text: str, forms: Replacements) -> str:
+    """`text` with each form replaced by its placeholder (`replacements`)."""
+    for form, name in forms:
+        if form in text:
+            text = text.replace(form, name)
+    return text
+
+
 def scrub(text: str, values: Mapping[str, str]) -> str:
     """`text` with every value of `values` (in its usual encodings) replaced by its name."""
-    # Longer values first, so a value holding another is replaced whole.
-    for name, value in sorted(values.items(), key=lambda item: -len(item[1])):
-        for form in sorted(_forms(value), key=len, reverse=True):
-            if form in text:
-                text = text.replace(form, placeholder(name))
-    return text
+    return scrub_with(text, replacements(values))
 
 
 def scrub_json(value: Any, values: Mapping[str, str]) -> Any:
