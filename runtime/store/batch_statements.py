@@ -1,0 +1,126 @@
+"""Group commit's statements (PostgreSQL): the claims or the successes of a batch in one.
+
+Each is one data-modifying CTE over the batch's ids, so a batch costs one round trip and
+one commit whatever its size. Both first lock the batch's rows in id order
+(`SELECT ... ORDER BY id FOR UPDATE`): two statements that lock several of the same rows
+(another process's batch, a lease renewal) then never wait for each other in a cycle.
+Each row is still checked as the single statements check it (`statements.CLAIM`,
+`statements.OURS`), so a row that does not qualify is left out and the others proceed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from runtime.store import models
+from runtime.store.models import CLAIMABLE, Status
+from runtime.store.statements import ACTIVE_TENANT_IDS
+
+_T: sa.Table = models.Invocation.__table__  # type: ignore[assignment]
+_A: sa.Table = models.Attempt.__table__  # type: ignore[assignment]
+
+_IDS = sa.bindparam("_ids", type_=postgresql.ARRAY(sa.String))
+
+
+def _locked(*where: Any) -> Any:
+    """The rows of `_ids` that pass `where`, locked in id order."""
+    return (
+        sa.select(_T.c.id)
+        .where(_T.c.id == sa.any_(_IDS), *where)
+        .order_by(_T.c.id)
+        .with_for_update(of=_T)
+        .cte("locked")
+    )
+
+
+_CLAIMABLE_NOW = (
+    _T.c.status.in_(CLAIMABLE),
+    sa.or_(_T.c.scheduled_for.is_(None), _T.c.scheduled_for <= sa.bindparam("_now")),
+    # A suspended tenant's work waits; the sweep sends it again on resume.
+    _T.c.tenant_id.in_(ACTIVE_TENANT_IDS),
+)
+_claim_locked = _locked(*_CLAIMABLE_NOW)
+_claimed = (
+    sa.update(_T)
+    .where(_T.c.id.in_(sa.select(_claim_locked.c.id)), *_CLAIMABLE_NOW)
+    .values(
+        status=Status.RUNNING,
+        attempts=_T.c.attempts + 1,
+        started_at=sa.bindparam("_now"),
+        finished_at=None,
+        lease_expires_at=sa.bindparam("_lease"),
+        worker_id=sa.bindparam("_worker"),
+    )
+    .returning(*_T.c)
+    .cte("claimed")
+)
+#: Claim the claimable ones of `_ids` for `_worker` until `_lease`, with their attempt rows;
+#: returns the claimed invocations' rows (those not returned were not claimable).
+CLAIM_BATCH = (
+    sa.select(_claimed)
+    .add_cte(_claim_locked)
+    .add_cte(
+        sa.insert(_A)
+        .from_select(
+            ["invocation_id", "tenant_id", "number", "worker_id", "started_at"],
+            sa.select(
+                _claimed.c.id,
+                _claimed.c.tenant_id,
+                _claimed.c.attempts,
+                _claimed.c.worker_id,
+                _claimed.c.started_at,
+            ),
+        )
+        .cte("attempt")
+    )
+)
+
+_batch = (
+    sa.func.unnest(
+        _IDS,
+        sa.bindparam("_attempts", type_=postgresql.ARRAY(sa.Integer)),
+        sa.bindparam("_workers", type_=postgresql.ARRAY(sa.String)),
+        sa.bindparam("_results", type_=postgresql.ARRAY(sa.Text)),
+    )
+    .table_valued(
+        sa.column("id", sa.String),
+        sa.column("attempt", sa.Integer),
+        sa.column("worker", sa.String),
+        sa.column("result", sa.Text),
+    )
+    .render_derived(name="batch")
+)
+_succeed_locked = _locked(_T.c.status == Status.RUNNING)
+_succeeded = (
+    sa.update(_T)
+    .where(
+        # `statements.OURS`, per row of the batch.
+        _T.c.id == _batch.c.id,
+        _T.c.id.in_(sa.select(_succeed_locked.c.id)),
+        _T.c.status == Status.RUNNING,
+        _T.c.attempts == _batch.c.attempt,
+        _T.c.worker_id == _batch.c.worker,
+    )
+    .values(
+        status=Status.SUCCEEDED,
+        result=sa.cast(_batch.c.result, postgresql.JSON),
+        error=None,
+        finished_at=sa.bindparam("_now"),
+        lease_expires_at=None,
+    )
+    .returning(_T.c.id, _T.c.attempts)
+    .cte("succeeded")
+)
+#: Record the success of each (`_ids`, `_attempts`, `_workers`, `_results` as JSON text)
+#: whose lease is still its claimer's, and close its attempt; returns the ids recorded.
+SUCCEED_BATCH = (
+    sa.update(_A)
+    .where(_A.c.invocation_id == _succeeded.c.id, _A.c.number == _succeeded.c.attempts)
+    .values(finished_at=sa.bindparam("_now"), outcome="succeeded", error=None, traceback=None)
+    .returning(_A.c.invocation_id)
+    .add_cte(_succeed_locked)
+    .add_cte(_succeeded)
+)
