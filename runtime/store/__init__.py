@@ -57,7 +57,9 @@ class Store:
     @classmethod
     def from_settings(cls, settings: Settings, clock: Clock = utcnow) -> Store:
         return cls(
-            Database(engine_from_settings(settings), clock, function_role=settings.function_db_role),
+            Database(
+                engine_from_settings(settings), clock, function_role=settings.function_db_role
+            ),
             group_commit_ms=settings.group_commit_ms,
         )
 

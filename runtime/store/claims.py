@@ -314,4 +314,3 @@ class Claims:
         if row is None:
             return None, None
         return row[0], row[1]
-

@@ -28,7 +28,8 @@ def accept(runtime: Runtime, tenant: str, n: int) -> list[str]:
 
 def attempts(runtime: Runtime, invocation_id: str) -> list[tuple[int, str | None, str | None]]:
     return [
-        (a.number, a.worker_id, a.outcome) for a in runtime.store.invocations.attempts(invocation_id)
+        (a.number, a.worker_id, a.outcome)
+        for a in runtime.store.invocations.attempts(invocation_id)
     ]
 
 
