@@ -97,7 +97,8 @@ _succeed_locked = _locked(_T.c.status == Status.RUNNING)
 _succeeded = (
     sa.update(_T)
     .where(
-        # `statements.OURS`, per row of the batch.
+        # `statements.OURS`, per row of the batch (`_ids` again: the primary key finds them).
+        _T.c.id == sa.any_(_IDS),
         _T.c.id == _batch.c.id,
         _T.c.id.in_(sa.select(_succeed_locked.c.id)),
         _T.c.status == Status.RUNNING,
