@@ -1,16 +1,21 @@
 """Group commit's statements (PostgreSQL): the claims or the successes of a batch in one.
 
 Each is one data-modifying CTE over the batch's ids, so a batch costs one round trip and
-one commit whatever its size. Both first lock the batch's rows in id order
-(`SELECT ... ORDER BY id FOR UPDATE`): two statements that lock several of the same rows
-(another process's batch, a lease renewal) then never wait for each other in a cycle.
-Each row is still checked as the single statements check it (`statements.CLAIM`,
-`statements.OURS`), so a row that does not qualify is left out and the others proceed.
+one commit whatever its size. Each row is checked as the single statements check it
+(`statements.CLAIM`, `statements.OURS`), under its row lock, re-checked after a concurrent
+writer commits (READ COMMITTED), so a row that does not qualify is left out and the others
+proceed.
+
+The rows are not locked in a fixed order first: an explicit `SELECT ... ORDER BY id FOR
+UPDATE` doubled PostgreSQL's CPU per invocation (docs/perf/README.md). Two statements
+that lock several of the same rows in opposite orders (duplicate deliveries of two
+invocations in two processes' batches, or a batch and a lease renewal) are then possible
+in principle; PostgreSQL detects the cycle and fails one of them (`StoreUnavailable`),
+which the caller handles as any outage: a claim's delivery is skipped and sent again by
+the sweep, a success is tried again, a renewal is retried next round.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -25,27 +30,15 @@ _A: sa.Table = models.Attempt.__table__  # type: ignore[assignment]
 _IDS = sa.bindparam("_ids", type_=postgresql.ARRAY(sa.String))
 
 
-def _locked(*where: Any) -> Any:
-    """The rows of `_ids` that pass `where`, locked in id order."""
-    return (
-        sa.select(_T.c.id)
-        .where(_T.c.id == sa.any_(_IDS), *where)
-        .order_by(_T.c.id)
-        .with_for_update(of=_T)
-        .cte("locked")
-    )
-
-
 _CLAIMABLE_NOW = (
     _T.c.status.in_(CLAIMABLE),
     sa.or_(_T.c.scheduled_for.is_(None), _T.c.scheduled_for <= sa.bindparam("_now")),
     # A suspended tenant's work waits; the sweep sends it again on resume.
     _T.c.tenant_id.in_(ACTIVE_TENANT_IDS),
 )
-_claim_locked = _locked(*_CLAIMABLE_NOW)
 _claimed = (
     sa.update(_T)
-    .where(_T.c.id.in_(sa.select(_claim_locked.c.id)), *_CLAIMABLE_NOW)
+    .where(_T.c.id == sa.any_(_IDS), *_CLAIMABLE_NOW)
     .values(
         status=Status.RUNNING,
         attempts=_T.c.attempts + 1,
@@ -59,23 +52,19 @@ _claimed = (
 )
 #: Claim the claimable ones of `_ids` for `_worker` until `_lease`, with their attempt rows;
 #: returns the claimed invocations' rows (those not returned were not claimable).
-CLAIM_BATCH = (
-    sa.select(_claimed)
-    .add_cte(_claim_locked)
-    .add_cte(
-        sa.insert(_A)
-        .from_select(
-            ["invocation_id", "tenant_id", "number", "worker_id", "started_at"],
-            sa.select(
-                _claimed.c.id,
-                _claimed.c.tenant_id,
-                _claimed.c.attempts,
-                _claimed.c.worker_id,
-                _claimed.c.started_at,
-            ),
-        )
-        .cte("attempt")
+CLAIM_BATCH = sa.select(_claimed).add_cte(
+    sa.insert(_A)
+    .from_select(
+        ["invocation_id", "tenant_id", "number", "worker_id", "started_at"],
+        sa.select(
+            _claimed.c.id,
+            _claimed.c.tenant_id,
+            _claimed.c.attempts,
+            _claimed.c.worker_id,
+            _claimed.c.started_at,
+        ),
     )
+    .cte("attempt")
 )
 
 _batch = (
@@ -93,14 +82,12 @@ _batch = (
     )
     .render_derived(name="batch")
 )
-_succeed_locked = _locked(_T.c.status == Status.RUNNING)
 _succeeded = (
     sa.update(_T)
     .where(
         # `statements.OURS`, per row of the batch (`_ids` again: the primary key finds them).
         _T.c.id == sa.any_(_IDS),
         _T.c.id == _batch.c.id,
-        _T.c.id.in_(sa.select(_succeed_locked.c.id)),
         _T.c.status == Status.RUNNING,
         _T.c.attempts == _batch.c.attempt,
         _T.c.worker_id == _batch.c.worker,
@@ -122,6 +109,5 @@ SUCCEED_BATCH = (
     .where(_A.c.invocation_id == _succeeded.c.id, _A.c.number == _succeeded.c.attempts)
     .values(finished_at=sa.bindparam("_now"), outcome="succeeded", error=None, traceback=None)
     .returning(_A.c.invocation_id)
-    .add_cte(_succeed_locked)
     .add_cte(_succeeded)
 )

@@ -116,7 +116,7 @@ def _write_postgresql(db: Database, requests: Sequence[Request], now: datetime) 
     with translate_errors(), _connection(db, single=work == 1) as connection:
         for (worker_id, lease_s), ids in claims.items():
             params = {
-                "_ids": list(ids),
+                "_ids": sorted(ids),
                 "_now": now,
                 "_lease": now + timedelta(seconds=lease_s),
                 "_worker": worker_id,
@@ -124,7 +124,7 @@ def _write_postgresql(db: Database, requests: Sequence[Request], now: datetime) 
             for row in connection.execute(batch_statements.CLAIM_BATCH, params):
                 outcomes[ids[row.id]] = row
         if successes:
-            batch = [requests[index] for index in successes.values()]
+            batch = [requests[successes[i]] for i in sorted(successes)]
             params = {
                 "_ids": [r.invocation_id for r in batch],
                 "_attempts": [r.attempt for r in batch],  # type: ignore[union-attr]

@@ -55,18 +55,14 @@ class Leases:
         if not attempts:
             return set()
         now = self.db.clock()
-        ours = (
-            sa.tuple_(_T.c.id, _T.c.attempts).in_(list(attempts)),
-            _T.c.worker_id == worker_id,
-            _RUNNING,
-            _T.c.lease_expires_at > now,
-        )
-        # Rows locked in id order, as group commit's batches lock them
-        # (`runtime.store.batch_statements`): the two never wait for each other in a cycle.
-        locked = sa.select(_T.c.id).where(*ours).order_by(_T.c.id).with_for_update(of=_T)
         statement = (
             sa.update(_T)
-            .where(_T.c.id.in_(locked), *ours)
+            .where(
+                sa.tuple_(_T.c.id, _T.c.attempts).in_(list(attempts)),
+                _T.c.worker_id == worker_id,
+                _RUNNING,
+                _T.c.lease_expires_at > now,
+            )
             .values(lease_expires_at=now + timedelta(seconds=lease_s))
             .returning(_T.c.id, _T.c.attempts)
         )
