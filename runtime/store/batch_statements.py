@@ -30,8 +30,13 @@ _A: sa.Table = models.Attempt.__table__  # type: ignore[assignment]
 _IDS = sa.bindparam("_ids", type_=postgresql.ARRAY(sa.String))
 
 
+#: The state as an expression: the planner then finds a batch's rows by primary key. On the
+#: bare column it chose the partial index of unfinished invocations, scanning the whole
+#: backlog (and its dead entries) for every batch.
+_STATE = sa.func.coalesce(_T.c.status, "")
+
 _CLAIMABLE_NOW = (
-    _T.c.status.in_(CLAIMABLE),
+    _STATE.in_([str(s) for s in CLAIMABLE]),
     sa.or_(_T.c.scheduled_for.is_(None), _T.c.scheduled_for <= sa.bindparam("_now")),
     # A suspended tenant's work waits; the sweep sends it again on resume.
     _T.c.tenant_id.in_(ACTIVE_TENANT_IDS),
@@ -88,7 +93,7 @@ _succeeded = (
         # `statements.OURS`, per row of the batch (`_ids` again: the primary key finds them).
         _T.c.id == sa.any_(_IDS),
         _T.c.id == _batch.c.id,
-        _T.c.status == Status.RUNNING,
+        _STATE == str(Status.RUNNING),
         _T.c.attempts == _batch.c.attempt,
         _T.c.worker_id == _batch.c.worker,
     )
