@@ -109,6 +109,11 @@ class Settings(BaseSettings):
     default_max_backoff_s: float = Field(default=300.0, ge=0)
     default_timeout_s: float = Field(default=600.0, gt=0)
 
+    #: Group commit in the worker (runtime/store/group_commit.py): a process's claims and
+    #: successes wait up to this long (milliseconds) to be written together, one statement
+    #: and one commit per batch. 0 writes each on its own (one commit each).
+    group_commit_ms: float = Field(default=1.0, ge=0, le=100)
+
     # Leases (runtime/recovery/leases.py): short, renewed by the worker running the attempt.
     #: Seconds a claim holds an invocation unless its worker renews it (every third of it);
     #: about how long a killed worker's attempts wait before they run elsewhere.

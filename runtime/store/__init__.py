@@ -36,11 +36,11 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 class Store:
     """One database, with one repository per role (each a module of this package)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, group_commit_ms: float = 0.0) -> None:
         self.db = db
         self.tenants = Tenants(db)
         self.invocations = Invocations(db)
-        self.claims = Claims(db)
+        self.claims = Claims(db, group_commit_ms=group_commit_ms)
         self.leases = Leases(db)
         self.sweep = Sweep(db)
         self.fairness = Fairness(db)
@@ -59,7 +59,10 @@ class Store:
     @classmethod
     def from_settings(cls, settings: Settings, clock: Clock = utcnow) -> Store:
         return cls(
-            Database(engine_from_settings(settings), clock, function_role=settings.function_db_role)
+            Database(
+                engine_from_settings(settings), clock, function_role=settings.function_db_role
+            ),
+            group_commit_ms=settings.group_commit_ms,
         )
 
     def _alembic(self) -> Config:
@@ -86,6 +89,7 @@ class Store:
             return MigrationContext.configure(connection).get_current_revision() == head
 
     def close(self) -> None:
+        self.claims.close()
         self.db.dispose()
 
 

@@ -7,11 +7,16 @@ against the committed row (READ COMMITTED) and updates nothing. So exactly one c
 wins without SELECT ... FOR UPDATE round trips, and the same statement is correct on
 SQLite, where writers are serialised anyway. An outcome is recorded only while the lease
 is still the claimer's (`statements.OURS`).
+
+With group commit (`group_commit_ms` > 0, `runtime.store.group_commit`) a claim without
+concurrency limits and a success outside a unit of work (`succeed_alone`) are written
+with those of the process's other threads, one commit per batch, each row checked as here.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,8 +25,10 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from runtime.store import models, statements
+from runtime.store.claim_batches import ClaimRequest, SuccessRequest, add_attempt, write_batch
 from runtime.store.db import Database, translate_errors
 from runtime.store.fairness import WaitReason
+from runtime.store.group_commit import GroupCommitter
 from runtime.store.models import Status
 from runtime.store.views import InvocationView
 
@@ -62,8 +69,18 @@ class Limits:
 class Claims:
     """The worker's side of an invocation: claim it, then record success or failure."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, group_commit_ms: float = 0.0) -> None:
         self.db = db
+        self._group: GroupCommitter | None = None
+        if group_commit_ms > 0:
+            self._group = GroupCommitter(
+                functools.partial(write_batch, db), window_s=group_commit_ms / 1000
+            )
+
+    def close(self) -> None:
+        """Stop the group committer, if any, after the requests it holds are written."""
+        if self._group is not None:
+            self._group.close()
 
     def claim(
         self,
@@ -81,6 +98,11 @@ class Claims:
         """
         if limits is not None and limits.any and tenant_id is not None:
             return self._claim_limited(invocation_id, worker_id, lease_s, tenant_id, limits)
+        if self._group is not None and self._group.open:
+            won = self._group.submit(ClaimRequest(invocation_id, worker_id, lease_s))
+            if won is not None:
+                return Claimed(InvocationView.from_row(won), won.attempts)
+            return self._why_not_claimed(invocation_id, self.db.clock())
         now = self.db.clock()
         params = {
             "_id": invocation_id,
@@ -95,7 +117,7 @@ class Claims:
             with translate_errors(), self.db.engine.begin() as connection:
                 row = connection.execute(statements.CLAIM, params).first()
                 if row is not None:
-                    _add_attempt(connection, row, worker_id, now)
+                    add_attempt(connection, row, worker_id, now)
         if row is not None:
             # A Core row has the attributes `from_row` reads.
             return Claimed(InvocationView.from_row(row), row.attempts)  # type: ignore[arg-type]
@@ -130,7 +152,7 @@ class Claims:
             )
             row = connection.execute(claim, params).first()
             if row is not None:
-                _add_attempt(connection, row, worker_id, now)
+                add_attempt(connection, row, worker_id, now)
                 return Claimed(InvocationView.from_row(row), row.attempts)  # type: ignore[arg-type]
             reason = self._limit_reached(connection, invocation_id, tenant_id, limits)
             if reason is not None:
@@ -230,8 +252,13 @@ class Claims:
     def succeed_alone(self, claimed: Claimed, result: dict[str, Any] | None) -> bool:
         """Record success when the function wrote nothing else: no unit of work to join.
 
-        On PostgreSQL one autocommitted statement; a lost lease changes nothing.
+        On PostgreSQL one autocommitted statement; a lost lease changes nothing. With group
+        commit, one row of the process's next batch.
         """
+        if self._group is not None and self._group.open:
+            inv = claimed.invocation
+            request = SuccessRequest(inv.id, claimed.attempt, inv.worker_id or "", result)
+            return bool(self._group.submit(request))
         if self.db.dialect == "postgresql":
             with self.db.statements() as connection:
                 return self.succeed(connection, claimed, result)
@@ -287,17 +314,3 @@ class Claims:
         if row is None:
             return None, None
         return row[0], row[1]
-
-
-def _add_attempt(connection: Connection, claimed: Any, worker_id: str, now: datetime) -> None:
-    """The attempt row of a claim just won, in the claim's transaction."""
-    connection.execute(
-        statements.ADD_ATTEMPT,
-        {
-            "invocation_id": claimed.id,
-            "tenant_id": claimed.tenant_id,
-            "number": claimed.attempts,
-            "worker_id": worker_id,
-            "started_at": now,
-        },
-    )

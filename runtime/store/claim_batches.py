@@ -1,0 +1,161 @@
+"""Write a batch of claims and successes with one commit (group commit's SQL side).
+
+`write_batch` takes the requests of several worker threads and answers each: a claim
+with the invocation's row if it was won (None if not), a success with True if it was
+recorded (False if the lease was no longer the claimer's). Rows are checked one by one
+exactly as the single statements check them, so a request that loses is refused on its
+own and the rest of the batch is written. The batch is one transaction: if it fails,
+nothing of it is written and every request gets the error.
+
+On PostgreSQL the claims of one worker are one statement and the successes another
+(`runtime.store.batch_statements`), in autocommit when only one of them is needed. SQLite
+has no data-modifying CTEs: there each request is its own statements, all in one
+transaction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from runtime.store import batch_statements, statements
+from runtime.store.db import Database, translate_errors
+
+
+@dataclasses.dataclass(frozen=True)
+class ClaimRequest:
+    """Claim `invocation_id` for `worker_id` with a lease of `lease_s` seconds."""
+
+    invocation_id: str
+    worker_id: str
+    lease_s: float
+
+
+@dataclasses.dataclass(frozen=True)
+class SuccessRequest:
+    """Record the success of attempt `attempt` of `invocation_id`, if still `worker_id`'s."""
+
+    invocation_id: str
+    attempt: int
+    worker_id: str
+    result: dict[str, Any] | None
+
+
+Request = ClaimRequest | SuccessRequest
+
+
+def write_batch(db: Database, requests: Sequence[Request]) -> list[Any]:
+    """Write the batch in one transaction; the outcome of each request, in order."""
+    now = db.clock()
+    if db.dialect == "postgresql":
+        return _write_postgresql(db, requests, now)
+    outcomes: list[Any] = []
+    with translate_errors(), db.engine.begin() as connection:
+        for request in requests:
+            if isinstance(request, ClaimRequest):
+                outcomes.append(_claim_one(connection, request, now))
+            else:
+                outcomes.append(_succeed_one(connection, request, now))
+    return outcomes
+
+
+def _claim_one(connection: Connection, request: ClaimRequest, now: datetime) -> Any:
+    params = {
+        "_id": request.invocation_id,
+        "_now": now,
+        "_lease": now + timedelta(seconds=request.lease_s),
+        "_worker": request.worker_id,
+    }
+    row = connection.execute(statements.CLAIM, params).first()
+    if row is not None:
+        add_attempt(connection, row, request.worker_id, now)
+    return row
+
+
+def _succeed_one(connection: Connection, request: SuccessRequest, now: datetime) -> bool:
+    lease = {"_id": request.invocation_id, "_attempt": request.attempt}
+    done: Any = connection.execute(
+        statements.SUCCEED,
+        {**lease, "_worker": request.worker_id, "_now": now, "_result": request.result},
+    )
+    if done.rowcount != 1:
+        return False
+    connection.execute(
+        statements.CLOSE_ATTEMPT,
+        {
+            "_invocation_id": request.invocation_id,
+            "_number": request.attempt,
+            "_now": now,
+            "_outcome": "succeeded",
+            "_error": None,
+            "_traceback": None,
+        },
+    )
+    return True
+
+
+def _write_postgresql(db: Database, requests: Sequence[Request], now: datetime) -> list[Any]:
+    outcomes: list[Any] = [None] * len(requests)
+    # Claims by (worker, lease): one statement each, normally one in all. An invocation asked
+    # for twice in one batch is won by its first request at most.
+    claims: dict[tuple[str, float], dict[str, int]] = {}
+    successes: dict[str, int] = {}
+    for index, request in enumerate(requests):
+        if isinstance(request, ClaimRequest):
+            group = claims.setdefault((request.worker_id, request.lease_s), {})
+            group.setdefault(request.invocation_id, index)
+        else:
+            outcomes[index] = False
+            successes.setdefault(request.invocation_id, index)
+    work = len(claims) + (1 if successes else 0)
+    with translate_errors(), _connection(db, single=work == 1) as connection:
+        for (worker_id, lease_s), ids in claims.items():
+            params = {
+                "_ids": sorted(ids),
+                "_now": now,
+                "_lease": now + timedelta(seconds=lease_s),
+                "_worker": worker_id,
+            }
+            for row in connection.execute(batch_statements.CLAIM_BATCH, params):
+                outcomes[ids[row.id]] = row
+        if successes:
+            batch = [requests[successes[i]] for i in sorted(successes)]
+            params = {
+                "_ids": [r.invocation_id for r in batch],
+                "_attempts": [r.attempt for r in batch],  # type: ignore[union-attr]
+                "_workers": [r.worker_id for r in batch],
+                "_results": [_json(r.result) for r in batch],  # type: ignore[union-attr]
+                "_now": now,
+            }
+            for row in connection.execute(batch_statements.SUCCEED_BATCH, params):
+                outcomes[successes[row.invocation_id]] = True
+    return outcomes
+
+
+def _connection(db: Database, *, single: bool) -> Any:
+    """Autocommit for a single statement (one round trip), else one transaction."""
+    return db.statements() if single else db.engine.begin()
+
+
+def _json(value: dict[str, Any] | None) -> str:
+    # As the JSON column stores None in the single statement: JSON `null`, not SQL NULL.
+    return json.dumps(value)
+
+
+def add_attempt(connection: Connection, claimed: Any, worker_id: str, now: datetime) -> None:
+    """The attempt row of a claim just won, in the claim's transaction."""
+    connection.execute(
+        statements.ADD_ATTEMPT,
+        {
+            "invocation_id": claimed.id,
+            "tenant_id": claimed.tenant_id,
+            "number": claimed.attempts,
+            "worker_id": worker_id,
+            "started_at": now,
+        },
+    )

@@ -1,0 +1,151 @@
+"""Group commit: the worker threads of a process share one commit per batch.
+
+A thread that claims an invocation or records a success puts its request in a queue and
+waits. One committer thread per process takes the first request, then whatever else
+arrives within the window (`FERRY_GROUP_COMMIT_MS`), writes them all with one commit
+(`runtime.store.claim_batches.write_batch`) and answers each thread with its own outcome.
+On PostgreSQL the commit, not the row, is what costs: about 2,000 commits/s against some
+30,000 rows/s in batches on the benchmark's machine (docs/perf/README.md).
+
+The guarantees of the single statements hold (docs/architecture.md, "Group commit"):
+
+- a request that loses (the invocation already running or finished, the lease lost) is
+  refused on its own; the batch's other rows are written;
+- nothing is written before the commit, and a batch is one transaction: a process killed
+  with a batch in flight leaves its invocations claimable (sent again by the sweep) or
+  its attempts running under a lease that lapses (reclaimed by the sweep);
+- a batch that fails gives every waiting thread the same error (`StoreUnavailable` for
+  an outage), which it raises as the single path would.
+
+The committer starts with the first request of the process (a forked child starts its
+own) and stops with `close`.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+#: Requests one batch takes at most; the rest wait for the next one.
+MAX_BATCH = 256
+
+
+class _Waiter:
+    __slots__ = ("done", "error", "outcome", "request")
+
+    def __init__(self, request: Any) -> None:
+        self.request = request
+        self.done = threading.Event()
+        self.outcome: Any = None
+        self.error: BaseException | None = None
+
+
+class GroupCommitter:
+    """One thread that writes the requests of this process's threads in batches.
+
+    `write` takes a batch of requests and returns their outcomes in order, or raises.
+    """
+
+    def __init__(
+        self,
+        write: Callable[[Sequence[Any]], list[Any]],
+        window_s: float,
+        *,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        self.write = write
+        self.window_s = window_s
+        self.max_batch = max_batch
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[_Waiter | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._closed = False
+        #: Batches written and requests answered, for tests and diagnostics.
+        self.batches = 0
+        self.requests = 0
+
+    def submit(self, request: Any) -> Any:
+        """Wait for the batch that writes `request`; its outcome, or the batch's error."""
+        waiter = _Waiter(request)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the group committer is closed")
+            if self._thread is None or self._pid != os.getpid():
+                self._start()
+            self._queue.put(waiter)
+        waiter.done.wait()
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.outcome
+
+    @property
+    def open(self) -> bool:
+        """False once `close` was called: requests go the single way then."""
+        return not self._closed
+
+    def close(self) -> None:
+        """Stop the committer once the requests already queued are written."""
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+            if thread is None or self._pid != os.getpid():
+                return
+            self._queue.put(None)
+        thread.join()
+
+    def _start(self) -> None:
+        # A forked child has the parent's queue but not its thread: it starts its own.
+        self._queue = queue.SimpleQueue()
+        self._pid = os.getpid()
+        self._thread = threading.Thread(target=self._run, name="ferry-group-commit", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch, stop = self._collect(first)
+            self._write(batch)
+            if stop:
+                return
+
+    def _collect(self, first: _Waiter) -> tuple[list[_Waiter], bool]:
+        """`first`, whatever arrives within the window, then whatever is queued (up to
+        `max_batch`); and whether the committer is to stop after this batch.
+        """
+        batch = [first]
+        deadline = time.monotonic() + self.window_s
+        while len(batch) < self.max_batch:
+            remaining = deadline - time.monotonic()
+            try:
+                if remaining > 0:
+                    waiter = self._queue.get(timeout=remaining)
+                else:
+                    waiter = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if waiter is None:
+                return batch, True
+            batch.append(waiter)
+        return batch, False
+
+    def _write(self, batch: list[_Waiter]) -> None:
+        try:
+            outcomes = self.write([waiter.request for waiter in batch])
+            for waiter, outcome in zip(batch, outcomes, strict=True):
+                waiter.outcome = outcome
+        except BaseException as ex:
+            # The whole batch was one transaction: none of it was written. Every waiter
+            # gets the error, and the committer goes on with the next batch.
+            for waiter in batch:
+                waiter.error = ex
+        self.batches += 1
+        self.requests += len(batch)
+        for waiter in batch:
+            waiter.done.set()
