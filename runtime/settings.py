@@ -111,8 +111,10 @@ class Settings(BaseSettings):
 
     #: Group commit in the worker (runtime/store/group_commit.py): a process's claims and
     #: successes wait up to this long (milliseconds) to be written together, one statement
-    #: and one commit per batch. 0 writes each on its own (one commit each).
-    group_commit_ms: float = Field(default=1.0, ge=0, le=100)
+    #: and one commit per batch. 0 (the default) writes each on its own: on the benchmark's
+    #: 2-core machine group commit cut the workers' CPU per invocation but lowered the
+    #: drain (docs/perf/README.md, "Group commit in the worker").
+    group_commit_ms: float = Field(default=0.0, ge=0, le=100)
 
     # Leases (runtime/recovery/leases.py): short, renewed by the worker running the attempt.
     #: Seconds a claim holds an invocation unless its worker renews it (every third of it);

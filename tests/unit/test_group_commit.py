@@ -12,9 +12,16 @@ import sqlalchemy as sa
 
 from runtime.app import Runtime
 from runtime.errors import StoreUnavailable
+from runtime.settings import Settings
 from runtime.store.claim_batches import ClaimRequest, SuccessRequest, write_batch
 from runtime.store.claims import Claimed, Limits, NotClaimed
 from runtime.store.group_commit import GroupCommitter
+
+
+@pytest.fixture
+def settings(backend: str, settings_for: Callable[..., Settings]) -> Settings:
+    """Group commit on (it ships off): a window of 1 ms, as one would set it."""
+    return settings_for(backend, group_commit_ms=1.0)
 
 
 def accept(runtime: Runtime, tenant: str, n: int) -> list[str]:
@@ -200,7 +207,9 @@ def test_a_store_error_reaches_every_waiting_thread(
         url = f"postgresql+psycopg://postgres@127.0.0.1:{closed_port()}/ferry"
     else:
         url = f"sqlite:///{tmp_path / 'missing' / 'ferry.db'}"
-    down = runtime_with(migrate=False, database_url=url, db_connect_timeout_s=1)
+    down = runtime_with(
+        migrate=False, database_url=url, db_connect_timeout_s=1, group_commit_ms=1.0
+    )
     start = threading.Barrier(6)
 
     def claim(n: int) -> BaseException | None:
