@@ -209,32 +209,16 @@ class LimitService:
         Checks nothing for Ferry's own triggers, nor for a replay of a stored key; when
         no limit is set, costs no statement (the limits are remembered for `cache_s`).
         """
-        if trigger not in LIMITED_TRIGGERS:
-            return
-        limits = self.effective(tenant_id)
-        function_waiting = fn.limits.max_waiting
-        if not (limits.max_waiting or function_waiting or limits.rate_per_s):
-            return
-        if idempotency_key is not None and self.store.invocations.find_by_key(
-            tenant_id, fn.name, idempotency_key
-        ):
-            return
-        if limits.max_waiting:
-            self._check_waiting(tenant_id, None, limits.max_waiting)
-        if function_waiting:
-            self._check_waiting(tenant_id, fn.name, function_waiting)
-        if limits.rate_per_s:
-            wait_s = self.store.limits.take_token(
-                tenant_id, rate_per_s=limits.rate_per_s, burst=limits.burst, now_s=self.wall_clock()
-            )
-            if wait_s > 0:
-                self._refuse(
-                    tenant_id,
-                    "rate_per_s",
-                    f"tenant {tenant_id!r} is over its accept rate of {limits.rate_per_s:g} "
-                    f"per second (burst {limits.burst})",
-                    wait_s,
-                )
+
+        def count_new() -> int:
+            # A replay of a stored key adds nothing, so no limit refuses it.
+            if idempotency_key is not None and self.store.invocations.find_by_key(
+                tenant_id, fn.name, idempotency_key
+            ):
+                return 0
+            return 1
+
+        self.check_accept_batch(tenant_id, fn, trigger=trigger, count_new=count_new)
 
     def check_accept_batch(
         self, tenant_id: str, fn: Function, *, trigger: str, count_new: Callable[[], int]
@@ -279,7 +263,8 @@ class LimitService:
                     tenant_id,
                     "rate_per_s",
                     f"tenant {tenant_id!r} is over its accept rate of {limits.rate_per_s:g} "
-                    f"per second (burst {limits.burst}) for a batch of {new} new invocations",
+                    f"per second (burst {limits.burst})"
+                    + (f" for a batch of {new} new invocations" if new > 1 else ""),
                     wait_s,
                 )
 

@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql
 
 from runtime.store import models
 from runtime.store.models import CLAIMABLE, Status
-from runtime.store.statements import ACTIVE_TENANT_IDS
+from runtime.store.statements import ACTIVE_TENANT_IDS, with_attempt_rows
 
 _T: sa.Table = models.Invocation.__table__  # type: ignore[assignment]
 _A: sa.Table = models.Attempt.__table__  # type: ignore[assignment]
@@ -57,20 +57,7 @@ _claimed = (
 )
 #: Claim the claimable ones of `_ids` for `_worker` until `_lease`, with their attempt rows;
 #: returns the claimed invocations' rows (those not returned were not claimable).
-CLAIM_BATCH = sa.select(_claimed).add_cte(
-    sa.insert(_A)
-    .from_select(
-        ["invocation_id", "tenant_id", "number", "worker_id", "started_at"],
-        sa.select(
-            _claimed.c.id,
-            _claimed.c.tenant_id,
-            _claimed.c.attempts,
-            _claimed.c.worker_id,
-            _claimed.c.started_at,
-        ),
-    )
-    .cte("attempt")
-)
+CLAIM_BATCH = with_attempt_rows(_claimed)
 
 _batch = (
     sa.func.unnest(

@@ -181,7 +181,10 @@ def _refilled(rate: Any, burst: Any, now: Any) -> Any:
     return sa.case((level > burst, burst), else_=level)
 
 
-def _take_token(dialect: str, cost: Any = 1) -> Any:
+def _take_tokens(dialect: str) -> Any:
+    """Take `n` tokens of `tenant_id`'s bucket (refilled at `rate` up to `burst` by `now`),
+    or none: one atomic upsert; no row returned when the bucket lacks them."""
+    cost = sa.bindparam("n", type_=sa.Float())
     rate = sa.bindparam("rate", type_=sa.Float())
     burst = sa.bindparam("burst", type_=sa.Float())
     now = sa.bindparam("now", type_=sa.Float())
@@ -203,12 +206,7 @@ def _take_token(dialect: str, cost: Any = 1) -> Any:
     )
 
 
-_TAKE_TOKEN = {name: _take_token(name) for name in ("postgresql", "sqlite")}
-#: The same for `n` tokens at once (a batch of invocations).
-_TAKE_TOKENS = {
-    name: _take_token(name, sa.bindparam("n", type_=sa.Float()))
-    for name in ("postgresql", "sqlite")
-}
+_TAKE_TOKENS = {name: _take_tokens(name) for name in ("postgresql", "sqlite")}
 _LEVEL = sa.select(
     _refilled(
         sa.bindparam("rate", type_=sa.Float()),
@@ -276,33 +274,13 @@ class Limits:
 
     # --- the accept rate ----------------------------------------------------------------------
 
-    def take_token(self, tenant_id: str, *, rate_per_s: float, burst: int, now_s: float) -> float:
-        """Take one token of the tenant's bucket: 0.0 if taken, else seconds until one is due.
-
-        `now_s` is seconds since the epoch. One atomic statement; a refusal reads once more.
-        """
-        params = {
-            "tenant_id": tenant_id,
-            "rate": rate_per_s,
-            "burst": float(burst),
-            "first": float(burst) - 1,
-            "now": now_s,
-        }
-        with self.db.statements() as connection:
-            taken = connection.execute(_TAKE_TOKEN[self.db.dialect], params).first()
-            if taken is not None:
-                return 0.0
-            level = connection.execute(_LEVEL, params).scalar()
-        missing = 1.0 - float(level if level is not None else 0.0)
-        return max(missing, 0.0) / rate_per_s if rate_per_s > 0 else 1.0
-
     def take_tokens(
         self, tenant_id: str, n: int, *, rate_per_s: float, burst: int, now_s: float
     ) -> float:
-        """Take `n` tokens at once, or none: 0.0 if taken, else seconds until `n` are due.
+        """Take `n` tokens at once (one per new invocation), or none: 0.0 if taken, else
+        seconds until `n` are due (`math.inf`: `n` is over `burst`, so never).
 
-        One atomic statement, as `take_token`. `n` over `burst` can never be taken: the
-        caller refuses it before asking.
+        `now_s` is seconds since the epoch. One atomic statement; a refusal reads once more.
         """
         if n <= 0:
             return 0.0

@@ -318,7 +318,7 @@ class RateBucket(Base):
     """A tenant's accept-rate token bucket, shared by every gateway process.
 
     `tokens` as of `refilled_at` (seconds since the epoch); one atomic upsert per accept
-    refills and takes a token (`runtime.store.limits.Limits.take_token`).
+    refills and takes a token (`runtime.store.limits.Limits.take_tokens`).
     """
 
     __tablename__ = "rate_buckets"

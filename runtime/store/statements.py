@@ -162,23 +162,29 @@ CLOSE_ATTEMPT = (
 
 # --- PostgreSQL: one statement each ------------------------------------------------------
 
-_claimed = CLAIM.cte("claimed")
+
+def with_attempt_rows(claimed: Any) -> Any:
+    """`SELECT` the rows of a claiming CTE, inserting each one's attempt row in the same
+    statement (also the group commit's, `runtime.store.batch_statements`)."""
+    return sa.select(claimed).add_cte(
+        sa.insert(_A)
+        .from_select(
+            ["invocation_id", "tenant_id", "number", "worker_id", "started_at"],
+            sa.select(
+                claimed.c.id,
+                claimed.c.tenant_id,
+                claimed.c.attempts,
+                claimed.c.worker_id,
+                claimed.c.started_at,
+            ),
+        )
+        .cte("attempt")
+    )
+
+
 #: The claim and its attempt row in one statement; returns the claimed invocation's row,
 #: or none if it was not claimable.
-CLAIM_WITH_ATTEMPT = sa.select(_claimed).add_cte(
-    sa.insert(_A)
-    .from_select(
-        ["invocation_id", "tenant_id", "number", "worker_id", "started_at"],
-        sa.select(
-            _claimed.c.id,
-            _claimed.c.tenant_id,
-            _claimed.c.attempts,
-            _claimed.c.worker_id,
-            _claimed.c.started_at,
-        ),
-    )
-    .cte("attempt")
-)
+CLAIM_WITH_ATTEMPT = with_attempt_rows(CLAIM.cte("claimed"))
 
 _succeeded = SUCCEED.returning(_T.c.id).cte("succeeded")
 #: Success and the attempt's close in one statement; returns a row only if the lease was
