@@ -163,16 +163,7 @@ class Dispatcher:
         fails them all. Each not sent is marked unsent, as `dispatch` does for one, so the
         sweep sends it; they are accepted already, so this is never the caller's error.
         """
-        failed: list[Dispatch] = []
-        sendable: list[Dispatch] = []
-        for item in items:
-            if item.function in self.actors:
-                sendable.append(item)
-            else:
-                log.error(
-                    "dispatch_unknown_function", invocation_id=item.id, function=item.function
-                )
-                failed.append(item)
+        sendable, failed = self._sendable(items)
         try:
             self._enqueue_all(sendable)
         except BrokerUnavailable as ex:
@@ -273,14 +264,7 @@ class Dispatcher:
             blocked_functions=blocked_functions,
             blocked_keys=blocked_keys,
         )
-        known = []
-        for item in released:
-            if item.function in self.actors:
-                known.append(item)
-            else:
-                log.error(
-                    "dispatch_unknown_function", invocation_id=item.id, function=item.function
-                )
+        known, _unknown = self._sendable(released)
         try:
             self._enqueue_all(known)
         except BrokerUnavailable:
@@ -290,6 +274,20 @@ class Dispatcher:
                 self.store.fairness.hold(item.id, WaitReason.FAIR_SHARE)
             return 0
         return len(known)
+
+    def _sendable(self, items: Sequence[Dispatch]) -> tuple[list[Dispatch], list[Dispatch]]:
+        """The items whose function has an actor here, and the others (logged)."""
+        known: list[Dispatch] = []
+        unknown: list[Dispatch] = []
+        for item in items:
+            if item.function in self.actors:
+                known.append(item)
+            else:
+                log.error(
+                    "dispatch_unknown_function", invocation_id=item.id, function=item.function
+                )
+                unknown.append(item)
+        return known, unknown
 
     def _enqueue_all(self, items: Sequence[Dispatch]) -> None:
         """Hand several invocations to the broker: one round trip on Redis when it can.

@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql
 
 from runtime.store import models
 from runtime.store.models import CLAIMABLE, Status
-from runtime.store.statements import ACTIVE_TENANT_IDS, with_attempt_rows
+from runtime.store.statements import ACTIVE_TENANT_IDS, CLAIMED_VALUES, with_attempt_rows
 
 _T: sa.Table = models.Invocation.__table__  # type: ignore[assignment]
 _A: sa.Table = models.Attempt.__table__  # type: ignore[assignment]
@@ -44,14 +44,7 @@ _CLAIMABLE_NOW = (
 _claimed = (
     sa.update(_T)
     .where(_T.c.id == sa.any_(_IDS), *_CLAIMABLE_NOW)
-    .values(
-        status=Status.RUNNING,
-        attempts=_T.c.attempts + 1,
-        started_at=sa.bindparam("_now"),
-        finished_at=None,
-        lease_expires_at=sa.bindparam("_lease"),
-        worker_id=sa.bindparam("_worker"),
-    )
+    .values(CLAIMED_VALUES)
     .returning(*_T.c)
     .cte("claimed")
 )

@@ -107,6 +107,16 @@ _A: sa.Table = models.Attempt.__table__  # type: ignore[assignment]
 ACTIVE_TENANT_IDS = sa.select(models.Tenant.id).where(
     models.Tenant.status == models.TenantStatus.ACTIVE
 )
+#: What a claim writes: attempt `_now` for `_worker` until `_lease` (also the group
+#: commit's batch claim, `runtime.store.batch_statements`).
+CLAIMED_VALUES = {
+    "status": Status.RUNNING,
+    "attempts": _T.c.attempts + 1,
+    "started_at": sa.bindparam("_now"),
+    "finished_at": None,
+    "lease_expires_at": sa.bindparam("_lease"),
+    "worker_id": sa.bindparam("_worker"),
+}
 CLAIM = (
     sa.update(_T)
     .where(
@@ -116,14 +126,7 @@ CLAIM = (
         # A suspended tenant's work waits; the sweep sends it again on resume.
         _T.c.tenant_id.in_(ACTIVE_TENANT_IDS),
     )
-    .values(
-        status=Status.RUNNING,
-        attempts=_T.c.attempts + 1,
-        started_at=sa.bindparam("_now"),
-        finished_at=None,
-        lease_expires_at=sa.bindparam("_lease"),
-        worker_id=sa.bindparam("_worker"),
-    )
+    .values(CLAIMED_VALUES)
     .returning(*_T.c)
 )
 ADD_ATTEMPT = sa.insert(_A)
