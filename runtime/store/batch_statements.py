@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql
 
 from runtime.store import models
 from runtime.store.models import CLAIMABLE, Status
-from runtime.store.statements import ACTIVE_TENANT_IDS, CLAIMED_VALUES, with_attempt_rows
+from runtime.store.statements import CLAIMED_VALUES, states_in, with_attempt_rows
 
 _T: sa.Table = models.Invocation.__table__  # type: ignore[assignment]
 _A: sa.Table = models.Attempt.__table__  # type: ignore[assignment]
@@ -35,11 +35,23 @@ _IDS = sa.bindparam("_ids", type_=postgresql.ARRAY(sa.String))
 #: backlog (and its dead entries) for every batch.
 _STATE = sa.func.coalesce(_T.c.status, "")
 
+#: The tenant's state per row, as a correlated subquery: PostgreSQL does not pull it up
+#: into a join. As `tenant_id IN (SELECT ...)` it was a join, and the planner drove it from
+#: the tenant's index, reading every invocation of the tenant for each batch (a 3,000-row
+#: backlog: 2,992 rows filtered out, 1.3 ms; the drain's PostgreSQL CPU per invocation
+#: 0.95 ms against 0.58 ms without group commit).
+_TENANT_STATE = (
+    sa.select(models.Tenant.status)
+    .where(models.Tenant.id == _T.c.tenant_id)
+    .correlate(_T)
+    .scalar_subquery()
+)
+
 _CLAIMABLE_NOW = (
-    _STATE.in_([str(s) for s in CLAIMABLE]),
+    states_in(_STATE, CLAIMABLE),
     sa.or_(_T.c.scheduled_for.is_(None), _T.c.scheduled_for <= sa.bindparam("_now")),
     # A suspended tenant's work waits; the sweep sends it again on resume.
-    _T.c.tenant_id.in_(ACTIVE_TENANT_IDS),
+    _TENANT_STATE == models.TenantStatus.ACTIVE,
 )
 _claimed = (
     sa.update(_T)

@@ -8,8 +8,11 @@ own and the rest of the batch is written. The batch is one transaction: if it fa
 nothing of it is written and every request gets the error.
 
 On PostgreSQL the claims of one worker are one statement and the successes another
-(`runtime.store.batch_statements`), in autocommit when only one of them is needed. SQLite
-has no data-modifying CTEs: there each request is its own statements, all in one
+(`runtime.store.batch_statements`), each committed on its own (autocommit): one round
+trip each, where one transaction around both cost four (BEGIN, the two, COMMIT). The
+rows of a statement stand alone, so nothing needs the two in one transaction; if one of
+them fails, its requests get the error (`Failed`) and the other's keep their outcomes.
+SQLite has no data-modifying CTEs: there each request is its own statements, all in one
 transaction.
 """
 
@@ -25,6 +28,7 @@ from sqlalchemy.engine import Connection
 
 from runtime.store import batch_statements, statements
 from runtime.store.db import Database, translate_errors
+from runtime.store.group_commit import Failed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,34 +116,55 @@ def _write_postgresql(db: Database, requests: Sequence[Request], now: datetime) 
         else:
             outcomes[index] = False
             successes.setdefault(request.invocation_id, index)
-    work = len(claims) + (1 if successes else 0)
-    with translate_errors(), _connection(db, single=work == 1) as connection:
-        for (worker_id, lease_s), ids in claims.items():
-            params = {
-                "_ids": sorted(ids),
-                "_now": now,
-                "_lease": now + timedelta(seconds=lease_s),
-                "_worker": worker_id,
-            }
-            for row in connection.execute(batch_statements.CLAIM_BATCH, params):
-                outcomes[ids[row.id]] = row
-        if successes:
-            batch = [requests[successes[i]] for i in sorted(successes)]
-            params = {
-                "_ids": [r.invocation_id for r in batch],
-                "_attempts": [r.attempt for r in batch],  # type: ignore[union-attr]
-                "_workers": [r.worker_id for r in batch],
-                "_results": [_json(r.result) for r in batch],  # type: ignore[union-attr]
-                "_now": now,
-            }
-            for row in connection.execute(batch_statements.SUCCEED_BATCH, params):
-                outcomes[successes[row.invocation_id]] = True
+    for (worker_id, lease_s), ids in claims.items():
+        params = {
+            "_ids": sorted(ids),
+            "_now": now,
+            "_lease": now + timedelta(seconds=lease_s),
+            "_worker": worker_id,
+        }
+        try:
+            with translate_errors(), db.statements() as connection:
+                for row in connection.execute(batch_statements.CLAIM_BATCH, params):
+                    outcomes[ids[row.id]] = row
+        except Exception as ex:
+            _fail(outcomes, requests, ex, (worker_id, lease_s))
+    if successes:
+        batch = [requests[successes[i]] for i in sorted(successes)]
+        params = {
+            "_ids": [r.invocation_id for r in batch],
+            "_attempts": [r.attempt for r in batch],  # type: ignore[union-attr]
+            "_workers": [r.worker_id for r in batch],
+            "_results": [_json(r.result) for r in batch],  # type: ignore[union-attr]
+            "_now": now,
+        }
+        try:
+            with translate_errors(), db.statements() as connection:
+                for row in connection.execute(batch_statements.SUCCEED_BATCH, params):
+                    outcomes[successes[row.invocation_id]] = True
+        except Exception as ex:
+            _fail(outcomes, requests, ex, _SUCCESSES)
     return outcomes
 
 
-def _connection(db: Database, *, single: bool) -> Any:
-    """Autocommit for a single statement (one round trip), else one transaction."""
-    return db.statements() if single else db.engine.begin()
+#: The statement a request is written by: its claim group (worker, lease), or this.
+_SUCCESSES = ("", -1.0)
+
+
+def _statement_of(request: Request) -> tuple[str, float]:
+    if isinstance(request, ClaimRequest):
+        return request.worker_id, request.lease_s
+    return _SUCCESSES
+
+
+def _fail(
+    outcomes: list[Any], requests: Sequence[Request], error: Exception, statement: tuple[str, float]
+) -> None:
+    """Every request of the failed statement (duplicates too) gets its error, as `Failed`."""
+    failed = Failed(error)
+    for index, request in enumerate(requests):
+        if _statement_of(request) == statement:
+            outcomes[index] = failed
 
 
 def _json(value: dict[str, Any] | None) -> str:

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from runtime.store import models, statements
 from runtime.store.claim_batches import ClaimRequest, SuccessRequest, add_attempt, write_batch
 from runtime.store.db import Database, translate_errors
+from runtime.store.driver import DriverStatement, driver_connection
 from runtime.store.fairness import WaitReason
 from runtime.store.group_commit import GroupCommitter
 from runtime.store.models import Status
@@ -71,6 +72,13 @@ class Claims:
 
     def __init__(self, db: Database, *, group_commit_ms: float = 0.0) -> None:
         self.db = db
+        self._driver: tuple[DriverStatement, DriverStatement] | None = None
+        if db.dialect == "postgresql":
+            # The claim and the success alone run once per invocation: psycopg runs them.
+            self._driver = (
+                DriverStatement(statements.CLAIM_WITH_ATTEMPT, db.engine),
+                DriverStatement(statements.SUCCEED_AND_CLOSE, db.engine, json=("_result",)),
+            )
         self._group: GroupCommitter | None = None
         if group_commit_ms > 0:
             self._group = GroupCommitter(
@@ -110,14 +118,16 @@ class Claims:
             "_lease": now + timedelta(seconds=lease_s),
             "_worker": worker_id,
         }
-        if self.db.dialect == "postgresql":
-            with self.db.statements() as connection:
-                row = connection.execute(statements.CLAIM_WITH_ATTEMPT, params).first()
-        else:
-            with translate_errors(), self.db.engine.begin() as connection:
-                row = connection.execute(statements.CLAIM, params).first()
-                if row is not None:
-                    add_attempt(connection, row, worker_id, now)
+        if self._driver is not None:
+            with driver_connection(self.db.engine) as driver:
+                won = self._driver[0].first(driver, params)
+            if won is not None:
+                return Claimed(InvocationView.from_mapping(won), won["attempts"])
+            return self._why_not_claimed(invocation_id, now)
+        with translate_errors(), self.db.engine.begin() as connection:
+            row = connection.execute(statements.CLAIM, params).first()
+            if row is not None:
+                add_attempt(connection, row, worker_id, now)
         if row is not None:
             # A Core row has the attributes `from_row` reads.
             return Claimed(InvocationView.from_row(row), row.attempts)  # type: ignore[arg-type]
@@ -259,9 +269,10 @@ class Claims:
             inv = claimed.invocation
             request = SuccessRequest(inv.id, claimed.attempt, inv.worker_id or "", result)
             return bool(self._group.submit(request))
-        if self.db.dialect == "postgresql":
-            with self.db.statements() as connection:
-                return self.succeed(connection, claimed, result)
+        if self._driver is not None:
+            params = {**self._lease(claimed), "_now": self.db.clock(), "_result": result}
+            with driver_connection(self.db.engine) as driver:
+                return self._driver[1].first(driver, params) is not None
         with translate_errors(), self.db.engine.begin() as connection:
             return self.succeed(connection, claimed, result)
 

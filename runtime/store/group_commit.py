@@ -11,11 +11,12 @@ The guarantees of the single statements hold (docs/architecture.md, "Group commi
 
 - a request that loses (the invocation already running or finished, the lease lost) is
   refused on its own; the batch's other rows are written;
-- nothing is written before the commit, and a batch is one transaction: a process killed
-  with a batch in flight leaves its invocations claimable (sent again by the sweep) or
-  its attempts running under a lease that lapses (reclaimed by the sweep);
-- a batch that fails gives every waiting thread the same error (`StoreUnavailable` for
-  an outage), which it raises as the single path would.
+- no thread is answered before the statement that wrote its request committed: a process
+  killed with a batch in flight leaves its invocations claimable (sent again by the
+  sweep) or its attempts running under a lease that lapses (reclaimed by the sweep);
+- a statement that fails gives each thread whose request it held the error
+  (`StoreUnavailable` for an outage; the writer returns it as `Failed`), which the thread
+  raises as the single path would; a writer that raises fails the whole batch.
 
 The committer starts with the first request of the process (a forked child starts its
 own) and stops with `close`.
@@ -23,6 +24,7 @@ own) and stops with `close`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import queue
 import threading
@@ -32,6 +34,13 @@ from typing import Any
 
 #: Requests one batch takes at most; the rest wait for the next one.
 MAX_BATCH = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class Failed:
+    """An outcome of `write`: this request was not written; its thread raises `error`."""
+
+    error: BaseException
 
 
 class _Waiter:
@@ -47,7 +56,8 @@ class _Waiter:
 class GroupCommitter:
     """One thread that writes the requests of this process's threads in batches.
 
-    `write` takes a batch of requests and returns their outcomes in order, or raises.
+    `write` takes a batch of requests and returns their outcomes in order (a `Failed` one
+    for a request it could not write), or raises for the whole batch.
     """
 
     def __init__(
@@ -139,10 +149,13 @@ class GroupCommitter:
         try:
             outcomes = self.write([waiter.request for waiter in batch])
             for waiter, outcome in zip(batch, outcomes, strict=True):
-                waiter.outcome = outcome
+                if isinstance(outcome, Failed):
+                    waiter.error = outcome.error
+                else:
+                    waiter.outcome = outcome
         except BaseException as ex:
-            # The whole batch was one transaction: none of it was written. Every waiter
-            # gets the error, and the committer goes on with the next batch.
+            # Nothing of the batch is known to be written: every waiter gets the error,
+            # and the committer goes on with the next batch.
             for waiter in batch:
                 waiter.error = ex
         self.batches += 1

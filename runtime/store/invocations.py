@@ -24,6 +24,7 @@ from runtime.errors import (
 from runtime.store import callbacks, models, statements
 from runtime.store.audit import AuditEntry, append_in
 from runtime.store.db import Database, translate_errors
+from runtime.store.driver import DriverStatement, driver_connection
 from runtime.store.fairness import WaitReason
 from runtime.store.models import CLAIMABLE, Status
 from runtime.store.paging import decode_cursor, encode_cursor
@@ -31,6 +32,7 @@ from runtime.store.views import AttemptView, InvocationView
 
 I = models.Invocation  # noqa: E741 - the table every statement here is about
 _VIEW_FIELDS = tuple(f.name for f in dataclasses.fields(InvocationView))
+_JSON_COLUMNS = tuple(c.key for c in I.__table__.columns if isinstance(c.type, sa.JSON))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,8 +66,45 @@ _NOT_YET: dict[str, Any] = dict.fromkeys(
 class Invocations:
     def __init__(self, db: Database) -> None:
         self.db = db
+        #: The accept's INSERTs run by psycopg (PostgreSQL), by (admit, key_checked).
+        self._driver: dict[tuple[bool, bool], DriverStatement] = {}
 
     # --- accepting ----------------------------------------------------------------------------
+
+    def _write_new(
+        self, new: NewInvocation, values: dict[str, Any], admit: bool, key_checked: bool, now: Any
+    ) -> dict[str, Any] | None:
+        """The INSERT of `insert`; its RETURNING as a dict, or None if it inserted nothing.
+
+        One statement, committed by itself: it inserts only for an active tenant (and an
+        active key), and a duplicate key inserts nothing instead of failing. A callback is
+        written in the same transaction: an invocation is never stored without the
+        callback it asked for.
+        """
+        if new.callback_url is None and self.db.dialect == "postgresql":
+            # Once per accept: psycopg runs it (runtime.store.driver).
+            with driver_connection(self.db.engine) as driver:
+                return self._insert_statement(admit, key_checked).first(driver, values)
+        insert = statements.insert_for_active_tenant(self.db.dialect, admit, key_checked)
+        if new.callback_url is None:
+            with self.db.statements() as connection:
+                row = connection.execute(insert, values).first()
+        else:
+            with translate_errors(), self.db.engine.begin() as connection:
+                row = connection.execute(insert, values).first()
+                if row is not None:
+                    callbacks.insert_in(connection, new.id, new.tenant_id, new.callback_url, now)
+        return None if row is None else dict(row._mapping)
+
+    def _insert_statement(self, admit: bool, key_checked: bool) -> DriverStatement:
+        statement = self._driver.get((admit, key_checked))
+        if statement is None:
+            statement = self._driver[(admit, key_checked)] = DriverStatement(
+                statements.insert_for_active_tenant(self.db.dialect, admit, key_checked),
+                self.db.engine,
+                json=_JSON_COLUMNS,
+            )
+        return statement
 
     def insert(
         self, new: NewInvocation, *, window: int | None = None, key_id: str | None = None
@@ -102,22 +141,9 @@ class Invocations:
             values["_window"] = window
         if key_id is not None:
             values["_key_id"] = key_id
-        # One statement, committed by itself: it inserts only for an active tenant, and
-        # a duplicate key inserts nothing instead of failing. A callback is written in the
-        # same transaction: an invocation is never stored without the callback it asked for.
-        insert = statements.insert_for_active_tenant(
-            self.db.dialect, window is not None, key_id is not None
-        )
-        if new.callback_url is None:
-            with self.db.statements() as connection:
-                inserted = connection.execute(insert, values).first()
-        else:
-            with translate_errors(), self.db.engine.begin() as connection:
-                inserted = connection.execute(insert, values).first()
-                if inserted is not None:
-                    callbacks.insert_in(connection, new.id, new.tenant_id, new.callback_url, now)
+        inserted = self._write_new(new, values, window is not None, key_id is not None, now)
         if inserted is not None:
-            if window is not None and due and inserted.dispatched_at is None:
+            if window is not None and due and inserted["dispatched_at"] is None:
                 view = view.evolve(waiting_reason=WaitReason.FAIR_SHARE.value)
             return view, True
         self._check_tenant(new.tenant_id)

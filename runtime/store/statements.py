@@ -87,18 +87,26 @@ def insert_for_active_tenant(dialect: str, admit: bool = False, key_checked: boo
 def sent_of_tenant(tenant_id: Any, window: Any) -> Any:
     """`SELECT count(*) AS n` of the tenant's waiting invocations that are sent, at most `window`."""
     sent = sa.alias(I.__table__, "sent_first")
-    claimable: list[Any] = [sa.literal_column(f"'{s.value}'") for s in CLAIMABLE]
     first = (
         sa.select(sa.literal(1).label("one"))
         .where(
             sent.c.tenant_id == tenant_id,
-            sent.c.status.in_(claimable),
+            states_in(sent.c.status, CLAIMABLE),
             sent.c.dispatched_at.is_not(None),
         )
         .limit(window)
         .subquery("sent_window")
     )
     return sa.select(sa.func.count().label("n")).select_from(first)
+
+
+def states_in(column: Any, states: Any) -> Any:
+    """`column IN ('a', 'b')` with the states in the SQL text when the statement is built.
+
+    `column.in_(list)` binds an expanding parameter that SQLAlchemy renders anew on every
+    execution (about 2 % of a worker's CPU on the claim); the states are constants.
+    """
+    return column.in_([sa.literal_column(f"'{Status(state).value}'") for state in states])
 
 
 _T: sa.Table = I.__table__  # type: ignore[assignment]
@@ -121,7 +129,7 @@ CLAIM = (
     sa.update(_T)
     .where(
         _T.c.id == sa.bindparam("_id"),
-        _T.c.status.in_(CLAIMABLE),
+        states_in(_T.c.status, CLAIMABLE),
         sa.or_(_T.c.scheduled_for.is_(None), _T.c.scheduled_for <= sa.bindparam("_now")),
         # A suspended tenant's work waits; the sweep sends it again on resume.
         _T.c.tenant_id.in_(ACTIVE_TENANT_IDS),

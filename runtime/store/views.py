@@ -81,6 +81,11 @@ class InvocationView:
     def from_row(cls, row: models.Invocation) -> InvocationView:
         return cls(**{f.name: getattr(row, f.name) for f in dataclasses.fields(cls)})
 
+    @classmethod
+    def from_mapping(cls, row: dict[str, Any]) -> InvocationView:
+        """From a row as a dict of its columns (`runtime.store.driver`)."""
+        return cls(**{name: row[name] for name in _INVOCATION_FIELDS})
+
     @property
     def finished(self) -> bool:
         return self.status in models.FINISHED
@@ -164,3 +169,7 @@ class ApiKeyView:
             expires_at=row.expires_at,
             revoked_at=row.revoked_at,
         )
+
+
+#: InvocationView's fields, in order.
+_INVOCATION_FIELDS = tuple(f.name for f in dataclasses.fields(InvocationView))

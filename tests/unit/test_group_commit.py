@@ -15,7 +15,7 @@ from runtime.errors import StoreUnavailable
 from runtime.settings import Settings
 from runtime.store.claim_batches import ClaimRequest, SuccessRequest, write_batch
 from runtime.store.claims import Claimed, Limits, NotClaimed
-from runtime.store.group_commit import GroupCommitter
+from runtime.store.group_commit import Failed, GroupCommitter
 
 
 @pytest.fixture
@@ -195,6 +195,56 @@ def test_a_claim_under_concurrency_limits_keeps_the_single_path(runtime, make_te
 
     # Then it is claimed on its own
     assert isinstance(outcome, Claimed)
+
+
+def test_a_failed_statement_fails_its_own_requests_and_the_others_are_written(
+    backend: str, runtime, make_tenant, monkeypatch: pytest.MonkeyPatch
+):
+    if backend != "production":
+        pytest.skip("SQLite writes a batch in one transaction: it fails as a whole")
+    # Given a claimable invocation and a running one, and a success statement that fails
+    from runtime.store import batch_statements
+
+    tenant = make_tenant()
+    free, running = accept(runtime, tenant, 2)
+    claimed = claim_alone(runtime, running, "w1")
+    monkeypatch.setattr(batch_statements, "SUCCEED_BATCH", sa.text("SELECT 1 / 0"))
+
+    # When one batch claims the first and records the second's success (asked twice)
+    success = SuccessRequest(running, claimed.attempt, "w1", None)
+    outcomes = write_batch(runtime.store.db, [ClaimRequest(free, "w1", 30), success, success])
+
+    # Then the claim is written and answered; both success requests get the error
+    assert outcomes[0] is not None and outcomes[0].id == free
+    assert all(isinstance(o, Failed) and isinstance(o.error, Exception) for o in outcomes[1:])
+    assert runtime.store.invocations.get(free).status == "running"
+    assert runtime.store.invocations.get(running).status == "running"
+
+
+def test_a_claim_batch_finds_its_rows_by_primary_key(backend: str, runtime, make_tenant):
+    if backend != "production":
+        pytest.skip("a PostgreSQL plan")
+    # Given a tenant with a backlog (its invocations are what a bad plan would read)
+    tenant = make_tenant()
+    ids = accept(runtime, tenant, 200)
+    from runtime.store import batch_statements
+
+    # When the batch claim of 8 of them is explained
+    now = runtime.store.db.clock()
+    compiled = batch_statements.CLAIM_BATCH.compile(dialect=runtime.store.db.engine.dialect)
+    params = compiled.construct_params(
+        {"_ids": ids[:8], "_now": now, "_lease": now, "_worker": "w1"}
+    )
+    with runtime.store.db.engine.connect() as conn:
+        cursor = conn.connection.dbapi_connection.cursor()
+        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + str(compiled), params)
+        plan = str(cursor.fetchone()[0])
+        conn.connection.dbapi_connection.rollback()
+
+    # Then it reads them through the primary key, not through the tenant's index
+    assert "pk_invocations" in plan
+    assert "ix_invocations_tenant_id_created_at" not in plan
+    assert "'Rows Removed by Filter': 192" not in plan
 
 
 def test_a_store_error_reaches_every_waiting_thread(
