@@ -42,6 +42,9 @@ class DriverStatement:
             for name, value in compiled.construct_params(_check=False).items()
         }
         self.json = json
+        #: The result's column names, read once: psycopg builds the description's column
+        #: objects anew on every read (some 30 µs for an invocation's 25 columns).
+        self._names: list[str] | None = None
 
     def rows(
         self, connection: psycopg.Connection[Any], params: dict[str, Any]
@@ -54,9 +57,11 @@ class DriverStatement:
         for name in self.json:
             values[name] = Json(values[name])
         cursor = connection.execute(self.sql, values, prepare=True)
-        if cursor.description is None:
+        if cursor.pgresult is None or not cursor.pgresult.nfields:
             return []
-        names = [column.name for column in cursor.description]
+        names = self._names
+        if names is None:
+            names = self._names = [column.name for column in cursor.description or ()]
         return [dict(zip(names, map(_utc, row), strict=True)) for row in cursor.fetchall()]
 
     def first(
