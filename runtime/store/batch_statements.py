@@ -103,7 +103,13 @@ _succeeded = (
 #: whose lease is still its claimer's, and close its attempt; returns the ids recorded.
 SUCCEED_BATCH = (
     sa.update(_A)
-    .where(_A.c.invocation_id == _succeeded.c.id, _A.c.number == _succeeded.c.attempts)
+    .where(
+        # `_ids` again, so that the attempts are found by key even when the table's
+        # statistics are older than it (`statements.SUCCEED_AND_CLOSE`).
+        _A.c.invocation_id == sa.any_(_IDS),
+        _A.c.invocation_id == _succeeded.c.id,
+        _A.c.number == _succeeded.c.attempts,
+    )
     .values(finished_at=sa.bindparam("_now"), outcome="succeeded", error=None, traceback=None)
     .returning(_A.c.invocation_id)
     .add_cte(_succeeded)

@@ -199,12 +199,17 @@ CLAIM_WITH_ATTEMPT = with_attempt_rows(CLAIM.cte("claimed"))
 
 _succeeded = SUCCEED.returning(_T.c.id).cte("succeeded")
 #: Success and the attempt's close in one statement; returns a row only if the lease was
-#: still ours (else it changes nothing).
+#: still ours (else it changes nothing). The attempt is named by the parameters, and only
+#: gated on the invocation's update: joined to it (`invocation_id IN (SELECT ...)`), the
+#: planner read the whole attempts table per success whenever its statistics were older
+#: than the table (a new database: 2.8 to 17 million rows read in a 6,000 drain, doubling
+#: PostgreSQL's CPU per invocation).
 SUCCEED_AND_CLOSE = (
     sa.update(_A)
     .where(
-        _A.c.invocation_id.in_(sa.select(_succeeded.c.id)),
+        _A.c.invocation_id == sa.bindparam("_id"),
         _A.c.number == sa.bindparam("_attempt"),
+        sa.exists(sa.select(_succeeded.c.id)),
     )
     .values(finished_at=sa.bindparam("_now"), outcome="succeeded", error=None, traceback=None)
     .returning(_A.c.invocation_id)

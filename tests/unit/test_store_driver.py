@@ -85,3 +85,33 @@ def test_an_unreachable_store_is_store_unavailable(runtime_with: Callable[..., R
     )
     with pytest.raises(StoreUnavailable):
         down.store.claims.claim("inv-1", "w1", 30)
+
+
+def test_a_success_reads_its_attempt_by_index_before_the_table_has_statistics(
+    runtime: Runtime, make_tenant
+):
+    # Given a new database (never analyzed) with 300 attempts
+    tenant = make_tenant()
+    claims = runtime.store.claims
+    for _ in range(300):
+        accepted, _ = runtime.invocations.accept(
+            tenant_id=tenant, function="echo", payload={"message": "x"}
+        )
+        claimed = claims.claim(accepted.id, "w1", 30)
+        assert isinstance(claimed, Claimed)
+
+    # When the success statement is planned for the last of them
+    statement = claims._driver[1]  # type: ignore[index]
+    params = {
+        **statement.constants,
+        "_id": claimed.invocation.id,
+        "_attempt": claimed.attempt,
+        "_worker": "w1",
+        "_now": runtime.store.db.clock(),
+        "_result": None,
+    }
+    with driver_connection(runtime.store.db.engine) as connection:
+        plan = str(connection.execute("EXPLAIN (FORMAT JSON) " + statement.sql, params).fetchone())
+
+    # Then neither table is read whole: both rows are found by their keys
+    assert "Seq Scan" not in plan, plan
