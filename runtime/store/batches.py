@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 from collections.abc import Collection, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -197,25 +199,36 @@ def _insert(connection: sa.Connection, values: list[dict[str, Any]]) -> set[str]
     """Insert the rows whose key is free; the ids inserted. One statement on PostgreSQL."""
     if connection.dialect.name != "postgresql":
         return {row.id for row in connection.execute(_SQLITE_INSERT, values)}
-    # One array per column, unnested into rows: the statement's text and its parameters
-    # stay the same size whatever the batch's, where a multi-row VALUES list has a
-    # placeholder per value, which the driver parses again for every batch.
-    params = {}
-    for column in _T.columns:
-        process = column.type.dialect_impl(connection.dialect).bind_processor(connection.dialect)
-        column_values = [row.get(column.key) for row in values]
-        params[column.key] = [process(v) for v in column_values] if process else column_values
-    insert = _pg_unnest_insert(connection.dialect)
-    return {row.id for row in connection.exec_driver_sql(insert, params)}
+    # The rows as one JSON document, read back into rows by PostgreSQL: the statement and
+    # its parameters are the same whatever the batch's size, and orjson writes the
+    # document in C (one array per column cost psycopg a regular expression per value,
+    # a third of the gateway's CPU per item).
+    insert = _pg_recordset_insert(connection.dialect)
+    return {row.id for row in connection.exec_driver_sql(insert, {"rows": _json_rows(values)})}
+
+
+def _json_rows(values: list[dict[str, Any]]) -> str:
+    try:
+        return orjson.dumps(values).decode()
+    except orjson.JSONEncodeError:
+        # orjson refuses integers past 64 bits, which JSON (and an input) may hold.
+        return json.dumps(values, default=_iso)
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 @functools.cache
-def _pg_unnest_insert(dialect: sa.Dialect) -> str:
-    """`INSERT ... SELECT * FROM unnest(%(col)s::type[], ...) ON CONFLICT DO NOTHING`."""
+def _pg_recordset_insert(dialect: sa.Dialect) -> str:
+    """`INSERT ... SELECT ... FROM json_to_recordset(%(rows)s::json) ON CONFLICT DO NOTHING`."""
     names = ", ".join(f'"{c.name}"' for c in _T.columns)
-    arrays = ", ".join(f"%({c.key})s::{c.type.compile(dialect=dialect)}[]" for c in _T.columns)
+    record = ", ".join(f'"{c.name}" {c.type.compile(dialect=dialect)}' for c in _T.columns)
     return (
-        f'INSERT INTO "{_T.name}" ({names}) SELECT * FROM unnest({arrays}) '
+        f'INSERT INTO "{_T.name}" ({names}) SELECT {names} '
+        f"FROM json_to_recordset(%(rows)s::json) AS batch({record}) "
         'ON CONFLICT DO NOTHING RETURNING "id"'
     )
 

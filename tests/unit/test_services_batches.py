@@ -246,3 +246,17 @@ def test_sends_that_fail_are_left_to_the_sweep(runtime, make_tenant, monkeypatch
     assert not any(sent for sent, _ in sent_flags(runtime, ids).values())
     monkeypatch.undo()
     assert runtime.sweep().sent == 3
+
+
+def test_a_batch_document_holds_integers_past_64_bits_and_aware_times():
+    # orjson refuses such integers; the batch falls back to the standard library for them
+    import json as stdlib_json
+    from datetime import UTC, datetime
+
+    from runtime.store.batches import _json_rows
+
+    at = datetime(2026, 11, 30, 7, 30, tzinfo=UTC)
+    document = _json_rows([{"payload": {"n": 2**70}, "created_at": at, "result": None}])
+    assert stdlib_json.loads(document) == [
+        {"payload": {"n": 2**70}, "created_at": "2026-11-30T07:30:00+00:00", "result": None}
+    ]
