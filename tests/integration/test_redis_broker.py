@@ -168,6 +168,30 @@ def test_a_consumer_with_every_slot_taken_takes_the_next_message_on_ack(
     consumer.ack(got[0])
 
 
+def test_under_load_a_consumer_fetches_a_quarter_of_its_slots_at_a_time(
+    make_broker: Callable[..., WakingRedisBroker],
+) -> None:
+    # Given a consumer (prefetch 8) holding 8 unacknowledged messages, 12 more queued
+    broker = make_broker(max_block_s=0.05)
+    sender = declare_recorder(make_broker(), Runs())
+    sent = [sender.send(f"m{n}") for n in range(20)]
+    consumer = broker.consume(QUEUE, prefetch=8, timeout=50)
+    held = [next(consumer) for _ in range(8)]
+    assert [m.message_id for m in held] == [m.message_id for m in sent[:8]]
+
+    # When one is acknowledged, the consumer fetches nothing: one slot is not a batch
+    consumer.ack(held[0])
+    assert next(consumer) is None
+    assert consumer.message_cache == []
+
+    # When a second is acknowledged, it fetches two messages in one call
+    consumer.ack(held[1])
+    taken = [next(consumer), next(consumer)]
+    assert [m.message_id for m in taken] == [m.message_id for m in sent[8:10]]
+    for message in held[2:] + taken:
+        consumer.ack(message)
+
+
 def test_a_message_sent_without_a_token_is_still_delivered(
     make_broker: Callable[..., WakingRedisBroker], redis_namespace: str
 ) -> None:
