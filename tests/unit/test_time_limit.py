@@ -84,3 +84,36 @@ def test_each_thread_has_its_own_deadline():
     for thread in threads:
         thread.join(timeout=20)
     assert outcomes == {"over": "interrupted", "within": "done"}
+
+
+def test_a_nearer_deadline_armed_while_the_watcher_sleeps_toward_a_later_one_fires():
+    # Given a call under a long limit, so the watcher sleeps toward its far deadline
+    limits = TimeLimits()
+    started = threading.Event()
+    release = threading.Event()
+    long_call = threading.Thread(
+        target=lambda: limits.run(60, lambda: (started.set(), release.wait(10))), daemon=True
+    )
+    long_call.start()
+    assert started.wait(5)
+
+    # When another thread runs a call over a short limit, it is interrupted all the same
+    with pytest.raises(TimeLimitExceeded):
+        limits.run(0.05, lambda: busy(10))
+    release.set()
+    long_call.join(5)
+
+
+def test_the_watcher_serves_call_after_call_and_leaves_once_idle():
+    limits = TimeLimits(idle_s=0.2)
+    limits.run(5, lambda: "first")
+    watcher = limits._watcher
+    assert watcher is not None
+    limits.run(5, lambda: "second")
+    # The same watcher served the second call: no thread started per call
+    assert limits._watcher is watcher
+    wait_for(lambda: limits._watcher is None, timeout=5, what="the idle watcher to leave")
+    assert not watcher.is_alive() or watcher.join(5) is None
+    # and the next call starts one again
+    with pytest.raises(TimeLimitExceeded):
+        limits.run(0.05, lambda: busy(10))
