@@ -22,7 +22,13 @@ consumer's ack set until acked), and changes how messages are announced and awai
   signal, instead of sleeping; under load it fetches a quarter of its slots at a time
   (Dramatiq's fetches as soon as one is free: a script call per message);
 - a closing consumer requeues what it fetched but never handed out, where Dramatiq's
-  leaves it in its ack set until maintenance finds the process dead.
+  leaves it in its ack set until maintenance finds the process dead;
+- under load, acks are written in batches: an ack frees its slot at once and is sent
+  with the others pending before the consumer's next fetch, in one script call that does
+  what Dramatiq's ack does for each (`_ACK_MANY`); an idle consumer's acks go at once.
+  An ack still pending when a process dies leaves its message in the ack set, as a
+  process killed just before its ack does: maintenance requeues it, and the claim skips
+  the delivery of a finished invocation.
 
 A token is a hint, never the message: a token with no message behind it costs one empty
 fetch, and a message with no token (sent by a plain `RedisBroker`, or requeued by
@@ -31,6 +37,7 @@ Dramatiq's maintenance) is still fetched when the wait times out, as before.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -58,6 +65,16 @@ redis.call("lpush", KEYS[3], "1")
 redis.call("ltrim", KEYS[3], 0, tonumber(ARGV[3]) - 1)
 """
 
+#: Dramatiq's "ack" for each message id in ARGV: out of the consumer's ack set (KEYS[1])
+#: and, if it was there, its body out of `<queue>.msgs` (KEYS[2]).
+_ACK_MANY = """
+for i = 1, #ARGV do
+    if redis.call("srem", KEYS[1], ARGV[i]) > 0 then
+        redis.call("hdel", KEYS[2], ARGV[i])
+    end
+end
+"""
+
 
 class WakingRedisBroker(RedisBroker):
     """Dramatiq's `RedisBroker`, whose idle consumers block until a message is enqueued."""
@@ -77,6 +94,7 @@ class WakingRedisBroker(RedisBroker):
         self.wakeup_tokens = wakeup_tokens
         self.max_block_s = max_block_s
         self._enqueue_and_wake = self.client.register_script(_ENQUEUE_AND_WAKE)
+        self._ack_many = self.client.register_script(_ACK_MANY)
 
     @property
     def consumer_class(self) -> type[WakingConsumer]:
@@ -123,6 +141,14 @@ class WakingRedisBroker(RedisBroker):
             self.emit_after("enqueue", message, None)
         return sent
 
+    def ack_many(self, queue_name: str, redis_message_ids: Sequence[str]) -> None:
+        """Acknowledge these messages of this broker's consumers of `queue_name`: one call."""
+        keys = [
+            f"{self.namespace}:__acks__.{self.broker_id}.{queue_name}",
+            f"{self.namespace}:{queue_name}.msgs",
+        ]
+        self._ack_many(keys=keys, args=list(redis_message_ids))
+
     def wake(self, queue_name: str, count: int) -> None:
         """Leave up to `count` tokens for the consumers of `queue_name` (one round trip)."""
         key = self.wakeup_key(queue_name)
@@ -148,6 +174,10 @@ class WakingConsumer(_RedisConsumer):
         super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
         # Signalled by worker threads (they ack through this consumer) when a slot frees.
         self._slot_freed = threading.Condition()
+        #: Acks of messages whose slots are free, not yet sent (redis message ids).
+        self._pending_acks: list[str] = []
+        #: Whether the consumer is blocked waiting for a message (its acks go at once).
+        self._waiting_for_work = False
         #: While more than this many messages are out, wait for acks rather than fetch:
         #: at least a quarter of the slots' worth is then fetched in one call. The rest
         #: still out keep every thread busy (prefetch is twice the threads), so no
@@ -155,10 +185,29 @@ class WakingConsumer(_RedisConsumer):
         self._fetch_above = prefetch - max(1, prefetch // 4)
 
     def ack(self, message: MessageProxy) -> None:
+        """Free the message's slot now; send the ack with the next fetch, or now if idle."""
+        with self._slot_freed:
+            self._pending_acks.append(message.options["redis_message_id"])
+            self.queued_message_ids.discard(message.message_id)
+            self._slot_freed.notify()
+            idle = self._waiting_for_work
+        if idle:
+            with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+                # Kept pending on failure: the consumer's next fetch sends them.
+                self._flush_acks()
+
+    def _flush_acks(self) -> None:
+        """Send the pending acks in one call; on failure keep them for the next one."""
+        with self._slot_freed:
+            pending, self._pending_acks = self._pending_acks, []
+        if not pending:
+            return
         try:
-            super().ack(message)  # type: ignore[no-untyped-call]
-        finally:
-            self._notify_slot()
+            self.broker.ack_many(self.queue_name, pending)
+        except BaseException:
+            with self._slot_freed:
+                self._pending_acks[:0] = pending
+            raise
 
     def nack(self, message: MessageProxy) -> None:
         try:
@@ -183,6 +232,7 @@ class WakingConsumer(_RedisConsumer):
         leftovers = [MessageProxy(Message.decode(d)) for d in self.message_cache if d is not None]
         self.message_cache = []
         try:
+            self._flush_acks()
             self.requeue(leftovers)
         except (redis.ConnectionError, redis.TimeoutError) as ex:
             raise ConnectionClosed(ex) from None  # type: ignore[no-untyped-call]
@@ -217,7 +267,17 @@ class WakingConsumer(_RedisConsumer):
                 self._slot_freed.wait(timeout=min(timeout_s, self.broker.max_block_s))
                 if self.outstanding_message_count > self._fetch_above:
                     return
+        self._flush_acks()
         room = self.prefetch - self.outstanding_message_count
         self.message_cache = self.broker.do_fetch(self.queue_name, room)
-        if not self.message_cache and self.broker.wait_for_wakeup(self.queue_name, timeout_s):
-            self.message_cache = self.broker.do_fetch(self.queue_name, room)
+        if not self.message_cache:
+            with self._slot_freed:
+                self._waiting_for_work = True
+            self._flush_acks()  # any that came in before the flag was up
+            try:
+                woken = self.broker.wait_for_wakeup(self.queue_name, timeout_s)
+            finally:
+                with self._slot_freed:
+                    self._waiting_for_work = False
+            if woken:
+                self.message_cache = self.broker.do_fetch(self.queue_name, room)

@@ -192,6 +192,56 @@ def test_under_load_a_consumer_fetches_a_quarter_of_its_slots_at_a_time(
         consumer.ack(message)
 
 
+def test_under_load_acks_go_together_with_the_next_fetch_and_an_idle_consumers_at_once(
+    make_broker: Callable[..., WakingRedisBroker], redis_namespace: str
+) -> None:
+    # Given a consumer (prefetch 4) holding 4 messages of 6
+    broker = make_broker(max_block_s=LONG_WAIT_S)
+    sender = declare_recorder(make_broker(), Runs())
+    for n in range(6):
+        sender.send(f"m{n}")
+    consumer = broker.consume(QUEUE, prefetch=4, timeout=int(LONG_WAIT_S * 1000))
+    held = [next(consumer) for _ in range(4)]
+
+    # When two are acknowledged, their slots are free but the acks not yet sent
+    consumer.ack(held[0])
+    consumer.ack(held[1])
+    assert leftovers(broker.client, redis_namespace) == {"stored": 6, "queued": 2, "unacked": 4}
+
+    # Then the next fetch sends both acks and takes the last two messages
+    taken = [next(consumer), next(consumer)]
+    assert all(m is not None for m in taken)
+    assert leftovers(broker.client, redis_namespace) == {"stored": 4, "queued": 0, "unacked": 4}
+
+    # When the consumer waits for work, an ack is sent at once
+    for message in held[2:] + taken[:1]:
+        consumer.ack(message)
+    broker.client.delete(broker.wakeup_key(QUEUE))  # the sends' tokens would wake it
+    waiter = threading.Thread(target=lambda: next(consumer), daemon=True)
+    waiter.start()
+    name = broker.client.client_getname()
+    wait_for(lambda: blocked_in_blpop(broker.client, name), what="the consumer to block")
+    consumer.ack(taken[1])
+    assert leftovers(broker.client, redis_namespace) == {"stored": 0, "queued": 0, "unacked": 0}
+    sender.send("wake")
+    waiter.join(20)
+
+
+def test_a_closing_consumer_sends_its_pending_acks(
+    make_broker: Callable[..., WakingRedisBroker], redis_namespace: str
+) -> None:
+    broker = make_broker(max_block_s=LONG_WAIT_S)
+    sender = declare_recorder(make_broker(), Runs())
+    for n in range(3):
+        sender.send(f"m{n}")
+    consumer = broker.consume(QUEUE, prefetch=8, timeout=int(LONG_WAIT_S * 1000))
+    held = [next(consumer) for _ in range(3)]
+    for message in held:
+        consumer.ack(message)
+    consumer.close()
+    assert leftovers(broker.client, redis_namespace) == {"stored": 0, "queued": 0, "unacked": 0}
+
+
 def test_a_message_sent_without_a_token_is_still_delivered(
     make_broker: Callable[..., WakingRedisBroker], redis_namespace: str
 ) -> None:
