@@ -12,17 +12,15 @@ server processes) per claim, and the wall time per claim. A benchmark: it assert
 from __future__ import annotations
 
 import argparse
-import secrets
 import time
 from collections.abc import Sequence
 from datetime import timedelta
 
 from bench.__main__ import DEFAULT_PG, DEFAULT_REDIS
-from bench.ferry_run import FUNCTION, FUNCTIONS_MODULE
-from bench.group_commit import postgres_cpu_s
+from bench.ferry_run import FUNCTION
+from bench.group_commit import postgres_cpu_s, store_settings
 from bench.infra import pg_database, redis_namespace
 from runtime.app import Runtime
-from runtime.settings import Settings
 from runtime.store import statements
 from runtime.store.driver import DriverStatement, driver_connection
 
@@ -32,16 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=1500)
     args = parser.parse_args(argv)
     with pg_database(DEFAULT_PG) as url, redis_namespace(DEFAULT_REDIS) as namespace:
-        settings = Settings.from_env(
-            database_url=url,
-            broker_url=DEFAULT_REDIS,
-            redis_namespace=namespace,
-            secret_key=secrets.token_urlsafe(48),
-            functions_module=FUNCTIONS_MODULE,
-            fair_dispatch=False,
-            log_level="error",
-        )
-        runtime = Runtime(settings)
+        runtime = Runtime(store_settings(url, namespace))
         try:
             runtime.store.migrate()
             runtime.store.tenants.create("t-bench")

@@ -47,8 +47,9 @@ def postgres_cpu_s() -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def run(database_url: str, namespace: str, ms: float, count: int, threads: int) -> str:
-    settings = Settings.from_env(
+def store_settings(database_url: str, namespace: str, **more: object) -> Settings:
+    """The settings of a store-side benchmark: its database, no fair dispatch, quiet logs."""
+    return Settings.from_env(
         database_url=database_url,
         broker_url=DEFAULT_REDIS,
         redis_namespace=namespace,
@@ -56,8 +57,12 @@ def run(database_url: str, namespace: str, ms: float, count: int, threads: int) 
         functions_module=FUNCTIONS_MODULE,
         fair_dispatch=False,
         log_level="error",
-        group_commit_ms=ms,
+        **more,
     )
+
+
+def run(database_url: str, namespace: str, ms: float, count: int, threads: int) -> str:
+    settings = store_settings(database_url, namespace, group_commit_ms=ms)
     runtime = Runtime(settings)
     try:
         runtime.store.migrate()

@@ -123,12 +123,12 @@ def _write_postgresql(db: Database, requests: Sequence[Request], now: datetime) 
             "_lease": now + timedelta(seconds=lease_s),
             "_worker": worker_id,
         }
-        try:
-            with translate_errors(), db.statements() as connection:
-                for row in connection.execute(batch_statements.CLAIM_BATCH, params):
-                    outcomes[ids[row.id]] = row
-        except Exception as ex:
-            _fail(outcomes, requests, ex, (worker_id, lease_s))
+        rows = _rows(db, batch_statements.CLAIM_BATCH, params)
+        if isinstance(rows, Exception):
+            _fail(outcomes, requests, rows, (worker_id, lease_s))
+            continue
+        for row in rows:
+            outcomes[ids[row.id]] = row
     if successes:
         batch = [requests[successes[i]] for i in sorted(successes)]
         params = {
@@ -138,13 +138,22 @@ def _write_postgresql(db: Database, requests: Sequence[Request], now: datetime) 
             "_results": [_json(r.result) for r in batch],  # type: ignore[union-attr]
             "_now": now,
         }
-        try:
-            with translate_errors(), db.statements() as connection:
-                for row in connection.execute(batch_statements.SUCCEED_BATCH, params):
-                    outcomes[successes[row.invocation_id]] = True
-        except Exception as ex:
-            _fail(outcomes, requests, ex, _SUCCESSES)
+        rows = _rows(db, batch_statements.SUCCEED_BATCH, params)
+        if isinstance(rows, Exception):
+            _fail(outcomes, requests, rows, _SUCCESSES)
+            return outcomes
+        for row in rows:
+            outcomes[successes[row.invocation_id]] = True
     return outcomes
+
+
+def _rows(db: Database, statement: Any, params: dict[str, Any]) -> list[Any] | Exception:
+    """Run one statement of the batch, committed by itself: its rows, or its error."""
+    try:
+        with translate_errors(), db.statements() as connection:
+            return list(connection.execute(statement, params))
+    except Exception as ex:
+        return ex
 
 
 #: The statement a request is written by: its claim group (worker, lease), or this.
