@@ -152,6 +152,24 @@ def _status_counts(runtime: Runtime) -> dict[str, int]:
     return runtime.store.invocations.counts_by_status()
 
 
+def _seq_rows_read(runtime: Runtime) -> dict[str, int]:
+    """Rows PostgreSQL has read by sequential scans so far, per table of the hot path."""
+    with runtime.store.db.engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT relname, seq_tup_read FROM pg_stat_user_tables "
+                "WHERE relname IN ('invocations', 'attempts', 'tenants')"
+            )
+        )
+        return {row.relname: int(row.seq_tup_read) for row in rows}
+
+
+def _seq_rows_since(runtime: Runtime, before: dict[str, int]) -> dict[str, int]:
+    # Statistics reach pg_stat_user_tables within PostgreSQL's stats interval: read late.
+    time.sleep(1.0)
+    return {table: n - before.get(table, 0) for table, n in _seq_rows_read(runtime).items()}
+
+
 def drain(runtime: Runtime, count: int, timeout_s: float) -> dict[str, Any]:
     def finished() -> bool:
         counts = _status_counts(runtime)
@@ -287,8 +305,11 @@ def run(
                 for n, worker in enumerate(workers):
                     raw = profile_dir / f"worker-{n + 1}-drain.raw"
                     recordings.append((profiles.record(worker.pid, seconds, raw), raw))
+            # A plan that reads a whole table per statement shows here before anywhere else.
+            scanned_before = _seq_rows_read(runtime)
             with CpuMeter({"workers": [w.pid for w in workers]}) as cpu:
                 drained = drain(runtime, plan.invocations, plan.drain_timeout_s)
+            drained["seq_rows_read"] = _seq_rows_since(runtime, scanned_before)
             drained["cpu_s"] = cpu.used
             drained["cpu_ms_per_invocation"] = cpu.per_item_ms(plan.invocations)
             for recording, raw in recordings:
