@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg.types.json import Json
 from sqlalchemy.engine import Engine
@@ -55,7 +57,7 @@ class DriverStatement:
             if isinstance(value, enum.Enum):
                 values[name] = value.value
         for name in self.json:
-            values[name] = Json(values[name])
+            values[name] = Json(values[name], dumps=_json_text)
         cursor = connection.execute(self.sql, values, prepare=True)
         if cursor.pgresult is None or not cursor.pgresult.nfields:
             return []
@@ -70,6 +72,14 @@ class DriverStatement:
         """Run it; its first row, or None."""
         rows = self.rows(connection, params)
         return rows[0] if rows else None
+
+
+def _json_text(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        # orjson refuses integers past 64 bits, which JSON (and an input) may hold.
+        return json.dumps(value)
 
 
 def _utc(value: Any) -> Any:
