@@ -1,10 +1,9 @@
 """The hottest statements run on psycopg's own connection: SQLAlchemy builds, psycopg runs.
 
-A worker runs a claim and a success per invocation. Through SQLAlchemy's Core execute
-each costs about 250 µs of the worker's CPU, of which the statement itself (psycopg
-sending it and reading the row) is about 110 µs; the rest is SQLAlchemy's execution
-context, parameter and result processing and the `Connection` around the pooled one
-(`python -m bench.driver_cost` prints both). So the few statements that run once per
+A worker runs a claim and a success per invocation. Through SQLAlchemy's Core execute a
+claim cost 225-275 µs of the worker's CPU, run by psycopg as here 151-212 µs
+(`python -m bench.driver_cost` prints both): the difference is SQLAlchemy's execution
+context, parameter and result processing and the `Connection` around the pooled one. So the few statements that run once per
 invocation are compiled once by SQLAlchemy into SQL text and run by psycopg directly
 (`DriverStatement`), on a connection checked out of the same pool (`driver_connection`).
 
