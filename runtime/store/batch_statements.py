@@ -38,8 +38,7 @@ _STATE = sa.func.coalesce(_T.c.status, "")
 #: The tenant's state per row, as a correlated subquery: PostgreSQL does not pull it up
 #: into a join. As `tenant_id IN (SELECT ...)` it was a join, and the planner drove it from
 #: the tenant's index, reading every invocation of the tenant for each batch (a 3,000-row
-#: backlog: 2,992 rows filtered out, 1.3 ms; the drain's PostgreSQL CPU per invocation
-#: 0.95 ms against 0.58 ms without group commit).
+#: backlog: 2,992 rows filtered out per batch of 8; 2.1 ms, 0.44 ms by primary key).
 _TENANT_STATE = (
     sa.select(models.Tenant.status)
     .where(models.Tenant.id == _T.c.tenant_id)
