@@ -29,16 +29,11 @@ from runtime.errors import StoreUnavailable, TenantNotFound, TenantSuspended
 from runtime.store import callbacks, models
 from runtime.store.db import Database, translate_errors
 from runtime.store.fairness import WaitReason, sent_count
-from runtime.store.invocations import NewInvocation
+from runtime.store.invocations import NewInvocation, view_of
 from runtime.store.models import Status
-from runtime.store.views import InvocationView
+from runtime.store.views import INVOCATION_FIELDS, InvocationView
 
 _T: sa.Table = models.Invocation.__table__  # type: ignore[assignment]
-_VIEW_FIELDS = tuple(f.name for f in dataclasses.fields(InvocationView))
-_NEW_FIELDS = tuple(f.name for f in dataclasses.fields(NewInvocation) if f.name in _VIEW_FIELDS)
-_NOT_YET: dict[str, Any] = dict.fromkeys(
-    ("result", "error", "started_at", "finished_at", "lease_expires_at", "worker_id")
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,10 +66,10 @@ class Batches:
         if any(r.tenant_id != tenant_id or r.function != function for r in rows):
             raise ValueError("a batch is of one tenant and one function")
         now = self.db.clock()
-        views = [_view_of(row, now + timedelta(microseconds=i)) for i, row in enumerate(rows)]
+        views = [view_of(row, now + timedelta(microseconds=i)) for i, row in enumerate(rows)]
         values = []
         for view in views:
-            row_values = {name: getattr(view, name) for name in _VIEW_FIELDS}
+            row_values = {name: getattr(view, name) for name in INVOCATION_FIELDS}
             due = view.status == Status.QUEUED
             row_values["dispatched_at"] = now if due and not held else None
             values.append(row_values)
@@ -179,18 +174,6 @@ class Batches:
             )
 
 
-def _view_of(new: NewInvocation, created_at: Any) -> InvocationView:
-    due = new.scheduled_for is None or new.scheduled_for <= created_at
-    return InvocationView(
-        **{name: getattr(new, name) for name in _NEW_FIELDS},
-        **_NOT_YET,
-        status=Status.QUEUED if due else Status.SCHEDULED,
-        attempts=0,
-        budget_start=0,
-        created_at=created_at,
-    )
-
-
 #: SQLite: SQLAlchemy's "insertmanyvalues" (multi-row VALUES, 1,000 rows a statement).
 _SQLITE_INSERT = sqlite.insert(_T).on_conflict_do_nothing().returning(_T.c.id)
 
@@ -258,7 +241,4 @@ def _by_keys(
             _T.c.idempotency_key.in_(keys),
         )
     )
-    return {
-        row.idempotency_key: InvocationView(**{name: row._mapping[name] for name in _VIEW_FIELDS})
-        for row in rows
-    }
+    return {row.idempotency_key: InvocationView.from_mapping(row._mapping) for row in rows}

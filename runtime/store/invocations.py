@@ -28,10 +28,9 @@ from runtime.store.driver import DriverStatement, driver_connection
 from runtime.store.fairness import WaitReason
 from runtime.store.models import CLAIMABLE, Status
 from runtime.store.paging import decode_cursor, encode_cursor
-from runtime.store.views import AttemptView, InvocationView
+from runtime.store.views import INVOCATION_FIELDS, AttemptView, InvocationView
 
 I = models.Invocation  # noqa: E741 - the table every statement here is about
-_VIEW_FIELDS = tuple(f.name for f in dataclasses.fields(InvocationView))
 _JSON_COLUMNS = tuple(c.key for c in I.__table__.columns if isinstance(c.type, sa.JSON))
 
 
@@ -56,11 +55,26 @@ class NewInvocation:
     callback_url: str | None = None
 
 
-_NEW_FIELDS = tuple(f.name for f in dataclasses.fields(NewInvocation) if f.name in _VIEW_FIELDS)
+_NEW_FIELDS = tuple(
+    f.name for f in dataclasses.fields(NewInvocation) if f.name in INVOCATION_FIELDS
+)
 #: The fields of a stored invocation that a new one does not have yet.
 _NOT_YET: dict[str, Any] = dict.fromkeys(
     ("result", "error", "started_at", "finished_at", "lease_expires_at", "worker_id")
 )
+
+
+def view_of(new: NewInvocation, created_at: datetime) -> InvocationView:
+    """The invocation `new` as stored at `created_at`: queued if due by then, else scheduled."""
+    due = new.scheduled_for is None or new.scheduled_for <= created_at
+    return InvocationView(
+        **{name: getattr(new, name) for name in _NEW_FIELDS},
+        **_NOT_YET,
+        status=Status.QUEUED if due else Status.SCHEDULED,
+        attempts=0,
+        budget_start=0,
+        created_at=created_at,
+    )
 
 
 class Invocations:
@@ -72,7 +86,12 @@ class Invocations:
     # --- accepting ----------------------------------------------------------------------------
 
     def _write_new(
-        self, new: NewInvocation, values: dict[str, Any], admit: bool, key_checked: bool, now: Any
+        self,
+        new: NewInvocation,
+        values: dict[str, Any],
+        admit: bool,
+        key_checked: bool,
+        now: datetime,
     ) -> dict[str, Any] | None:
         """The INSERT of `insert`; its RETURNING as a dict, or None if it inserted nothing.
 
@@ -123,17 +142,10 @@ class Invocations:
         expired), checked by the INSERT itself; otherwise `Unauthenticated`.
         """
         now = self.db.clock()
-        due = new.scheduled_for is None or new.scheduled_for <= now
-        view = InvocationView(
-            **{name: getattr(new, name) for name in _NEW_FIELDS},
-            **_NOT_YET,
-            status=Status.QUEUED if due else Status.SCHEDULED,
-            attempts=0,
-            budget_start=0,
-            created_at=now,
-        )
+        view = view_of(new, now)
+        due = view.status == Status.QUEUED
         # A due invocation is sent by the caller right after this commit.
-        values = {name: getattr(view, name) for name in _VIEW_FIELDS}
+        values = {name: getattr(view, name) for name in INVOCATION_FIELDS}
         # Marked sent if due: the caller sends it right after the commit; should the
         # process stop first, the sweep re-sends it after `redispatch_after_s`.
         values["dispatched_at"] = now if due else None

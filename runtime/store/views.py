@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -79,12 +80,12 @@ class InvocationView:
 
     @classmethod
     def from_row(cls, row: models.Invocation) -> InvocationView:
-        return cls(**{f.name: getattr(row, f.name) for f in dataclasses.fields(cls)})
+        return cls(**{name: getattr(row, name) for name in INVOCATION_FIELDS})
 
     @classmethod
-    def from_mapping(cls, row: dict[str, Any]) -> InvocationView:
-        """From a row as a dict of its columns (`runtime.store.driver`)."""
-        return cls(**{name: row[name] for name in _INVOCATION_FIELDS})
+    def from_mapping(cls, row: Mapping[Any, Any]) -> InvocationView:
+        """From a row as a mapping of its columns (`runtime.store.driver`, Core rows)."""
+        return cls(**{name: row[name] for name in INVOCATION_FIELDS})
 
     @property
     def finished(self) -> bool:
@@ -171,5 +172,5 @@ class ApiKeyView:
         )
 
 
-#: InvocationView's fields, in order.
-_INVOCATION_FIELDS = tuple(f.name for f in dataclasses.fields(InvocationView))
+#: InvocationView's fields, in order: the columns of `invocations` a view holds.
+INVOCATION_FIELDS = tuple(f.name for f in dataclasses.fields(InvocationView))
