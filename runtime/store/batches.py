@@ -16,18 +16,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 from collections.abc import Collection, Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from runtime.errors import StoreUnavailable, TenantNotFound, TenantSuspended
 from runtime.store import callbacks, models
 from runtime.store.db import Database, translate_errors
+from runtime.store.driver import json_text
 from runtime.store.fairness import WaitReason, sent_count
 from runtime.store.invocations import NewInvocation, view_of
 from runtime.store.models import Status
@@ -187,21 +186,7 @@ def _insert(connection: sa.Connection, values: list[dict[str, Any]]) -> set[str]
     # document in C (one array per column cost psycopg a regular expression per value,
     # a third of the gateway's CPU per item).
     insert = _pg_recordset_insert(connection.dialect)
-    return {row.id for row in connection.exec_driver_sql(insert, {"rows": _json_rows(values)})}
-
-
-def _json_rows(values: list[dict[str, Any]]) -> str:
-    try:
-        return orjson.dumps(values).decode()
-    except orjson.JSONEncodeError:
-        # orjson refuses integers past 64 bits, which JSON (and an input) may hold.
-        return json.dumps(values, default=_iso)
-
-
-def _iso(value: Any) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+    return {row.id for row in connection.exec_driver_sql(insert, {"rows": json_text(values)})}
 
 
 @functools.cache

@@ -56,7 +56,7 @@ class DriverStatement:
             if isinstance(value, enum.Enum):
                 values[name] = value.value
         for name in self.json:
-            values[name] = Json(values[name], dumps=_json_text)
+            values[name] = Json(values[name], dumps=json_text)
         cursor = connection.execute(self.sql, values, prepare=True)
         if cursor.pgresult is None or not cursor.pgresult.nfields:
             return []
@@ -73,12 +73,19 @@ class DriverStatement:
         return rows[0] if rows else None
 
 
-def _json_text(value: Any) -> str:
+def json_text(value: Any) -> str:
+    """`value` as JSON text, written by orjson (datetimes as RFC 3339)."""
     try:
         return orjson.dumps(value).decode()
     except orjson.JSONEncodeError:
         # orjson refuses integers past 64 bits, which JSON (and an input) may hold.
-        return json.dumps(value)
+        return json.dumps(value, default=_iso)
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def _utc(value: Any) -> Any:

@@ -253,10 +253,10 @@ def test_a_batch_document_holds_integers_past_64_bits_and_aware_times():
     import json as stdlib_json
     from datetime import UTC, datetime
 
-    from runtime.store.batches import _json_rows
+    from runtime.store.driver import json_text
 
     at = datetime(2026, 11, 30, 7, 30, tzinfo=UTC)
-    document = _json_rows([{"payload": {"n": 2**70}, "created_at": at, "result": None}])
+    document = json_text([{"payload": {"n": 2**70}, "created_at": at, "result": None}])
     assert stdlib_json.loads(document) == [
         {"payload": {"n": 2**70}, "created_at": "2026-11-30T07:30:00+00:00", "result": None}
     ]
