@@ -1,19 +1,19 @@
-"""Write a batch of claims and successes with one commit (group commit's SQL side).
+"""Write a batch of claims and successes together (group commit's SQL side).
 
 `write_batch` takes the requests of several worker threads and answers each: a claim
 with the invocation's row if it was won (None if not), a success with True if it was
 recorded (False if the lease was no longer the claimer's). Rows are checked one by one
 exactly as the single statements check them, so a request that loses is refused on its
-own and the rest of the batch is written. The batch is one transaction: if it fails,
-nothing of it is written and every request gets the error.
+own and the rest of the batch is written.
 
 On PostgreSQL the claims of one worker are one statement and the successes another
 (`runtime.store.batch_statements`), each committed on its own (autocommit): one round
 trip each, where one transaction around both cost four (BEGIN, the two, COMMIT). The
 rows of a statement stand alone, so nothing needs the two in one transaction; if one of
 them fails, its requests get the error (`Failed`) and the other's keep their outcomes.
-SQLite has no data-modifying CTEs: there each request is its own statements, all in one
-transaction.
+SQLite has no data-modifying CTEs: there each request is its own statements
+(`claim_one`, `succeed_one`, which `Claims` uses for a single request too), all in one
+transaction, which fails as a whole.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
 
 from runtime.store import batch_statements, statements
 from runtime.store.db import Database, translate_errors
@@ -54,7 +55,7 @@ Request = ClaimRequest | SuccessRequest
 
 
 def write_batch(db: Database, requests: Sequence[Request]) -> list[Any]:
-    """Write the batch in one transaction; the outcome of each request, in order."""
+    """Write the batch; the outcome of each request, in order (see the module docstring)."""
     now = db.clock()
     if db.dialect == "postgresql":
         return _write_postgresql(db, requests, now)
@@ -62,26 +63,34 @@ def write_batch(db: Database, requests: Sequence[Request]) -> list[Any]:
     with translate_errors(), db.engine.begin() as connection:
         for request in requests:
             if isinstance(request, ClaimRequest):
-                outcomes.append(_claim_one(connection, request, now))
+                outcomes.append(claim_one(connection, request, now))
             else:
-                outcomes.append(_succeed_one(connection, request, now))
+                outcomes.append(succeed_one(connection, request, now))
     return outcomes
 
 
-def _claim_one(connection: Connection, request: ClaimRequest, now: datetime) -> Any:
-    params = {
+def claim_params(request: ClaimRequest, now: datetime) -> dict[str, Any]:
+    """The parameters of `statements.CLAIM` (and `CLAIM_WITH_ATTEMPT`) for the request."""
+    return {
         "_id": request.invocation_id,
         "_now": now,
         "_lease": now + timedelta(seconds=request.lease_s),
         "_worker": request.worker_id,
     }
-    row = connection.execute(statements.CLAIM, params).first()
+
+
+def claim_one(connection: Connection | Session, request: ClaimRequest, now: datetime) -> Any:
+    """The claim and its attempt row as two statements in the caller's transaction (SQLite);
+    the claimed row, or None."""
+    row = connection.execute(statements.CLAIM, claim_params(request, now)).first()
     if row is not None:
         add_attempt(connection, row, request.worker_id, now)
     return row
 
 
-def _succeed_one(connection: Connection, request: SuccessRequest, now: datetime) -> bool:
+def succeed_one(connection: Connection | Session, request: SuccessRequest, now: datetime) -> bool:
+    """The success and its attempt's close as two statements in the caller's transaction;
+    False, with nothing written, if the lease is no longer the claimer's."""
     lease = {"_id": request.invocation_id, "_attempt": request.attempt}
     done: Any = connection.execute(
         statements.SUCCEED,
@@ -89,18 +98,31 @@ def _succeed_one(connection: Connection, request: SuccessRequest, now: datetime)
     )
     if done.rowcount != 1:
         return False
+    close_attempt(connection, request.invocation_id, request.attempt, now, "succeeded")
+    return True
+
+
+def close_attempt(
+    connection: Connection | Session,
+    invocation_id: str,
+    number: int,
+    now: datetime,
+    outcome: str,
+    error: dict[str, Any] | None = None,
+    traceback: str | None = None,
+) -> None:
+    """End attempt `number` of the invocation with `outcome`, in the caller's transaction."""
     connection.execute(
         statements.CLOSE_ATTEMPT,
         {
-            "_invocation_id": request.invocation_id,
-            "_number": request.attempt,
+            "_invocation_id": invocation_id,
+            "_number": number,
             "_now": now,
-            "_outcome": "succeeded",
-            "_error": None,
-            "_traceback": None,
+            "_outcome": outcome,
+            "_error": error,
+            "_traceback": traceback,
         },
     )
-    return True
 
 
 def _write_postgresql(db: Database, requests: Sequence[Request], now: datetime) -> list[Any]:
@@ -181,7 +203,9 @@ def _json(value: dict[str, Any] | None) -> str:
     return json.dumps(value)
 
 
-def add_attempt(connection: Connection, claimed: Any, worker_id: str, now: datetime) -> None:
+def add_attempt(
+    connection: Connection | Session, claimed: Any, worker_id: str, now: datetime
+) -> None:
     """The attempt row of a claim just won, in the claim's transaction."""
     connection.execute(
         statements.ADD_ATTEMPT,

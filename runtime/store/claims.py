@@ -25,7 +25,16 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from runtime.store import models, statements
-from runtime.store.claim_batches import ClaimRequest, SuccessRequest, add_attempt, write_batch
+from runtime.store.claim_batches import (
+    ClaimRequest,
+    SuccessRequest,
+    add_attempt,
+    claim_one,
+    claim_params,
+    close_attempt,
+    succeed_one,
+    write_batch,
+)
 from runtime.store.db import Database, translate_errors
 from runtime.store.driver import DriverStatement, driver_connection
 from runtime.store.fairness import WaitReason
@@ -106,31 +115,24 @@ class Claims:
         """
         if limits is not None and limits.any and tenant_id is not None:
             return self._claim_limited(invocation_id, worker_id, lease_s, tenant_id, limits)
+        request = ClaimRequest(invocation_id, worker_id, lease_s)
         if self._group is not None and self._group.open:
-            won = self._group.submit(ClaimRequest(invocation_id, worker_id, lease_s))
+            won = self._group.submit(request)
             if won is not None:
                 return Claimed(InvocationView.from_row(won), won.attempts)
             return self._why_not_claimed(invocation_id, self.db.clock())
         now = self.db.clock()
-        params = {
-            "_id": invocation_id,
-            "_now": now,
-            "_lease": now + timedelta(seconds=lease_s),
-            "_worker": worker_id,
-        }
         if self._driver is not None:
             with driver_connection(self.db.engine) as driver:
-                won = self._driver[0].first(driver, params)
+                won = self._driver[0].first(driver, claim_params(request, now))
             if won is not None:
                 return Claimed(InvocationView.from_mapping(won), won["attempts"])
             return self._why_not_claimed(invocation_id, now)
         with translate_errors(), self.db.engine.begin() as connection:
-            row = connection.execute(statements.CLAIM, params).first()
-            if row is not None:
-                add_attempt(connection, row, worker_id, now)
+            row = claim_one(connection, request, now)
         if row is not None:
             # A Core row has the attributes `from_row` reads.
-            return Claimed(InvocationView.from_row(row), row.attempts)  # type: ignore[arg-type]
+            return Claimed(InvocationView.from_row(row), row.attempts)
         return self._why_not_claimed(invocation_id, now)
 
     def _claim_limited(
@@ -221,43 +223,24 @@ class Claims:
         return NotClaimed("tenant_suspended")
 
     @staticmethod
+    def _success(claimed: Claimed, result: dict[str, Any] | None) -> SuccessRequest:
+        inv = claimed.invocation
+        return SuccessRequest(inv.id, claimed.attempt, inv.worker_id or "", result)
+
+    @staticmethod
     def _lease(claimed: Claimed) -> dict[str, Any]:
         """The parameters of `statements.OURS` for this attempt."""
         inv = claimed.invocation
         return {"_id": inv.id, "_attempt": claimed.attempt, "_worker": inv.worker_id}
 
-    def _close_attempt(
-        self,
-        s: Session | Connection,
-        claimed: Claimed,
-        outcome: str,
-        error: dict[str, Any] | None,
-        tb: str | None,
-    ) -> None:
-        s.execute(
-            statements.CLOSE_ATTEMPT,
-            {
-                "_invocation_id": claimed.invocation.id,
-                "_number": claimed.attempt,
-                "_now": self.db.clock(),
-                "_outcome": outcome,
-                "_error": error,
-                "_traceback": tb,
-            },
-        )
-
     def succeed(
         self, s: Session | Connection, claimed: Claimed, result: dict[str, Any] | None
     ) -> bool:
         """Record success inside the caller's unit of work; False if the lease was lost."""
-        params = {**self._lease(claimed), "_now": self.db.clock(), "_result": result}
         if self.db.dialect == "postgresql":
+            params = {**self._lease(claimed), "_now": self.db.clock(), "_result": result}
             return s.execute(statements.SUCCEED_AND_CLOSE, params).first() is not None
-        done = s.execute(statements.SUCCEED, params)
-        if done.rowcount != 1:  # type: ignore[attr-defined]
-            return False
-        self._close_attempt(s, claimed, "succeeded", None, None)
-        return True
+        return succeed_one(s, self._success(claimed, result), self.db.clock())
 
     def succeed_alone(self, claimed: Claimed, result: dict[str, Any] | None) -> bool:
         """Record success when the function wrote nothing else: no unit of work to join.
@@ -266,9 +249,7 @@ class Claims:
         commit, one row of the process's next batch.
         """
         if self._group is not None and self._group.open:
-            inv = claimed.invocation
-            request = SuccessRequest(inv.id, claimed.attempt, inv.worker_id or "", result)
-            return bool(self._group.submit(request))
+            return bool(self._group.submit(self._success(claimed, result)))
         if self._driver is not None:
             params = {**self._lease(claimed), "_now": self.db.clock(), "_result": result}
             with driver_connection(self.db.engine) as driver:
@@ -309,7 +290,15 @@ class Claims:
             )
             if done.rowcount != 1:  # type: ignore[attr-defined]
                 return None
-            self._close_attempt(s, claimed, outcome, error, traceback)
+            close_attempt(
+                s,
+                claimed.invocation.id,
+                claimed.attempt,
+                self.db.clock(),
+                outcome,
+                error,
+                traceback,
+            )
         return status
 
     def attempt_outcome(self, invocation_id: str, attempt: int) -> tuple[str | None, str | None]:
