@@ -103,6 +103,23 @@ class Deployment:
         return Runtime(self.settings(**more))
 
 
+def accept_echoes(deployment: Deployment, tenant: str, count: int, sleep_s: float) -> list[str]:
+    """A new tenant and `count` `echo` invocations of it, each sleeping `sleep_s`; their ids."""
+    runtime = deployment.runtime()
+    try:
+        runtime.store.tenants.create(tenant)
+        return [
+            runtime.invocations.accept(
+                tenant_id=tenant,
+                function="echo",
+                payload={"message": f"m{n}", "sleep_s": sleep_s},
+            )[0].id
+            for n in range(count)
+        ]
+    finally:
+        runtime.close()
+
+
 @pytest.fixture
 def deployment(pg_database: str, redis_namespace: str) -> Deployment:
     """A fresh database on the shared PostgreSQL and a fresh namespace on the shared Redis."""

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.integration.conftest import Deployment, Ledger, worker_pid
+from tests.integration.conftest import Deployment, Ledger, accept_echoes, worker_pid
 from tests.procs import Processes
 from tests.waiting import wait_for
 
@@ -27,17 +27,7 @@ def test_a_worker_killed_with_group_commits_in_flight_loses_nothing_and_runs_not
     ledger = ledger_for(deployment.database_url)
     env = deployment.env(group_commit_ms=WINDOW_MS)
     victim = procs.worker(env, name="victim", threads=8)
-    runtime = deployment.runtime()
-    try:
-        runtime.store.tenants.create("t-group")
-        ids = [
-            runtime.invocations.accept(
-                tenant_id="t-group", function="echo", payload={"message": f"m{n}", "sleep_s": 0.02}
-            )[0].id
-            for n in range(COUNT)
-        ]
-    finally:
-        runtime.close()
+    ids = accept_echoes(deployment, "t-group", COUNT, sleep_s=0.02)
 
     def victim_busy() -> bool:
         # It holds claims, and there is work left for its batches.

@@ -22,8 +22,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.clients import Client, make_key
-from tests.integration.conftest import Deployment, Ledger, worker_pid
-from tests.integration.test_worker_process import accept_echoes
+from tests.integration.conftest import Deployment, Ledger, accept_echoes, worker_pid
 from tests.procs import PYTHON, REPO, Proc, Processes, free_port
 from tests.waiting import wait_for
 

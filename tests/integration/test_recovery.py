@@ -14,7 +14,13 @@ import requests
 
 from tests.conftest import REDIS_URL
 from tests.integration.clients import Client, make_key
-from tests.integration.conftest import FAST_RECOVERY, Deployment, Ledger, worker_pid
+from tests.integration.conftest import (
+    FAST_RECOVERY,
+    Deployment,
+    Ledger,
+    accept_echoes,
+    worker_pid,
+)
 from tests.procs import PrivateRedis, Processes, free_port, timed
 from tests.waiting import wait_for
 
@@ -31,17 +37,7 @@ def test_a_worker_killed_mid_run_loses_nothing_and_runs_nothing_twice(
     ledger = ledger_for(deployment.database_url)
     env = deployment.env()
     workers = [procs.worker(env, name=f"worker-{n}", threads=3) for n in range(3)]
-    runtime = deployment.runtime()
-    try:
-        runtime.store.tenants.create("t-kill")
-        ids = [
-            runtime.invocations.accept(
-                tenant_id="t-kill", function="echo", payload={"message": f"m{n}", "sleep_s": 4}
-            )[0].id
-            for n in range(20)
-        ]
-    finally:
-        runtime.close()
+    ids = accept_echoes(deployment, "t-kill", 20, sleep_s=4)
     victim = workers[0]
 
     def victim_running() -> dict[str, str]:

@@ -10,27 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Deployment, Ledger, worker_pid
+from tests.integration.conftest import Deployment, Ledger, accept_echoes, worker_pid
 from tests.procs import PYTHON, REPO, Processes, child_env
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def accept_echoes(deployment: Deployment, tenant: str, count: int, sleep_s: float) -> list[str]:
-    runtime = deployment.runtime()
-    try:
-        runtime.store.tenants.create(tenant)
-        return [
-            runtime.invocations.accept(
-                tenant_id=tenant,
-                function="echo",
-                payload={"message": f"m{n}", "sleep_s": sleep_s},
-            )[0].id
-            for n in range(count)
-        ]
-    finally:
-        runtime.close()
 
 
 def test_sigterm_finishes_running_invocations_and_exits_zero(
