@@ -170,6 +170,7 @@ class Runtime:
             sweep=self.sweep if sweep else None,
             queues=queues,
             threads=threads,
+            claims=self.store.claims,
         )
 
     def _warn_unscoped_sessions(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextvars
 import dataclasses
 import hashlib
@@ -28,10 +29,12 @@ current_claim: contextvars.ContextVar[Claimed | None] = contextvars.ContextVar(
     "ferry_current_claim", default=None
 )
 #: What the unit of work recorded for the current attempt: (attempt outcome, invocation
-#: status), so later hooks (metrics) need not read it back from the store.
-recorded_outcome: contextvars.ContextVar[tuple[str | None, str | None] | None] = (
-    contextvars.ContextVar("ferry_recorded_outcome", default=None)
-)
+#: status), so later hooks (metrics) need not read it back from the store; or, for a
+#: success handed to the store's batch (`Claims.succeed_later`), the future of whether
+#: it was recorded.
+recorded_outcome: contextvars.ContextVar[
+    tuple[str | None, str | None] | concurrent.futures.Future[bool] | None
+] = contextvars.ContextVar("ferry_recorded_outcome", default=None)
 #: The context of the invocation the current thread runs.
 current_context: contextvars.ContextVar[Context | None] = contextvars.ContextVar(
     "ferry_current_context", default=None

@@ -115,6 +115,12 @@ class Settings(BaseSettings):
     #: 2-core machine group commit cut the workers' CPU per invocation but lowered the
     #: drain (docs/perf/README.md, "Group commit in the worker").
     group_commit_ms: float = Field(default=0.0, ge=0, le=100)
+    #: Successes written in batches (PostgreSQL): a worker thread whose handler returned
+    #: hands its success over and takes its next message; the process's successes are
+    #: written together after this long (milliseconds), one statement per batch. An
+    #: invocation's success is committed this much later; 0 writes each before the thread
+    #: goes on (docs/perf/README.md, "Successes in batches").
+    success_batch_ms: float = Field(default=2.0, ge=0, le=100)
 
     # Leases (runtime/recovery/leases.py): short, renewed by the worker running the attempt.
     #: Seconds a claim holds an invocation unless its worker renews it (every third of it);

@@ -36,11 +36,13 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 class Store:
     """One database, with one repository per role (each a module of this package)."""
 
-    def __init__(self, db: Database, *, group_commit_ms: float = 0.0) -> None:
+    def __init__(
+        self, db: Database, *, group_commit_ms: float = 0.0, success_batch_ms: float = 0.0
+    ) -> None:
         self.db = db
         self.tenants = Tenants(db)
         self.invocations = Invocations(db)
-        self.claims = Claims(db, group_commit_ms=group_commit_ms)
+        self.claims = Claims(db, group_commit_ms=group_commit_ms, success_batch_ms=success_batch_ms)
         self.leases = Leases(db)
         self.sweep = Sweep(db)
         self.fairness = Fairness(db)
@@ -63,6 +65,7 @@ class Store:
                 engine_from_settings(settings), clock, function_role=settings.function_db_role
             ),
             group_commit_ms=settings.group_commit_ms,
+            success_batch_ms=settings.success_batch_ms,
         )
 
     def _alembic(self) -> Config:

@@ -19,16 +19,19 @@ transaction, which fails as a whole.
 from __future__ import annotations
 
 import dataclasses
-import json
-from collections.abc import Sequence
+import time
+import types
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
+from runtime.errors import StoreUnavailable
 from runtime.store import batch_statements, statements
 from runtime.store.db import Database, translate_errors
+from runtime.store.driver import DriverStatement, driver_connection, json_text
 from runtime.store.group_commit import Failed
 
 
@@ -66,6 +69,44 @@ def write_batch(db: Database, requests: Sequence[Request]) -> list[Any]:
                 outcomes.append(claim_one(connection, request, now))
             else:
                 outcomes.append(succeed_one(connection, request, now))
+    return outcomes
+
+
+#: Pauses between tries to write an outcome while the store is unavailable (about 15 s
+#: in all, to ride out a database restart or failover).
+OUTAGE_BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def write_riding_outages(
+    db: Database,
+    requests: Sequence[Request],
+    *,
+    backoff_s: Sequence[float] = OUTAGE_BACKOFF_S,
+    sleep: Callable[[float], None] = time.sleep,
+    write: Callable[[Database, Sequence[Request]], list[Any]] | None = None,
+) -> list[Any]:
+    """`write_batch`, with the requests an outage failed written again after each pause.
+
+    For outcomes nobody waits for (`Claims.succeed_later`): what is still unwritten after
+    the last pause gets its `Failed` error, which its future raises.
+    """
+    write = write or write_batch
+    outcomes: list[Any] = [None] * len(requests)
+    todo = list(range(len(requests)))
+    for delay in (*backoff_s, None):
+        try:
+            written = write(db, [requests[i] for i in todo])
+        except StoreUnavailable as ex:
+            written = [Failed(ex)] * len(todo)
+        retry = []
+        for index, outcome in zip(todo, written, strict=True):
+            outcomes[index] = outcome
+            if isinstance(outcome, Failed) and isinstance(outcome.error, StoreUnavailable):
+                retry.append(index)
+        if not retry or delay is None:
+            break
+        todo = retry
+        sleep(delay)
     return outcomes
 
 
@@ -157,7 +198,8 @@ def _write_postgresql(db: Database, requests: Sequence[Request], now: datetime) 
             "_ids": [r.invocation_id for r in batch],
             "_attempts": [r.attempt for r in batch],  # type: ignore[union-attr]
             "_workers": [r.worker_id for r in batch],
-            "_results": [_json(r.result) for r in batch],  # type: ignore[union-attr]
+            # As the JSON column stores None in the single statement: JSON `null`, not NULL.
+            "_results": [json_text(r.result) for r in batch],  # type: ignore[union-attr]
             "_now": now,
         }
         rows = _rows(db, batch_statements.SUCCEED_BATCH, params)
@@ -170,12 +212,29 @@ def _write_postgresql(db: Database, requests: Sequence[Request], now: datetime) 
 
 
 def _rows(db: Database, statement: Any, params: dict[str, Any]) -> list[Any] | Exception:
-    """Run one statement of the batch, committed by itself: its rows, or its error."""
+    """Run one statement of the batch, committed by itself: its rows, or its error.
+
+    On psycopg directly, planned by index whatever the table's statistics
+    (`DriverStatement.by_index`); each row with its columns as attributes, as SQLAlchemy's
+    rows have them.
+    """
     try:
-        with translate_errors(), db.statements() as connection:
-            return list(connection.execute(statement, params))
+        with driver_connection(db.engine) as connection:
+            rows = _driver_statement(statement, db.engine).rows(connection, params)
     except Exception as ex:
         return ex
+    return [types.SimpleNamespace(**row) for row in rows]
+
+
+#: The batch statements compiled for psycopg, by the statement (module constants).
+_COMPILED: dict[int, DriverStatement] = {}
+
+
+def _driver_statement(statement: Any, engine: Engine) -> DriverStatement:
+    compiled = _COMPILED.get(id(statement))
+    if compiled is None:
+        compiled = _COMPILED[id(statement)] = DriverStatement(statement, engine, by_index=True)
+    return compiled
 
 
 #: The statement a request is written by: its claim group (worker, lease), or this.
@@ -196,11 +255,6 @@ def _fail(
     for index, request in enumerate(requests):
         if _statement_of(request) == statement:
             outcomes[index] = failed
-
-
-def _json(value: dict[str, Any] | None) -> str:
-    # As the JSON column stores None in the single statement: JSON `null`, not SQL NULL.
-    return json.dumps(value)
 
 
 def add_attempt(

@@ -11,10 +11,15 @@ is still the claimer's (`statements.OURS`).
 With group commit (`group_commit_ms` > 0, `runtime.store.group_commit`) a claim without
 concurrency limits and a success outside a unit of work (`succeed_alone`) are written
 with those of the process's other threads, one commit per batch, each row checked as here.
+
+With `success_batch_ms` > 0 (PostgreSQL only), `succeed_later` hands a success outside a
+unit of work to a committer that writes the successes of the process's threads in
+batches without making any of them wait: each gets a future of whether it was recorded.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 from datetime import datetime, timedelta
@@ -34,6 +39,7 @@ from runtime.store.claim_batches import (
     close_attempt,
     succeed_one,
     write_batch,
+    write_riding_outages,
 )
 from runtime.store.db import Database, translate_errors
 from runtime.store.driver import DriverStatement, driver_connection
@@ -79,7 +85,9 @@ class Limits:
 class Claims:
     """The worker's side of an invocation: claim it, then record success or failure."""
 
-    def __init__(self, db: Database, *, group_commit_ms: float = 0.0) -> None:
+    def __init__(
+        self, db: Database, *, group_commit_ms: float = 0.0, success_batch_ms: float = 0.0
+    ) -> None:
         self.db = db
         self._driver: tuple[DriverStatement, DriverStatement] | None = None
         if db.dialect == "postgresql":
@@ -93,11 +101,24 @@ class Claims:
             self._group = GroupCommitter(
                 functools.partial(write_batch, db), window_s=group_commit_ms / 1000
             )
+        self._later: GroupCommitter | None = None
+        if success_batch_ms > 0 and db.dialect == "postgresql":
+            # SQLite writes one transaction at a time whatever the batch: nothing to share.
+            self._later = GroupCommitter(
+                functools.partial(write_riding_outages, db),
+                window_s=success_batch_ms / 1000,
+                sleep_through_window=True,
+            )
 
     def close(self) -> None:
-        """Stop the group committer, if any, after the requests it holds are written."""
-        if self._group is not None:
-            self._group.close()
+        """Stop the committers, if any, after the requests they hold are written.
+
+        A worker closes them before it releases its leases, so that the successes still
+        waiting for their batch are recorded first; from then on successes go one by one.
+        """
+        for committer in (self._later, self._group):
+            if committer is not None:
+                committer.close()
 
     def claim(
         self,
@@ -256,6 +277,22 @@ class Claims:
                 return self._driver[1].first(driver, params) is not None
         with translate_errors(), self.db.engine.begin() as connection:
             return self.succeed(connection, claimed, result)
+
+    def succeed_later(
+        self, claimed: Claimed, result: dict[str, Any] | None
+    ) -> concurrent.futures.Future[bool] | None:
+        """As `succeed_alone`, without waiting: a future of whether it was recorded.
+
+        None if successes are not batched here (SQLite, `success_batch_ms` 0, or closed):
+        then call `succeed_alone`. An outage is ridden out for about 15 s before the
+        future raises `StoreUnavailable` (`claim_batches.write_riding_outages`).
+        """
+        if self._later is None or not self._later.open:
+            return None
+        try:
+            return self._later.submit_later(self._success(claimed, result))
+        except RuntimeError:  # closed meanwhile
+            return None
 
     def fail(
         self,

@@ -34,7 +34,14 @@ from runtime.store.db import translate_errors
 class DriverStatement:
     """A SQLAlchemy statement compiled once for psycopg; run with `rows` or `first`."""
 
-    def __init__(self, statement: Any, engine: Engine, *, json: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        statement: Any,
+        engine: Engine,
+        *,
+        json: tuple[str, ...] = (),
+        by_index: bool = False,
+    ) -> None:
         compiled = statement.compile(dialect=engine.dialect)
         self.sql = str(compiled)
         #: The statement's own literals (states, numbers), as psycopg sends them.
@@ -43,6 +50,12 @@ class DriverStatement:
             for name, value in compiled.construct_params(_check=False).items()
         }
         self.json = json
+        #: For a statement over a batch of keys (`= ANY(array)`, joined to its CTEs): run
+        #: with sequential scans ruled out. Before a table has statistics (a new
+        #: deployment, a table that grew since the last ANALYZE) PostgreSQL planned such a
+        #: statement as a nested loop that read the whole attempts table once per row of
+        #: the batch, and a prepared statement keeps that plan as the table grows.
+        self.by_index = by_index
         #: The result's column names, read once: psycopg builds the description's column
         #: objects anew on every read (some 30 µs for an invocation's 25 columns).
         self._names: list[str] | None = None
@@ -57,7 +70,14 @@ class DriverStatement:
                 values[name] = value.value
         for name in self.json:
             values[name] = Json(values[name], dumps=json_text)
-        cursor = connection.execute(self.sql, values, prepare=True)
+        if self.by_index:
+            # One round trip still: the transaction, the setting and the statement are
+            # sent together and the result read after the commit.
+            with connection.pipeline(), connection.transaction():
+                connection.execute("SET LOCAL enable_seqscan = off")
+                cursor = connection.execute(self.sql, values, prepare=True)
+        else:
+            cursor = connection.execute(self.sql, values, prepare=True)
         if cursor.pgresult is None or not cursor.pgresult.nfields:
             return []
         names = self._names

@@ -18,12 +18,20 @@ The guarantees of the single statements hold (docs/architecture.md, "Group commi
   (`StoreUnavailable` for an outage; the writer returns it as `Failed`), which the thread
   raises as the single path would; a writer that raises fails the whole batch.
 
+A request may also be handed over without waiting (`submit_later`): the thread gets a
+future and goes on, and the committer answers the future once the batch is written. The
+worker's successes go this way (`Claims.succeed_later`): a thread that ran its handler
+has nothing left to wait for, so it takes its next message while its success waits for
+the window. Such a committer sleeps through the window and then takes what came
+(`sleep_through_window`), rather than waking for every request as it arrives.
+
 The committer starts with the first request of the process (a forked child starts its
-own) and stops with `close`.
+own) and stops with `close`, after writing what it holds.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import os
 import queue
@@ -44,13 +52,23 @@ class Failed:
 
 
 class _Waiter:
-    __slots__ = ("done", "error", "outcome", "request")
+    __slots__ = ("done", "error", "future", "outcome", "request")
 
-    def __init__(self, request: Any) -> None:
+    def __init__(self, request: Any, future: concurrent.futures.Future[Any] | None = None) -> None:
         self.request = request
         self.done = threading.Event()
         self.outcome: Any = None
         self.error: BaseException | None = None
+        #: Answered instead of `done` for a request handed over without waiting.
+        self.future = future
+
+    def answer(self) -> None:
+        if self.future is None:
+            self.done.set()
+        elif self.error is not None:
+            self.future.set_exception(self.error)
+        else:
+            self.future.set_result(self.outcome)
 
 
 class GroupCommitter:
@@ -66,10 +84,12 @@ class GroupCommitter:
         window_s: float,
         *,
         max_batch: int = MAX_BATCH,
+        sleep_through_window: bool = False,
     ) -> None:
         self.write = write
         self.window_s = window_s
         self.max_batch = max_batch
+        self.sleep_through_window = sleep_through_window
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[_Waiter | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -82,16 +102,25 @@ class GroupCommitter:
     def submit(self, request: Any) -> Any:
         """Wait for the batch that writes `request`; its outcome, or the batch's error."""
         waiter = _Waiter(request)
+        self._put(waiter)
+        waiter.done.wait()
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.outcome
+
+    def submit_later(self, request: Any) -> concurrent.futures.Future[Any]:
+        """Hand `request` over and return at once: a future of its outcome (or error)."""
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._put(_Waiter(request, future))
+        return future
+
+    def _put(self, waiter: _Waiter) -> None:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the group committer is closed")
             if self._thread is None or self._pid != os.getpid():
                 self._start()
             self._queue.put(waiter)
-        waiter.done.wait()
-        if waiter.error is not None:
-            raise waiter.error
-        return waiter.outcome
 
     @property
     def open(self) -> bool:
@@ -131,10 +160,13 @@ class GroupCommitter:
         """
         batch = [first]
         deadline = time.monotonic() + self.window_s
+        if self.sleep_through_window:
+            # One wake-up per batch, not one per request: nobody waits for the answer.
+            time.sleep(self.window_s)
         while len(batch) < self.max_batch:
             remaining = deadline - time.monotonic()
             try:
-                if remaining > 0:
+                if remaining > 0 and not self.sleep_through_window:
                     waiter = self._queue.get(timeout=remaining)
                 else:
                     waiter = self._queue.get_nowait()
@@ -161,4 +193,4 @@ class GroupCommitter:
         self.batches += 1
         self.requests += len(batch)
         for waiter in batch:
-            waiter.done.set()
+            waiter.answer()

@@ -17,6 +17,7 @@ from runtime.recovery.heartbeat import Heartbeat, HeartbeatOptions
 from runtime.recovery.leases import LeaseKeeper
 from runtime.recovery.sweeper import Sweep, SweepThread
 from runtime.settings import Settings
+from runtime.store.claims import Claims
 from runtime.store.workers import Workers
 
 
@@ -35,6 +36,8 @@ class WorkerHandle:
     leases: LeaseKeeper | None = None
     #: How long an idle worker thread takes to notice it should stop (its poll).
     poll_s: float = 0.1
+    #: Its successes still waiting for their batch are written before leases are released.
+    claims: Claims | None = None
 
     def stop(self, grace_s: float) -> int:
         """Drain within `grace_s`; how many threads still ran an attempt (given up).
@@ -49,6 +52,8 @@ class WorkerHandle:
         # requeues what it had prefetched. Leases are renewed meanwhile.
         self.worker.stop(timeout=int(grace_s * 1000))
         busy = self._busy_threads()
+        if self.claims is not None:
+            self.claims.close()
         if self.leases is not None:
             self.leases.stop()
             self.leases.release_all()
@@ -75,6 +80,7 @@ def start_consuming(
     sweep: Sweep | None,
     queues: Sequence[str] | None = None,
     threads: int | None = None,
+    claims: Claims | None = None,
 ) -> WorkerHandle:
     """Consume `queues` (default: all) on `threads` threads, sweeping if given a sweep.
 
@@ -107,4 +113,6 @@ def start_consuming(
         metrics=metrics,
     )
     heartbeat.start()
-    return WorkerHandle(worker, sweeper, heartbeat, leases, settings.worker_poll_ms / 1000)
+    return WorkerHandle(
+        worker, sweeper, heartbeat, leases, settings.worker_poll_ms / 1000, claims=claims
+    )

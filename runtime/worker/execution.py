@@ -9,6 +9,13 @@ time limit (`runtime.worker.time_limit`); the recording comes after it, so a
 tried again for a while; if it never lands, the attempt's error is logged (error level,
 with its traceback and the invocation id) before the attempt is left to the sweep.
 
+A success that the function's unit of work does not carry is handed to the store's
+batch of successes (`Claims.succeed_later`, on PostgreSQL) and the thread goes on to its
+next message: its log line and its metrics follow when the batch is written. Until then
+the attempt is `running` under its lease, as it was while the handler ran; a process
+killed meanwhile leaves it to the sweep like any attempt it ran (its message is acked, so
+the lease is the way back, and the success statement still checks the lease).
+
 Retries are Ferry's too, not Dramatiq's `Retries` middleware: the next attempt is a row
 in the store (`retrying`, `scheduled_for`) that the sweep sends when due, so a Redis
 restart or a killed worker cannot lose it.
@@ -16,7 +23,9 @@ restart or a killed worker cannot lose it.
 
 from __future__ import annotations
 
+import concurrent.futures
 import enum
+import functools
 import random
 import time
 import traceback
@@ -39,6 +48,7 @@ from runtime.errors import FerryError, Retryable, StoreUnavailable
 from runtime.outbound import OutboundPolicy
 from runtime.registry import Function
 from runtime.secrets.values import scrub, scrub_json
+from runtime.store.claim_batches import OUTAGE_BACKOFF_S
 from runtime.store.db import translate_errors
 from runtime.worker.time_limit import TimeLimits
 
@@ -94,7 +104,7 @@ def cannot_succeed_on_retry(error: BaseException) -> bool:
 
 #: Pauses between tries to record an outcome while the store is unavailable (about 15 s
 #: in all, to ride out a database restart or failover).
-RECORD_BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+RECORD_BACKOFF_S = OUTAGE_BACKOFF_S
 
 
 class Executor:
@@ -175,6 +185,11 @@ class Executor:
         if session is None:
             # The function wrote nothing through ctx.session: record on a plain connection,
             # without an ORM unit of work. A lost lease updates nothing, so commit is safe.
+            later = self.store.claims.succeed_later(claimed, result)
+            if later is not None:
+                later.add_done_callback(functools.partial(self._success_written, ctx))
+                recorded_outcome.set(later)
+                return
             recorded = self._store_write(
                 ctx, lambda: self.store.claims.succeed_alone(claimed, result)
             )
@@ -197,6 +212,19 @@ class Executor:
             return
         if recorded:
             recorded_outcome.set(("succeeded", "succeeded"))
+        self._log_success(ctx, recorded)
+
+    def _success_written(self, ctx: Context, later: concurrent.futures.Future[bool]) -> None:
+        """The batch with this success was written (runs in the committer's thread)."""
+        error = later.exception()
+        if error is None:
+            self._log_success(ctx, later.result())
+        else:
+            self._log_not_recorded(ctx, error, None)
+
+    @staticmethod
+    def _log_success(ctx: Context, recorded: bool) -> None:
+        if recorded:
             ctx.log.info("invocation_succeeded")
         else:
             # Another worker took over after our lease expired; its outcome counts.
@@ -261,6 +289,13 @@ class Executor:
                 # Not an outage that passes: another try would fail the same way.
                 store_error = ex
                 break
+        self._log_not_recorded(ctx, store_error, error)
+        return _NOT_RECORDED
+
+    @staticmethod
+    def _log_not_recorded(
+        ctx: Context, store_error: BaseException, error: BaseException | None
+    ) -> None:
         ctx.log.error(
             "outcome_not_recorded",
             invocation_id=ctx.invocation_id,
@@ -271,4 +306,3 @@ class Executor:
             exc_info=error if error is not None else store_error,
             recovery="the sweep takes the attempt back when its lease expires",
         )
-        return _NOT_RECORDED

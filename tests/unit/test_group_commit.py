@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -330,3 +331,46 @@ def test_a_committer_answers_in_order_within_a_batch(window_s: float):
         assert [committer.submit(n) for n in range(5)] == [0, 2, 4, 6, 8]
     finally:
         committer.close()
+
+
+def _seq_scans(runtime: Runtime, table: str) -> int:
+    """Sequential scans of `table` so far, with every pooled backend's counts flushed."""
+    engine = runtime.store.db.engine
+    # A backend reports its counts when it exits (or after up to 10 s idle).
+    engine.dispose()
+    time.sleep(0.5)
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                sa.text("SELECT seq_scan FROM pg_stat_user_tables WHERE relname = :t"), {"t": table}
+            ).scalar_one()
+        )
+
+
+def test_a_success_batch_is_planned_for_the_table_as_it_is_now(backend: str, runtime, make_tenant):
+    if backend != "production":
+        pytest.skip("a PostgreSQL plan")
+    # Given batches of successes written often while the attempts table was nearly empty
+    # (a prepared statement gets a generic plan after five runs, made for that size)
+    tenant = make_tenant()
+    for invocation_id in accept(runtime, tenant, 8):
+        won = claim_alone(runtime, invocation_id, "w1")
+        request = SuccessRequest(invocation_id, won.attempt, "w1", None)
+        assert write_batch(runtime.store.db, [request]) == [True]
+    # and the table then grew to 1,500 running attempts
+    ids = accept(runtime, tenant, 1500)
+    claimed = [claim_alone(runtime, i, "w1") for i in ids]
+    before = _seq_scans(runtime, "attempts")
+
+    # When the successes of 80 of them are written in batches of 8
+    for start in range(0, 80, 8):
+        batch = [
+            SuccessRequest(c.invocation.id, c.attempt, "w1", None)
+            for c in claimed[start : start + 8]
+        ]
+        for _ in range(2):  # on the same pooled connection as the batches before
+            outcomes = write_batch(runtime.store.db, batch)
+        assert outcomes == [False] * 8  # the second time: already recorded
+
+    # Then no batch read the attempts table whole
+    assert _seq_scans(runtime, "attempts") == before

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 from collections.abc import Callable
 from typing import Any
 
@@ -9,7 +10,7 @@ import dramatiq
 import structlog
 from dramatiq.middleware import SkipMessage
 
-from runtime.context import current_claim
+from runtime.context import current_claim, recorded_outcome
 from runtime.dispatch import Dispatcher
 from runtime.errors import StoreUnavailable
 from runtime.recovery.leases import LeaseKeeper
@@ -27,7 +28,9 @@ class ClaimMiddleware(dramatiq.Middleware):
     raising `SkipMessage` is the one way to stop a message in Dramatiq.
 
     The claim's lease is short; `leases` renews it while the attempt runs and stops
-    when it ends.
+    when it ends: when its outcome is recorded, which for a success handed to the store's
+    batch (`Claims.succeed_later`) is when the batch is written. A success that waits out
+    an outage in the batch keeps its lease, so the sweep does not take it back meanwhile.
 
     With a `dispatcher`, the claim respects the tenant's and the function's concurrency
     limits, and a claim or a limited attempt's end releases the tenant's held work
@@ -47,6 +50,7 @@ class ClaimMiddleware(dramatiq.Middleware):
         self.dispatcher = dispatcher
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        recorded_outcome.set(None)
         invocation_id = message.options.get("invocation_id") or message.args[0]
         tenant_id = message.options.get("tenant_id")
         try:
@@ -86,8 +90,13 @@ class ClaimMiddleware(dramatiq.Middleware):
         self, broker: dramatiq.Broker, message: Any, *, result: Any = None, exception: Any = None
     ) -> None:
         claimed = current_claim.get()
+        written = recorded_outcome.get()
+        recorded_outcome.set(None)
         if claimed is not None:
-            self.leases.drop(claimed)
+            if isinstance(written, concurrent.futures.Future):
+                written.add_done_callback(lambda _written: self.leases.drop(claimed))
+            else:
+                self.leases.drop(claimed)
             if self.dispatcher is not None:
                 inv = claimed.invocation
                 self._release(self.dispatcher.after_finish, inv.tenant_id, inv.function)

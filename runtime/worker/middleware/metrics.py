@@ -4,15 +4,19 @@ The outcome of an attempt is recorded in the store by the unit of work
 (`runtime.worker.execution`), which returns normally whether the handler succeeded or not; so
 this middleware reads the attempt's outcome and the invocation's new status back from
 the store after the message was processed. That runs in an "after" hook, where Dramatiq
-logs and swallows exceptions: metrics are best effort. A failure to record is logged
+logs and swallows exceptions: metrics are best effort. A success handed to the store's
+batch is counted when its batch is written (a callback on its future, in the committer's
+thread). A failure to record is logged
 as `metrics_record_failed` (error level) and counted in
 `ferry_metrics_record_errors_total`, never lost silently and never failing the attempt.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextvars
 import dataclasses
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -75,8 +79,8 @@ class MetricsMiddleware(dramatiq.Middleware):
         if running is None:
             return
         _running.set(None)
+        # Left for the claim middleware, whose "after" hook runs next and clears it.
         recorded = recorded_outcome.get()
-        recorded_outcome.set(None)
         try:
             self.metrics.in_progress.labels(function=running.function).dec()
             self.metrics.observe_run(
@@ -84,6 +88,22 @@ class MetricsMiddleware(dramatiq.Middleware):
                 tenant_id=running.tenant_id,
                 duration_s=self.monotonic() - running.started,
             )
+        except Exception as ex:
+            self._failed(running, ex)
+            return
+        if isinstance(recorded, concurrent.futures.Future):
+            recorded.add_done_callback(functools.partial(self._count_written, running))
+        else:
+            self._count(running, recorded)
+
+    def _count_written(self, running: _Running, later: concurrent.futures.Future[bool]) -> None:
+        if later.exception() is not None:
+            # Not recorded: the sweep takes the attempt back, and counts it then.
+            return
+        self._count(running, ("succeeded", "succeeded") if later.result() else None)
+
+    def _count(self, running: _Running, recorded: tuple[str | None, str | None] | None) -> None:
+        try:
             # The unit of work says what it recorded; only when it recorded nothing (its
             # lease was lost) is the store asked what the attempt came to.
             if recorded is None:
@@ -96,15 +116,18 @@ class MetricsMiddleware(dramatiq.Middleware):
                 status=status,
             )
         except Exception as ex:
-            self.metrics.record_errors.labels(where="worker").inc()
-            log.error(
-                "metrics_record_failed",
-                invocation_id=running.invocation_id,
-                function=running.function,
-                attempt=running.attempt,
-                error_type=type(ex).__name__,
-                error=str(ex),
-            )
+            self._failed(running, ex)
+
+    def _failed(self, running: _Running, ex: Exception) -> None:
+        self.metrics.record_errors.labels(where="worker").inc()
+        log.error(
+            "metrics_record_failed",
+            invocation_id=running.invocation_id,
+            function=running.function,
+            attempt=running.attempt,
+            error_type=type(ex).__name__,
+            error=str(ex),
+        )
 
     def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
         _running.set(None)
