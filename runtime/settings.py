@@ -121,6 +121,12 @@ class Settings(BaseSettings):
     #: invocation's success is committed this much later; 0 writes each before the thread
     #: goes on (docs/perf/README.md, "Successes in batches").
     success_batch_ms: float = Field(default=2.0, ge=0, le=100)
+    #: Group commit of single accepts (runtime/store/accept_batches.py, PostgreSQL): a
+    #: process's concurrent accepts are written by one statement and one commit, each
+    #: answered once it is committed. No window: a lone accept is written at once. Off
+    #: by default: on the benchmark's 2-core machine the gateway's hand-offs cost more
+    #: CPU than the shared commits saved PostgreSQL (docs/perf/README.md).
+    accept_group_commit: bool = False
 
     # Leases (runtime/recovery/leases.py): short, renewed by the worker running the attempt.
     #: Seconds a claim holds an invocation unless its worker renews it (every third of it);

@@ -37,11 +37,16 @@ class Store:
     """One database, with one repository per role (each a module of this package)."""
 
     def __init__(
-        self, db: Database, *, group_commit_ms: float = 0.0, success_batch_ms: float = 0.0
+        self,
+        db: Database,
+        *,
+        group_commit_ms: float = 0.0,
+        success_batch_ms: float = 0.0,
+        accept_group_commit: bool = False,
     ) -> None:
         self.db = db
         self.tenants = Tenants(db)
-        self.invocations = Invocations(db)
+        self.invocations = Invocations(db, accept_group_commit=accept_group_commit)
         self.claims = Claims(db, group_commit_ms=group_commit_ms, success_batch_ms=success_batch_ms)
         self.leases = Leases(db)
         self.sweep = Sweep(db)
@@ -66,6 +71,7 @@ class Store:
             ),
             group_commit_ms=settings.group_commit_ms,
             success_batch_ms=settings.success_batch_ms,
+            accept_group_commit=settings.accept_group_commit,
         )
 
     def _alembic(self) -> Config:
@@ -92,6 +98,7 @@ class Store:
             return MigrationContext.configure(connection).get_current_revision() == head
 
     def close(self) -> None:
+        self.invocations.close()
         self.claims.close()
         self.db.dispose()
 

@@ -8,6 +8,7 @@ sweep in `runtime.store.sweep`. State changes here are atomic conditional update
 from __future__ import annotations
 
 import dataclasses
+import functools
 from datetime import datetime
 from typing import Any
 
@@ -22,10 +23,12 @@ from runtime.errors import (
     Unauthenticated,
 )
 from runtime.store import callbacks, models, statements
+from runtime.store.accept_batches import NewRow, write_accepts
 from runtime.store.audit import AuditEntry, append_in
 from runtime.store.db import Database, translate_errors
 from runtime.store.driver import DriverStatement, driver_connection
 from runtime.store.fairness import WaitReason
+from runtime.store.group_commit import GroupCommitter
 from runtime.store.models import CLAIMABLE, Status
 from runtime.store.paging import decode_cursor, encode_cursor
 from runtime.store.views import INVOCATION_FIELDS, AttemptView, InvocationView
@@ -77,11 +80,35 @@ def view_of(new: NewInvocation, created_at: datetime) -> InvocationView:
     )
 
 
+def insert_values(
+    view: InvocationView, *, window: int | None = None, key_id: str | None = None
+) -> dict[str, Any]:
+    """The parameters of the accept's INSERT for the new invocation `view`."""
+    values = {name: getattr(view, name) for name in INVOCATION_FIELDS}
+    # Marked sent if due: the caller sends it right after the commit; should the process
+    # stop first, the sweep re-sends it after `redispatch_after_s`.
+    values["dispatched_at"] = view.created_at if view.status == Status.QUEUED else None
+    if window is not None:
+        values["_window"] = window
+    if key_id is not None:
+        values["_key_id"] = key_id
+    return values
+
+
 class Invocations:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, accept_group_commit: bool = False) -> None:
         self.db = db
         #: The accept's INSERTs run by psycopg (PostgreSQL), by (admit, key_checked).
         self._driver: dict[tuple[bool, bool], DriverStatement] = {}
+        #: Concurrent accepts' INSERTs written together (`runtime.store.accept_batches`).
+        self._accepts: GroupCommitter | None = None
+        if accept_group_commit and db.dialect == "postgresql":
+            self._accepts = GroupCommitter(functools.partial(write_accepts, db), window_s=0.0)
+
+    def close(self) -> None:
+        """Stop the accepts' committer, if any, once what it holds is written."""
+        if self._accepts is not None:
+            self._accepts.close()
 
     # --- accepting ----------------------------------------------------------------------------
 
@@ -100,6 +127,13 @@ class Invocations:
         written in the same transaction: an invocation is never stored without the
         callback it asked for.
         """
+        if new.callback_url is None and self._accepts is not None and self._accepts.open:
+            try:
+                inserted: dict[str, Any] | None = self._accepts.submit(NewRow(values))
+            except RuntimeError:  # closed meanwhile: the single statement below
+                pass
+            else:
+                return inserted
         if new.callback_url is None and self.db.dialect == "postgresql":
             # Once per accept: psycopg runs it (runtime.store.driver).
             with driver_connection(self.db.engine) as driver:
@@ -144,15 +178,7 @@ class Invocations:
         now = self.db.clock()
         view = view_of(new, now)
         due = view.status == Status.QUEUED
-        # A due invocation is sent by the caller right after this commit.
-        values = {name: getattr(view, name) for name in INVOCATION_FIELDS}
-        # Marked sent if due: the caller sends it right after the commit; should the
-        # process stop first, the sweep re-sends it after `redispatch_after_s`.
-        values["dispatched_at"] = now if due else None
-        if window is not None:
-            values["_window"] = window
-        if key_id is not None:
-            values["_key_id"] = key_id
+        values = insert_values(view, window=window, key_id=key_id)
         inserted = self._write_new(new, values, window is not None, key_id is not None, now)
         if inserted is not None:
             if window is not None and due and inserted["dispatched_at"] is None:
