@@ -40,6 +40,7 @@ from bench.report import percentile
 from runtime.app import Runtime
 from runtime.logs import configure_logging
 from runtime.settings import Settings
+from runtime.store.models import UNFINISHED_SQL
 from runtime.store.tenants import parse_scopes
 
 FUNCTION = "bench_noop"
@@ -171,9 +172,17 @@ def _seq_rows_since(runtime: Runtime, before: dict[str, int]) -> dict[str, int]:
 
 
 def drain(runtime: Runtime, count: int, timeout_s: float) -> dict[str, Any]:
+    """Wait until the `count` invocations already stored have finished; the figures.
+
+    The wait counts only the unfinished rows, through their partial index, so that the
+    benchmark's own polling does not read the whole table four times a second (1.3
+    million rows in a 20,000-invocation drain, charged to Ferry's PostgreSQL CPU).
+    """
+
     def finished() -> bool:
-        counts = _status_counts(runtime)
-        return sum(counts.get(s, 0) for s in ("succeeded", "failed")) >= count
+        with runtime.store.db.engine.connect() as conn:
+            left = conn.execute(sa.text(f"SELECT count(*) FROM invocations WHERE {UNFINISHED_SQL}"))
+            return left.scalar_one() == 0
 
     wait_for(finished, timeout=timeout_s, interval=0.25, what=f"{count} invocations to finish")
     with runtime.store.db.engine.connect() as conn:
