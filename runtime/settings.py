@@ -119,7 +119,7 @@ class Settings(BaseSettings):
     #: hands its success over and takes its next message; the process's successes are
     #: written together after this long (milliseconds), one statement per batch. An
     #: invocation's success is committed this much later; 0 writes each before the thread
-    #: goes on (docs/perf/README.md, "Successes in batches").
+    #: goes on (docs/architecture.md, "Successes in batches").
     success_batch_ms: float = Field(default=2.0, ge=0, le=100)
     #: Group commit of single accepts (runtime/store/accept_batches.py, PostgreSQL): a
     #: process's concurrent accepts are written by one statement and one commit, each
