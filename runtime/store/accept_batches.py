@@ -25,7 +25,6 @@ is written in the same transaction).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Sequence
 from typing import Any
@@ -36,25 +35,20 @@ from runtime.store import models
 from runtime.store.db import Database
 from runtime.store.driver import driver_connection, json_text
 from runtime.store.models import CLAIMABLE
+from runtime.store.statements import invocation_record
 
 _T: sa.Table = models.Invocation.__table__  # type: ignore[assignment]
 
 
-@dataclasses.dataclass(frozen=True)
-class NewRow:
-    """One accept's row: the single INSERT's parameters (with `_window` and `_key_id`)."""
-
-    values: dict[str, Any]
-
-
-def write_accepts(db: Database, rows: Sequence[NewRow]) -> list[dict[str, Any] | None]:
-    """Insert the rows in one statement; per row its `id` and `dispatched_at`, or None."""
+def write_accepts(db: Database, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any] | None]:
+    """Insert the rows (each the single INSERT's parameters, `invocations.insert_values`)
+    in one statement; per row its `id` and `dispatched_at`, or None."""
     document = []
     for order, row in enumerate(rows):
-        values = {name: value for name, value in row.values.items() if not name.startswith("_")}
+        values = {name: value for name, value in row.items() if not name.startswith("_")}
         values["_ord"] = order
-        values["_window"] = row.values.get("_window")
-        values["_key_id"] = row.values.get("_key_id")
+        values["_window"] = row.get("_window")
+        values["_key_id"] = row.get("_key_id")
         document.append(values)
     with driver_connection(db.engine) as connection:
         cursor = connection.execute(
@@ -62,9 +56,7 @@ def write_accepts(db: Database, rows: Sequence[NewRow]) -> list[dict[str, Any] |
         )
         inserted = {row[0]: row[1] for row in cursor.fetchall()}
     return [
-        {"id": row.values["id"], "dispatched_at": inserted[row.values["id"]]}
-        if row.values["id"] in inserted
-        else None
+        {"id": row["id"], "dispatched_at": inserted[row["id"]]} if row["id"] in inserted else None
         for row in rows
     ]
 
@@ -72,7 +64,6 @@ def write_accepts(db: Database, rows: Sequence[NewRow]) -> list[dict[str, Any] |
 @functools.cache
 def _statement(dialect: sa.Dialect) -> str:
     names = [c.name for c in _T.columns]
-    record = ", ".join(f'"{c.name}" {c.type.compile(dialect=dialect)}' for c in _T.columns)
     claimable = ", ".join(f"'{state.value}'" for state in CLAIMABLE)
     # Sent and waiting invocations of the row's tenant, counted up to its window (as
     # `statements.sent_of_tenant`, through the partial index of sent ones).
@@ -101,7 +92,7 @@ def _statement(dialect: sa.Dialect) -> str:
         f"WITH batch AS (SELECT *, CASE WHEN _window IS NOT NULL THEN {sent} END AS _sent, "
         "count(dispatched_at) OVER (PARTITION BY tenant_id ORDER BY _ord "
         "ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS _due_before "
-        f"FROM json_to_recordset(%(rows)s::json) AS rows({record}, "
+        f"FROM json_to_recordset(%(rows)s::json) AS rows({invocation_record(dialect)}, "
         "_ord integer, _window integer, _key_id text)) "
         f"INSERT INTO invocations ({columns}) SELECT {', '.join(selected)} FROM batch "
         "WHERE EXISTS (SELECT 1 FROM tenants WHERE tenants.id = batch.tenant_id "

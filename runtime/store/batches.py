@@ -28,9 +28,10 @@ from runtime.store import callbacks, models
 from runtime.store.db import Database, translate_errors
 from runtime.store.driver import json_text
 from runtime.store.fairness import WaitReason, sent_count
-from runtime.store.invocations import NewInvocation, view_of
+from runtime.store.invocations import NewInvocation, insert_values, view_of
 from runtime.store.models import Status
-from runtime.store.views import INVOCATION_FIELDS, InvocationView
+from runtime.store.statements import invocation_record
+from runtime.store.views import InvocationView
 
 _T: sa.Table = models.Invocation.__table__  # type: ignore[assignment]
 
@@ -66,12 +67,8 @@ class Batches:
             raise ValueError("a batch is of one tenant and one function")
         now = self.db.clock()
         views = [view_of(row, now + timedelta(microseconds=i)) for i, row in enumerate(rows)]
-        values = []
-        for view in views:
-            row_values = {name: getattr(view, name) for name in INVOCATION_FIELDS}
-            due = view.status == Status.QUEUED
-            row_values["dispatched_at"] = now if due and not held else None
-            values.append(row_values)
+        sent_at = None if held else now
+        values = [insert_values(view, sent_at=sent_at) for view in views]
         with translate_errors(), self.db.engine.begin() as connection:
             _lock_active_tenant(connection, tenant_id, self.db.dialect)
             created_ids = _insert(connection, values)
@@ -193,10 +190,9 @@ def _insert(connection: sa.Connection, values: list[dict[str, Any]]) -> set[str]
 def _pg_recordset_insert(dialect: sa.Dialect) -> str:
     """`INSERT ... SELECT ... FROM json_to_recordset(%(rows)s::json) ON CONFLICT DO NOTHING`."""
     names = ", ".join(f'"{c.name}"' for c in _T.columns)
-    record = ", ".join(f'"{c.name}" {c.type.compile(dialect=dialect)}' for c in _T.columns)
     return (
         f'INSERT INTO "{_T.name}" ({names}) SELECT {names} '
-        f"FROM json_to_recordset(%(rows)s::json) AS batch({record}) "
+        f"FROM json_to_recordset(%(rows)s::json) AS batch({invocation_record(dialect)}) "
         'ON CONFLICT DO NOTHING RETURNING "id"'
     )
 

@@ -23,7 +23,7 @@ from runtime.errors import (
     Unauthenticated,
 )
 from runtime.store import callbacks, models, statements
-from runtime.store.accept_batches import NewRow, write_accepts
+from runtime.store.accept_batches import write_accepts
 from runtime.store.audit import AuditEntry, append_in
 from runtime.store.db import Database, translate_errors
 from runtime.store.driver import DriverStatement, driver_connection
@@ -81,13 +81,20 @@ def view_of(new: NewInvocation, created_at: datetime) -> InvocationView:
 
 
 def insert_values(
-    view: InvocationView, *, window: int | None = None, key_id: str | None = None
+    view: InvocationView,
+    *,
+    sent_at: datetime | None,
+    window: int | None = None,
+    key_id: str | None = None,
 ) -> dict[str, Any]:
-    """The parameters of the accept's INSERT for the new invocation `view`."""
+    """The parameters of the INSERT of the new invocation `view` (single or batch).
+
+    A due one is marked sent at `sent_at` (None: held, for fair dispatch to admit): the
+    caller sends it right after the commit; should the process stop first, the sweep
+    re-sends it after `redispatch_after_s`.
+    """
     values = {name: getattr(view, name) for name in INVOCATION_FIELDS}
-    # Marked sent if due: the caller sends it right after the commit; should the process
-    # stop first, the sweep re-sends it after `redispatch_after_s`.
-    values["dispatched_at"] = view.created_at if view.status == Status.QUEUED else None
+    values["dispatched_at"] = sent_at if view.status == Status.QUEUED else None
     if window is not None:
         values["_window"] = window
     if key_id is not None:
@@ -129,7 +136,7 @@ class Invocations:
         """
         if new.callback_url is None and self._accepts is not None and self._accepts.open:
             try:
-                inserted: dict[str, Any] | None = self._accepts.submit(NewRow(values))
+                inserted: dict[str, Any] | None = self._accepts.submit(values)
             except RuntimeError:  # closed meanwhile: the single statement below
                 pass
             else:
@@ -178,7 +185,7 @@ class Invocations:
         now = self.db.clock()
         view = view_of(new, now)
         due = view.status == Status.QUEUED
-        values = insert_values(view, window=window, key_id=key_id)
+        values = insert_values(view, sent_at=now, window=window, key_id=key_id)
         inserted = self._write_new(new, values, window is not None, key_id is not None, now)
         if inserted is not None:
             if window is not None and due and inserted["dispatched_at"] is None:

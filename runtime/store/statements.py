@@ -22,6 +22,12 @@ I = models.Invocation  # noqa: E741 - the table most statements here are about
 
 
 @functools.cache
+def invocation_record(dialect: sa.Dialect) -> str:
+    """The columns of `invocations` as a record type, for `json_to_recordset(...) AS x(...)`
+    (the batch inserts: `runtime.store.batches`, `runtime.store.accept_batches`)."""
+    return ", ".join(f'"{c.name}" {c.type.compile(dialect=dialect)}' for c in I.__table__.columns)
+
+
 def insert_for_active_tenant(dialect: str, admit: bool = False, key_checked: bool = False) -> Any:
     """`INSERT ... SELECT :values WHERE <tenant active> ON CONFLICT DO NOTHING RETURNING id`.
 

@@ -13,7 +13,7 @@ import pytest
 from runtime.app import Runtime
 from runtime.errors import IdempotencyConflict, StoreUnavailable, TenantSuspended
 from runtime.settings import Settings
-from runtime.store.accept_batches import NewRow, write_accepts
+from runtime.store.accept_batches import write_accepts
 from runtime.store.invocations import NewInvocation, insert_values, view_of
 from runtime.store.models import TenantStatus
 from runtime.store.tenants import parse_scopes
@@ -38,7 +38,7 @@ def new_row(
     *,
     window: int | None = None,
     key_id: str | None = None,
-) -> NewRow:
+) -> dict[str, Any]:
     new = NewInvocation(
         id=str(uuid.uuid4()),
         tenant_id=tenant,
@@ -53,7 +53,7 @@ def new_row(
         max_retries=3,
     )
     view = view_of(new, runtime.store.db.clock())
-    return NewRow(insert_values(view, window=window, key_id=key_id))
+    return insert_values(view, sent_at=view.created_at, window=window, key_id=key_id)
 
 
 def test_a_batch_inserts_only_what_the_single_insert_would(runtime: Runtime, make_tenant):
@@ -79,9 +79,9 @@ def test_a_batch_inserts_only_what_the_single_insert_would(runtime: Runtime, mak
 
     # Then only the free row and the first of the pair are stored
     assert [o is not None for o in outcomes] == [True, False, False, False, True, False]
-    assert runtime.store.invocations.get(rows[0].values["id"]).status == "queued"
+    assert runtime.store.invocations.get(rows[0]["id"]).status == "queued"
     holder = runtime.store.invocations.find_by_key(active, "echo", "twice")
-    assert holder is not None and holder.id == rows[4].values["id"]
+    assert holder is not None and holder.id == rows[4]["id"]
 
 
 def test_a_batch_sends_no_more_than_the_window_admits(runtime: Runtime, make_tenant):
@@ -99,7 +99,7 @@ def test_a_batch_sends_no_more_than_the_window_admits(runtime: Runtime, make_ten
     # the other tenant's window is its own
     sent = [o is not None and o["dispatched_at"] is not None for o in outcomes]
     assert sent == [True, True, True, False]
-    held = runtime.store.invocations.get(rows[3].values["id"])
+    held = runtime.store.invocations.get(rows[3]["id"])
     assert held.waiting_reason == "fair_share"
 
 
