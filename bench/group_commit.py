@@ -33,11 +33,16 @@ from runtime.store.claims import Claimed
 
 def postgres_cpu_s() -> float:
     """CPU seconds of every PostgreSQL server process on this machine so far."""
+    return server_cpu_s("postgres")
+
+
+def server_cpu_s(name: str) -> float:
+    """CPU seconds so far of every process on this machine whose name starts with `name`."""
     total = 0
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/comm") as comm:
-                if not comm.read().startswith("postgres"):
+                if not comm.read().startswith(name):
                     continue
             with open(f"/proc/{pid}/stat") as stat:
                 fields = stat.read().rsplit(")", 1)[1].split()

@@ -9,7 +9,9 @@ at least 2 so that one restarting process is not an outage (`WEB_CONCURRENCY`
 overrides), and 8 threads per process (`GUNICORN_THREADS`). Each process has its own
 SQLAlchemy pool: keep `FERRY_DB_POOL_SIZE + FERRY_DB_MAX_OVERFLOW` at or above the
 threads, or busy threads wait `FERRY_DB_POOL_TIMEOUT_S` for a connection and answer 503.
-PostgreSQL sees processes x that many connections per web host.
+Each thread that accepts also keeps one connection of its own for the accept's INSERT
+(`runtime/store/kept.py`, at most `FERRY_DB_POOL_SIZE` per process). PostgreSQL sees
+processes x (threads + the pool's connections in use) connections per web host.
 
 `PORT`, `WEB_CONCURRENCY` and `GUNICORN_THREADS` are the conventions of Procfile runners
 and Gunicorn, not Ferry settings; every `FERRY_*` value comes from `Settings`.

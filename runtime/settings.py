@@ -72,7 +72,9 @@ class Settings(BaseSettings):
     function_db_role: str = Field(default="ferry_function", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
 
     #: Connections a process keeps: at least its threads (8) plus the sweep and heartbeat,
-    #: or connections beyond it are opened and closed per request under load.
+    #: or connections beyond it are opened and closed per request under load. Besides
+    #: these, each thread that runs the hot statements (claim, accept) keeps one of its
+    #: own, up to this many per process (`runtime.store.kept`).
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_max_overflow: int = Field(default=5, ge=0, le=200)
     db_pool_timeout_s: float = Field(default=5.0, gt=0)

@@ -33,7 +33,7 @@ import sqlalchemy as sa
 
 from runtime.store import models
 from runtime.store.db import Database
-from runtime.store.driver import driver_connection, json_text
+from runtime.store.driver import json_text
 from runtime.store.models import CLAIMABLE
 from runtime.store.statements import invocation_record
 
@@ -50,7 +50,7 @@ def write_accepts(db: Database, rows: Sequence[dict[str, Any]]) -> list[dict[str
         values["_window"] = row.get("_window")
         values["_key_id"] = row.get("_key_id")
         document.append(values)
-    with driver_connection(db.engine) as connection:
+    with db.driver_connection() as connection:
         cursor = connection.execute(
             _statement(db.engine.dialect), {"rows": json_text(document)}, prepare=True
         )

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from runtime.errors import StoreUnavailable
 from runtime.store import batch_statements, statements
 from runtime.store.db import Database, translate_errors
-from runtime.store.driver import DriverStatement, driver_connection, json_text
+from runtime.store.driver import DriverStatement, json_text
 from runtime.store.group_commit import Failed
 
 
@@ -219,7 +219,7 @@ def _rows(db: Database, statement: Any, params: dict[str, Any]) -> list[Any] | E
     rows have them.
     """
     try:
-        with driver_connection(db.engine) as connection:
+        with db.driver_connection() as connection:
             rows = _driver_statement(statement, db.engine).rows(connection, params)
     except Exception as ex:
         return ex

@@ -20,6 +20,7 @@ batches without making any of them wait: each gets a future of whether it was re
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import functools
 from datetime import datetime, timedelta
@@ -42,9 +43,9 @@ from runtime.store.claim_batches import (
     write_riding_outages,
 )
 from runtime.store.db import Database, translate_errors
-from runtime.store.driver import DriverStatement, driver_connection
+from runtime.store.driver import DriverStatement
 from runtime.store.fairness import WaitReason
-from runtime.store.group_commit import GroupCommitter
+from runtime.store.group_commit import CommitterClosed, GroupCommitter
 from runtime.store.models import Status
 from runtime.store.views import InvocationView
 
@@ -137,14 +138,18 @@ class Claims:
         if limits is not None and limits.any and tenant_id is not None:
             return self._claim_limited(invocation_id, worker_id, lease_s, tenant_id, limits)
         request = ClaimRequest(invocation_id, worker_id, lease_s)
-        if self._group is not None and self._group.open:
-            won = self._group.submit(request)
-            if won is not None:
-                return Claimed(InvocationView.from_row(won), won.attempts)
-            return self._why_not_claimed(invocation_id, self.db.clock())
+        if self._group is not None:
+            try:
+                won = self._group.submit(request)
+            except CommitterClosed:
+                pass  # the single statement below
+            else:
+                if won is not None:
+                    return Claimed(InvocationView.from_row(won), won.attempts)
+                return self._why_not_claimed(invocation_id, self.db.clock())
         now = self.db.clock()
         if self._driver is not None:
-            with driver_connection(self.db.engine) as driver:
+            with self.db.driver_connection() as driver:
                 won = self._driver[0].first(driver, claim_params(request, now))
             if won is not None:
                 return Claimed(InvocationView.from_mapping(won), won["attempts"])
@@ -269,11 +274,12 @@ class Claims:
         On PostgreSQL one autocommitted statement; a lost lease changes nothing. With group
         commit, one row of the process's next batch.
         """
-        if self._group is not None and self._group.open:
-            return bool(self._group.submit(self._success(claimed, result)))
+        if self._group is not None:
+            with contextlib.suppress(CommitterClosed):  # closed: the single statement below
+                return bool(self._group.submit(self._success(claimed, result)))
         if self._driver is not None:
             params = {**self._lease(claimed), "_now": self.db.clock(), "_result": result}
-            with driver_connection(self.db.engine) as driver:
+            with self.db.driver_connection() as driver:
                 return self._driver[1].first(driver, params) is not None
         with translate_errors(), self.db.engine.begin() as connection:
             return self.succeed(connection, claimed, result)
@@ -287,11 +293,11 @@ class Claims:
         then call `succeed_alone`. An outage is ridden out for about 15 s before the
         future raises `StoreUnavailable` (`claim_batches.write_riding_outages`).
         """
-        if self._later is None or not self._later.open:
+        if self._later is None:
             return None
         try:
             return self._later.submit_later(self._success(claimed, result))
-        except RuntimeError:  # closed meanwhile
+        except CommitterClosed:
             return None
 
     def fail(

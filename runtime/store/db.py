@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
@@ -17,6 +18,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker, with_loader_c
 
 from runtime.errors import FerryError, StoreUnavailable
 from runtime.settings import Settings
+from runtime.store.kept import KeptConnections
 from runtime.store.models import TenantScoped
 from runtime.store.tenant_scope import (
     Gap,
@@ -166,6 +168,8 @@ class Database:
         self.clock = clock
         self.function_role = check_role_name(function_role)
         self._function_scope_ready = False
+        #: The hot path's connections, one kept per thread (PostgreSQL only).
+        self._kept = KeptConnections(engine) if engine.dialect.name == "postgresql" else None
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         # Reads and single-statement writes need no transaction: on an autocommit
         # connection they cost one round trip, not BEGIN + statement + COMMIT.
@@ -266,7 +270,19 @@ class Database:
         with translate_errors(), self.engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
 
+    def driver_connection(self) -> contextlib.AbstractContextManager[psycopg.Connection[Any]]:
+        """This thread's psycopg connection in autocommit, for `DriverStatement`s.
+
+        PostgreSQL only. A lost or refused connection raises `StoreUnavailable`
+        (`runtime.store.kept`).
+        """
+        if self._kept is None:
+            raise RuntimeError("driver statements run on PostgreSQL only")
+        return self._kept.connection()
+
     def dispose(self) -> None:
+        if self._kept is not None:
+            self._kept.close()
         self.engine.dispose()
 
 

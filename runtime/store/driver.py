@@ -5,7 +5,8 @@ claim cost 225-275 µs of the worker's CPU, run by psycopg as here 151-212 µs
 (`python -m bench.driver_cost` prints both): the difference is SQLAlchemy's execution
 context, parameter and result processing and the `Connection` around the pooled one. So the few statements that run once per
 invocation are compiled once by SQLAlchemy into SQL text and run by psycopg directly
-(`DriverStatement`), on a connection checked out of the same pool (`driver_connection`).
+(`DriverStatement`), on a connection the thread keeps (`Database.driver_connection`,
+`runtime.store.kept`).
 
 What SQLAlchemy's types did for these statements is done here: datetimes come back in
 UTC (as `models.UTCDateTime` gives them), a JSON parameter is wrapped as JSON, and enum
@@ -15,10 +16,9 @@ PostgreSQL only: SQLite keeps SQLAlchemy, where these costs do not decide anythi
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import json
-from collections.abc import Iterator
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,9 +26,6 @@ import orjson
 import psycopg
 from psycopg.types.json import Json
 from sqlalchemy.engine import Engine
-
-from runtime.errors import StoreUnavailable
-from runtime.store.db import translate_errors
 
 
 class DriverStatement:
@@ -43,12 +40,8 @@ class DriverStatement:
         by_index: bool = False,
     ) -> None:
         compiled = statement.compile(dialect=engine.dialect)
-        self.sql = str(compiled)
-        #: The statement's own literals (states, numbers), as psycopg sends them.
-        self.constants = {
-            name: value.value if isinstance(value, enum.Enum) else value
-            for name, value in compiled.construct_params(_check=False).items()
-        }
+        #: The SQL text, with the statement's own constants written into it (`_inline`).
+        self.sql, self.constants = _inline(compiled)
         self.json = json
         #: For a statement over a batch of keys (`= ANY(array)`, joined to its CTEs): run
         #: with sequential scans ruled out. Before a table has statistics (a new
@@ -93,6 +86,46 @@ class DriverStatement:
         return rows[0] if rows else None
 
 
+#: A constant string written into the SQL text as it is: a state, an outcome, a name.
+_WORD = re.compile(r"[A-Za-z0-9_.:-]*")
+
+
+def _inline(compiled: Any) -> tuple[str, dict[str, Any]]:
+    """The SQL text with the statement's own constants as literals; those left as parameters.
+
+    A constant (a state, `attempts + 1`, a NULL) is a bound parameter to SQLAlchemy, so
+    psycopg would dump it on every run: half of a claim's parameters and most of a
+    success's. Written into the text, only the caller's parameters (bind parameters
+    without a value, `required`) are sent. A constant that is not a number, a NULL or a
+    plain word stays a parameter: nothing here quotes text.
+    """
+    sql = str(compiled)
+    rest: dict[str, Any] = {}
+    for name, value in compiled.construct_params(_check=False).items():
+        bind = compiled.binds.get(name)
+        if bind is not None and bind.required:
+            continue  # the caller's
+        constant = value.value if isinstance(value, enum.Enum) else value
+        literal = _literal(constant)
+        if literal is None:
+            rest[name] = constant
+        else:
+            sql = sql.replace(f"%({name})s", literal)
+    return sql, rest
+
+
+def _literal(value: Any) -> str | None:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str) and _WORD.fullmatch(value):
+        return f"'{value}'"
+    return None
+
+
 def json_text(value: Any) -> str:
     """`value` as JSON text, written by orjson (datetimes as RFC 3339)."""
     try:
@@ -112,38 +145,3 @@ def _utc(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     return value
-
-
-#: The driver's errors of a lost or refused connection.
-_LOST = (psycopg.OperationalError, psycopg.InterfaceError)
-
-
-@contextlib.contextmanager
-def driver_connection(engine: Engine) -> Iterator[psycopg.Connection[Any]]:
-    """A psycopg connection of the engine's pool, in autocommit, for `DriverStatement`s.
-
-    A lost or refused connection raises `StoreUnavailable`, as `translate_errors` does on
-    SQLAlchemy's side, and is dropped from the pool rather than given to the next caller.
-    """
-    try:
-        # The pool hands the driver's own error up when it cannot connect (unlike
-        # `engine.connect()`, which wraps it); a full pool raises SQLAlchemy's timeout.
-        with translate_errors():
-            pooled = engine.raw_connection()
-    except _LOST as ex:
-        raise StoreUnavailable(f"the store is unreachable: {type(ex).__name__}") from ex
-    connection: psycopg.Connection[Any] = pooled.driver_connection  # type: ignore[assignment]
-    try:
-        connection.autocommit = True
-        yield connection
-        connection.autocommit = False
-    except _LOST as ex:
-        pooled.invalidate(ex)
-        raise StoreUnavailable(f"the store is unreachable: {type(ex).__name__}") from ex
-    except BaseException:
-        # Any other error (a constraint, a bug): the connection itself is still good.
-        with contextlib.suppress(psycopg.Error):
-            connection.autocommit = False
-        raise
-    finally:
-        pooled.close()

@@ -44,6 +44,10 @@ from typing import Any
 MAX_BATCH = 256
 
 
+class CommitterClosed(RuntimeError):
+    """The committer was closed (the process is stopping): write the request the single way."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Failed:
     """An outcome of `write`: this request was not written; its thread raises `error`."""
@@ -100,7 +104,10 @@ class GroupCommitter:
         self.requests = 0
 
     def submit(self, request: Any) -> Any:
-        """Wait for the batch that writes `request`; its outcome, or the batch's error."""
+        """Wait for the batch that writes `request`; its outcome, or the batch's error.
+
+        Raises `CommitterClosed` once `close` was called, as `submit_later` does.
+        """
         waiter = _Waiter(request)
         self._put(waiter)
         waiter.done.wait()
@@ -117,7 +124,7 @@ class GroupCommitter:
     def _put(self, waiter: _Waiter) -> None:
         with self._lock:
             if self._closed:
-                raise RuntimeError("the group committer is closed")
+                raise CommitterClosed("the group committer is closed")
             if self._thread is None or self._pid != os.getpid():
                 self._start()
             self._queue.put(waiter)

@@ -7,6 +7,7 @@ sweep in `runtime.store.sweep`. State changes here are atomic conditional update
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from datetime import datetime
@@ -26,9 +27,9 @@ from runtime.store import callbacks, models, statements
 from runtime.store.accept_batches import write_accepts
 from runtime.store.audit import AuditEntry, append_in
 from runtime.store.db import Database, translate_errors
-from runtime.store.driver import DriverStatement, driver_connection
+from runtime.store.driver import DriverStatement
 from runtime.store.fairness import WaitReason
-from runtime.store.group_commit import GroupCommitter
+from runtime.store.group_commit import CommitterClosed, GroupCommitter
 from runtime.store.models import CLAIMABLE, Status
 from runtime.store.paging import decode_cursor, encode_cursor
 from runtime.store.views import INVOCATION_FIELDS, AttemptView, InvocationView
@@ -134,16 +135,13 @@ class Invocations:
         written in the same transaction: an invocation is never stored without the
         callback it asked for.
         """
-        if new.callback_url is None and self._accepts is not None and self._accepts.open:
-            try:
+        if new.callback_url is None and self._accepts is not None:
+            with contextlib.suppress(CommitterClosed):  # closed: the single statement below
                 inserted: dict[str, Any] | None = self._accepts.submit(values)
-            except RuntimeError:  # closed meanwhile: the single statement below
-                pass
-            else:
                 return inserted
         if new.callback_url is None and self.db.dialect == "postgresql":
             # Once per accept: psycopg runs it (runtime.store.driver).
-            with driver_connection(self.db.engine) as driver:
+            with self.db.driver_connection() as driver:
                 return self._insert_statement(admit, key_checked).first(driver, values)
         insert = statements.insert_for_active_tenant(self.db.dialect, admit, key_checked)
         if new.callback_url is None:

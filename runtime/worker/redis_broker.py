@@ -65,6 +65,20 @@ redis.call("lpush", KEYS[3], "1")
 redis.call("ltrim", KEYS[3], 0, tonumber(ARGV[3]) - 1)
 """
 
+#: `_ENQUEUE_AND_WAKE` for many messages of one queue: ARGV is the wake-up list's cap,
+#: then each message's id and body. One token per message, up to the cap.
+_ENQUEUE_MANY_AND_WAKE = """
+local cap = tonumber(ARGV[1])
+for i = 2, #ARGV, 2 do
+    redis.call("hset", KEYS[2], ARGV[i], ARGV[i + 1])
+    redis.call("rpush", KEYS[1], ARGV[i])
+end
+for i = 1, math.min((#ARGV - 1) / 2, cap) do
+    redis.call("lpush", KEYS[3], "1")
+end
+redis.call("ltrim", KEYS[3], 0, cap - 1)
+"""
+
 #: Dramatiq's "ack" for each message id in ARGV: out of the consumer's ack set (KEYS[1])
 #: and, if it was there, its body out of `<queue>.msgs` (KEYS[2]).
 _ACK_MANY = """
@@ -94,6 +108,7 @@ class WakingRedisBroker(RedisBroker):
         self.wakeup_tokens = wakeup_tokens
         self.max_block_s = max_block_s
         self._enqueue_and_wake = self.client.register_script(_ENQUEUE_AND_WAKE)
+        self._enqueue_many_and_wake = self.client.register_script(_ENQUEUE_MANY_AND_WAKE)
         self._ack_many = self.client.register_script(_ACK_MANY)
 
     @property
@@ -113,29 +128,35 @@ class WakingRedisBroker(RedisBroker):
         return self._enqueue_and_wake(keys=keys, args=[message_id, data, self.wakeup_tokens])
 
     def enqueue_many(self, messages: Sequence[Message[Any]]) -> list[Message[Any]]:
-        """Enqueue messages as `enqueue` does, all in one pipelined round trip.
+        """Enqueue messages as `enqueue` does, all in one round trip.
 
-        Each is stored by the same script as `do_enqueue` (so each leaves its wake-up
-        token, the list kept to its cap), in order; the enqueue hooks run for each, the
+        The messages of each queue are stored by one script call, as `do_enqueue` stores
+        one (each leaves its wake-up token, the list kept to its cap), in order; the calls
+        of all queues go in one pipeline. The enqueue hooks run for each message, the
         "before" ones before anything is sent. A Redis error raises after the round trip:
-        then any of them may or may not be stored, and the caller sends them all again
-        (a message delivered twice runs once: the claim sees to that).
+        then any of them may or may not be stored, and the caller sends them all again (a
+        message delivered twice runs once: the claim sees to that).
         """
-        pipe = self.client.pipeline(transaction=False)
         sent = []
+        by_queue: dict[str, list[Any]] = {}
         for message in messages:
             message = message.copy(options={"redis_message_id": str(uuid4())})
             self.emit_before("enqueue", message, None)
-            queue_name = message.queue_name
-            keys = [
-                f"{self.namespace}:{queue_name}",
-                f"{self.namespace}:{queue_name}.msgs",
-                self.wakeup_key(queue_name),
-            ]
-            args = [message.options["redis_message_id"], message.encode(), self.wakeup_tokens]
-            self._enqueue_and_wake(keys=keys, args=args, client=pipe)
+            by_queue.setdefault(message.queue_name, []).extend(
+                (message.options["redis_message_id"], message.encode())
+            )
             sent.append(message)
-        if sent:
+        if by_queue:
+            pipe = self.client.pipeline(transaction=False)
+            for queue_name, stored in by_queue.items():
+                keys = [
+                    f"{self.namespace}:{queue_name}",
+                    f"{self.namespace}:{queue_name}.msgs",
+                    self.wakeup_key(queue_name),
+                ]
+                self._enqueue_many_and_wake(
+                    keys=keys, args=[self.wakeup_tokens, *stored], client=pipe
+                )
             pipe.execute()
         for message in sent:
             self.emit_after("enqueue", message, None)

@@ -16,6 +16,7 @@ import dramatiq
 import pytest
 import redis
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.message import Message
 
 from runtime.worker.redis_broker import WakingRedisBroker
 from tests.conftest import REDIS_URL
@@ -404,7 +405,40 @@ def test_the_waking_broker_is_the_default_and_the_setting_turns_it_off(redis_nam
         off.close()
 
 
-def test_enqueue_many_stores_every_message_in_order_in_one_round_trip_and_wakes(
+def test_enqueue_many_keeps_each_queues_messages_in_order_one_script_call_per_queue(
+    make_broker: Callable[..., WakingRedisBroker],
+) -> None:
+    # Given messages of two queues, interleaved, and a wake-up cap of 3
+    broker = make_broker(wakeup_tokens=3)
+    broker.declare_queue("other")
+    sender = declare_recorder(broker, Runs())
+    messages = [
+        sender.message(f"m{n}").copy(queue_name=QUEUE if n % 2 else "other") for n in range(10)
+    ]
+    executed: list[int] = []
+    original = redis.client.Pipeline.execute
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        executed.append(len(self.command_stack))
+        return original(self, *args, **kwargs)
+
+    # When they are enqueued at once
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(redis.client.Pipeline, "execute", counted)
+        broker.enqueue_many(messages)
+
+    # Then one round trip held one script call per queue
+    assert executed == [2]
+    # and each queue holds its own messages, in the order they were given, bodies stored
+    for queue_name, expected in ((QUEUE, [1, 3, 5, 7, 9]), ("other", [0, 2, 4, 6, 8])):
+        ids = broker.client.lrange(f"{broker.namespace}:{queue_name}", 0, -1)
+        bodies = broker.client.hmget(f"{broker.namespace}:{queue_name}.msgs", ids)
+        assert [Message.decode(body).args[0] for body in bodies] == [f"m{n}" for n in expected]
+        # and its wake-up list got a token per message, kept to the cap
+        assert broker.client.llen(broker.wakeup_key(queue_name)) == 3
+
+
+def test_enqueue_many_stores_every_message_in_order_in_one_script_call_and_wakes(
     make_broker: Callable[..., WakingRedisBroker], redis_namespace: str
 ) -> None:
     # Given a consumer blocked on an empty queue, and a producer whose round trips are counted
@@ -430,8 +464,9 @@ def test_enqueue_many_stores_every_message_in_order_in_one_round_trip_and_wakes(
         patch.setattr(redis.client.Pipeline, "execute", counted)
         sent = producer.enqueue_many(messages)
 
-    # Then they went in one pipeline, the consumer woke, and they come out in order
-    assert len(executed) == 1 and executed[0] >= 250
+    # Then they went in one round trip, one script call, the consumer woke, and they come
+    # out in order
+    assert executed == [1]
     assert [m.message_id for m in sent] == [m.message_id for m in messages]
     assert len({m.options["redis_message_id"] for m in sent}) == 250
     wait_for(lambda: not waiter.is_alive(), timeout=20, what="the consumer to wake")

@@ -324,6 +324,28 @@ def test_without_a_window_the_single_statements_are_used(runtime_with, make_tena
     assert attempts(runtime, invocation_id) == [(1, "w1", "succeeded")]
 
 
+def test_once_the_committers_are_closed_claims_and_successes_take_the_single_statements(
+    runtime_with, make_tenant, runtime
+):
+    # Given a store with group commit and success batches, whose committers were closed
+    # (a stopping worker closes them)
+    grouped = runtime_with(group_commit_ms=1.0, success_batch_ms=2.0)
+    claims = grouped.store.claims
+    [invocation_id] = accept(runtime, make_tenant(), 1)
+    claims.close()
+
+    # When a claim and its success come after that
+    outcome = claims.claim(invocation_id, "w1", 30)
+    assert isinstance(outcome, Claimed)
+    later = claims.succeed_later(outcome, {"message": "x"})
+    recorded = claims.succeed_alone(outcome, {"message": "x"})
+
+    # Then they were written by the single statements, not refused
+    assert later is None and recorded
+    assert claims._group is not None and claims._group.batches == 0
+    assert attempts(runtime, invocation_id) == [(1, "w1", "succeeded")]
+
+
 @pytest.mark.parametrize("window_s", [0.0, 0.002])
 def test_a_committer_answers_in_order_within_a_batch(window_s: float):
     committer = GroupCommitter(lambda requests: [r * 2 for r in requests], window_s=window_s)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC
 
 import pytest
 import sqlalchemy as sa
+from psycopg.pq import TransactionStatus
 
 from runtime.app import Runtime
 from runtime.errors import StoreUnavailable
+from runtime.store import kept as kept_module
 from runtime.store.claims import Claimed
-from runtime.store.driver import driver_connection
 
 
 @pytest.fixture(autouse=True)
@@ -44,10 +47,10 @@ def test_a_claim_reads_back_as_sqlalchemy_would_give_it(runtime: Runtime, make_t
     assert (stored.status, stored.result) == ("succeeded", {"message": "done", "at": None})
 
 
-def test_a_connection_that_died_in_the_pool_fails_once_and_is_not_reused(
+def test_a_kept_connection_that_died_fails_once_and_is_not_reused(
     runtime_with: Callable[..., Runtime], make_tenant, runtime: Runtime
 ):
-    # Given a store with one pooled connection, whose server process is then terminated
+    # Given a store whose thread keeps a connection, whose server process is then terminated
     small = runtime_with(db_pool_size=1, db_max_overflow=0)
     tenant = make_tenant()
     ids = [
@@ -56,10 +59,9 @@ def test_a_connection_that_died_in_the_pool_fails_once_and_is_not_reused(
         ].id
         for _ in range(2)
     ]
-    with driver_connection(small.store.db.engine) as connection:
+    with small.store.db.driver_connection() as connection:
         pid = connection.info.backend_pid
-    with runtime.store.db.engine.connect() as admin:
-        admin.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    _terminate(runtime, pid)
 
     # When a claim runs on it, and another after it
     with pytest.raises(StoreUnavailable):
@@ -68,11 +70,188 @@ def test_a_connection_that_died_in_the_pool_fails_once_and_is_not_reused(
 
     # Then the first is refused as an outage and the second runs on a new connection
     assert isinstance(again, Claimed)
-    with driver_connection(small.store.db.engine) as connection:
+    with small.store.db.driver_connection() as connection:
         assert connection.info.backend_pid != pid
-        # and the pool's connection is back out of autocommit, as SQLAlchemy expects it
+        assert connection.autocommit is True
+    # and the engine's own pool was not touched: its connection is out of autocommit
     with small.store.db.engine.raw_connection() as pooled:
         assert pooled.driver_connection.autocommit is False  # type: ignore[union-attr]
+
+
+def _terminate(runtime: Runtime, *pids: int) -> None:
+    with runtime.store.db.engine.connect() as admin:
+        for pid in pids:
+            admin.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+
+
+def _backend_pid(runtime: Runtime) -> int:
+    """The server process of this thread's connection, asked over it (so a dead one fails)."""
+    with runtime.store.db.driver_connection() as connection:
+        row = connection.execute("SELECT pg_backend_pid()").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _in_thread(call: Callable[[], object]) -> object:
+    out: list[object] = []
+    thread = threading.Thread(target=lambda: out.append(call()))
+    thread.start()
+    thread.join(10)
+    return out[0]
+
+
+def test_a_thread_keeps_its_connection_and_another_thread_has_its_own(runtime: Runtime):
+    # Given two statements in this thread, and one in another thread
+    first, second = _backend_pid(runtime), _backend_pid(runtime)
+    other = _in_thread(lambda: _backend_pid(runtime))
+
+    # Then this thread ran both on one connection, and the other thread on another
+    assert first == second
+    assert other != first
+
+
+def test_an_outage_fails_one_statement_not_one_per_thread(runtime: Runtime):
+    # Given this thread and a second one, each keeping a connection, both terminated
+    gate, done = threading.Event(), threading.Event()
+    pids: list[int] = []
+    outcome: list[object] = []
+
+    def second_thread() -> None:
+        pids.append(_backend_pid(runtime))
+        gate.wait(10)
+        try:
+            outcome.append(_backend_pid(runtime))
+        except StoreUnavailable as ex:
+            outcome.append(ex)
+        done.set()
+
+    thread = threading.Thread(target=second_thread)
+    thread.start()
+    mine = _backend_pid(runtime)
+    while not pids:
+        time.sleep(0.01)
+    _terminate(runtime, mine, pids[0])
+
+    # When this thread's next statement fails on its dead connection
+    with pytest.raises(StoreUnavailable):
+        with runtime.store.db.driver_connection() as connection:
+            connection.execute("SELECT 1")
+    # and the second thread runs its next one afterwards
+    gate.set()
+    done.wait(10)
+    thread.join(10)
+
+    # Then the second thread was given a new connection instead of failing too
+    assert outcome and isinstance(outcome[0], int), outcome
+    assert outcome[0] != pids[0]
+
+
+def test_an_error_inside_a_transaction_drops_the_connection_and_a_plain_error_keeps_it(
+    runtime: Runtime,
+):
+    # Given this thread's kept connection
+    pid = _backend_pid(runtime)
+
+    # When a statement fails on a constraint of its own, in autocommit
+    with pytest.raises(Exception, match="division by zero"):
+        with runtime.store.db.driver_connection() as connection:
+            connection.execute("SELECT 1 / 0")
+    # Then the connection is kept
+    assert _backend_pid(runtime) == pid
+
+    # When an error leaves it inside a transaction
+    with pytest.raises(ValueError):
+        with runtime.store.db.driver_connection() as connection:
+            connection.execute("BEGIN")
+            raise ValueError("a bug between statements")
+    # Then the next statement runs on another connection, not inside that transaction
+    with runtime.store.db.driver_connection() as connection:
+        assert connection.info.backend_pid != pid
+        assert connection.info.transaction_status == TransactionStatus.IDLE
+
+
+def test_threads_past_the_limit_use_the_pool_per_statement(
+    runtime_with: Callable[..., Runtime],
+):
+    # Given a store whose pool holds one connection: one thread may keep one
+    small = runtime_with(db_pool_size=1, db_max_overflow=1)
+    kept = small.store.db._kept  # type: ignore[attr-defined]
+    assert kept is not None and kept.limit == 1
+    _backend_pid(small)
+
+    # When another thread runs a statement while this one keeps its connection
+    other = _in_thread(lambda: _backend_pid(small))
+
+    # Then it ran on a connection of the engine's pool, and only one is kept
+    assert isinstance(other, int)
+    assert kept.kept() == 1
+
+
+def test_threads_arriving_together_never_wait_for_a_connection_to_keep(
+    runtime_with: Callable[..., Runtime],
+):
+    # Given a store whose pool holds 4 connections; a thread that waited for one would
+    # wait for a minute (kept connections are not given back)
+    small = runtime_with(db_pool_size=4, db_max_overflow=0, db_pool_timeout_s=60)
+    kept = small.store.db._kept  # type: ignore[attr-defined]
+    start = threading.Barrier(24)
+
+    def first_statement() -> object:
+        start.wait()
+        try:
+            return _backend_pid(small)
+        except StoreUnavailable as ex:
+            return ex
+
+    # When 24 threads run their first statement at the same moment
+    threads_out: list[object] = []
+    threads = [
+        threading.Thread(target=lambda: threads_out.append(first_statement())) for _ in range(24)
+    ]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 20
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+
+    # Then every one ran (none waited out the pool for a place to keep one), and no more
+    # than the pool's size keep one
+    assert len(threads_out) == 24
+    assert all(isinstance(out, int) for out in threads_out), threads_out
+    assert kept.kept() <= 4
+
+
+def test_a_connection_kept_past_its_refresh_time_is_handed_back_and_taken_again(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+):
+    # Given a kept connection, and the refresh time passed
+    kept = runtime.store.db._kept  # type: ignore[attr-defined]
+    _backend_pid(runtime)
+    before = kept._local.kept
+    monkeypatch.setattr(kept_module, "REFRESH_S", 0.0)
+
+    # When the thread runs its next statement
+    _backend_pid(runtime)
+
+    # Then it holds a connection taken anew, and still only one
+    assert kept._local.kept is not before
+    assert kept.kept() == 1
+
+
+def test_dispose_gives_every_kept_connection_back(runtime_with: Callable[..., Runtime]):
+    # Given connections kept by two threads
+    store = runtime_with()
+    _backend_pid(store)
+    _in_thread(lambda: _backend_pid(store))
+    kept = store.store.db._kept  # type: ignore[attr-defined]
+    assert kept.kept() == 2
+
+    # When the database is disposed
+    store.store.db.dispose()
+
+    # Then none is kept, and a later statement takes a new one
+    assert kept.kept() == 0
+    assert isinstance(_backend_pid(store), int)
 
 
 def test_an_unreachable_store_is_store_unavailable(runtime_with: Callable[..., Runtime]):
@@ -110,7 +289,7 @@ def test_a_success_reads_its_attempt_by_index_before_the_table_has_statistics(
         "_now": runtime.store.db.clock(),
         "_result": None,
     }
-    with driver_connection(runtime.store.db.engine) as connection:
+    with runtime.store.db.driver_connection() as connection:
         plan = str(connection.execute("EXPLAIN (FORMAT JSON) " + statement.sql, params).fetchone())
 
     # Then neither table is read whole: both rows are found by their keys
