@@ -12,13 +12,14 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import sqlalchemy as sa
 
 from runtime.store import models, statements
 from runtime.store.db import Database
+from runtime.store.driver import DriverStatement
 from runtime.store.models import CLAIMABLE, Status
 from runtime.store.sweep import Dispatch
 
@@ -63,6 +64,9 @@ class Fairness:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        #: The release without blocked functions or keys, by whether it is capped: it runs
+        #: after every few claims of a worker, so psycopg runs it (`runtime.store.driver`).
+        self._driver: dict[bool, DriverStatement] = {}
 
     def admit(self, invocation_id: str, tenant_id: str, window: int) -> bool:
         """Mark a just-accepted invocation sent if its tenant's window has room, else held.
@@ -106,18 +110,26 @@ class Fairness:
         """
         if cap is not None and cap <= 0:
             return []
+        params = {"_tenant": tenant_id, "_window": window, "_now": self.db.clock(), "_cap": cap}
         if blocked_functions or blocked_keys:
             released = _release(
                 self.db.dialect, cap is not None, tuple(blocked_functions), tuple(blocked_keys)
             )
+        elif self.db.dialect == "postgresql":
+            # The hot path (a claim with no limits in play), on psycopg: built once.
+            statement = self._driver.get(cap is not None)
+            if statement is None:
+                statement = self._driver[cap is not None] = DriverStatement(
+                    _cached_release(self.db.dialect, cap is not None), self.db.engine
+                )
+            with self.db.driver_connection() as connection:
+                found = statement.rows(connection, params)
+            return _dispatches(found)
         else:
-            # The hot path (a claim with no limits in play): built once.
             released = _cached_release(self.db.dialect, cap is not None)
-        params = {"_tenant": tenant_id, "_window": window, "_now": self.db.clock(), "_cap": cap}
         with self.db.statements() as connection:
             rows = connection.execute(released, params).all()
-        ordered = sorted(rows, key=lambda r: r.created_at)
-        return [Dispatch(r.id, r.tenant_id, r.function, r.queue) for r in ordered]
+        return _dispatches([dict(row._mapping) for row in rows])
 
     def running(self, tenant_id: str) -> Running:
         """The tenant's running invocations, counted by function and concurrency key."""
@@ -134,6 +146,12 @@ class Fairness:
             if key is not None:
                 by_key[(function, key)] = count
         return Running(sum(by_function.values()), by_function, by_key)
+
+
+def _dispatches(rows: Collection[Mapping[str, Any]]) -> list[Dispatch]:
+    """The released rows as the dispatcher sends them, oldest first."""
+    ordered = sorted(rows, key=lambda row: row["created_at"])
+    return [Dispatch(row["id"], row["tenant_id"], row["function"], row["queue"]) for row in ordered]
 
 
 @functools.cache
