@@ -137,6 +137,10 @@ class KeptConnections:
             with self._lock:
                 self._taking -= 1
                 if kept is not None:
+                    # A new thread may have the ident of one that ended keeping a connection.
+                    ended = self._kept.pop(threading.get_ident(), None)
+                    if ended is not None:
+                        _give_back(ended.pooled)
                     self._kept[threading.get_ident()] = kept
         self._local.kept = kept
         return kept

@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC
+from types import SimpleNamespace
 
 import pytest
 import sqlalchemy as sa
@@ -235,6 +236,29 @@ def test_a_connection_kept_past_its_refresh_time_is_handed_back_and_taken_again(
 
     # Then it holds a connection taken anew, and still only one
     assert kept._local.kept is not before
+    assert kept.kept() == 1
+
+
+def test_a_thread_with_the_ident_of_an_ended_one_gives_that_ones_connection_back(
+    runtime: Runtime,
+):
+    # Given a connection still counted for this thread's ident, kept by a thread that ended
+    # (the system reuses idents)
+    kept = runtime.store.db._kept  # type: ignore[attr-defined]
+    given_back: list[bool] = []
+    ended = SimpleNamespace(
+        pooled=SimpleNamespace(
+            driver_connection=SimpleNamespace(autocommit=True),
+            close=lambda: given_back.append(True),
+        )
+    )
+    kept._kept[threading.get_ident()] = ended
+
+    # When this thread takes its own
+    _backend_pid(runtime)
+
+    # Then the ended thread's connection went back to its pool, and one is kept
+    assert given_back == [True]
     assert kept.kept() == 1
 
 
