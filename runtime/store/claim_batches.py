@@ -25,13 +25,13 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from runtime.errors import StoreUnavailable
 from runtime.store import batch_statements, statements
 from runtime.store.db import Database, translate_errors
-from runtime.store.driver import DriverStatement, json_text
+from runtime.store.driver import json_text, prepared
 from runtime.store.group_commit import Failed
 
 
@@ -220,21 +220,10 @@ def _rows(db: Database, statement: Any, params: dict[str, Any]) -> list[Any] | E
     """
     try:
         with db.driver_connection() as connection:
-            rows = _driver_statement(statement, db.engine).rows(connection, params)
+            rows = prepared(statement, db.engine, by_index=True).rows(connection, params)
     except Exception as ex:
         return ex
     return [types.SimpleNamespace(**row) for row in rows]
-
-
-#: The batch statements compiled for psycopg, by the statement (module constants).
-_COMPILED: dict[int, DriverStatement] = {}
-
-
-def _driver_statement(statement: Any, engine: Engine) -> DriverStatement:
-    compiled = _COMPILED.get(id(statement))
-    if compiled is None:
-        compiled = _COMPILED[id(statement)] = DriverStatement(statement, engine, by_index=True)
-    return compiled
 
 
 #: The statement a request is written by: its claim group (worker, lease), or this.

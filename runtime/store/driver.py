@@ -86,6 +86,22 @@ class DriverStatement:
         return rows[0] if rows else None
 
 
+#: Driver statements by what they are built from (a statement built once, by a module
+#: constant or a cached builder), so that each is compiled once per process.
+_PREPARED: dict[tuple[Any, str, tuple[str, ...], bool], DriverStatement] = {}
+
+
+def prepared(
+    statement: Any, engine: Engine, *, json: tuple[str, ...] = (), by_index: bool = False
+) -> DriverStatement:
+    """`statement` compiled for psycopg, once per process (a race compiles it twice)."""
+    key = (statement, engine.dialect.name, json, by_index)
+    compiled = _PREPARED.get(key)
+    if compiled is None:
+        compiled = _PREPARED[key] = DriverStatement(statement, engine, json=json, by_index=by_index)
+    return compiled
+
+
 #: A constant string written into the SQL text as it is: a state, an outcome, a name.
 _WORD = re.compile(r"[A-Za-z0-9_.:-]*")
 

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from runtime.store import models, statements
 from runtime.store.db import Database
-from runtime.store.driver import DriverStatement
+from runtime.store.driver import prepared
 from runtime.store.models import CLAIMABLE, Status
 from runtime.store.sweep import Dispatch
 
@@ -64,9 +64,6 @@ class Fairness:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        #: The release without blocked functions or keys, by whether it is capped: it runs
-        #: after every few claims of a worker, so psycopg runs it (`runtime.store.driver`).
-        self._driver: dict[bool, DriverStatement] = {}
 
     def admit(self, invocation_id: str, tenant_id: str, window: int) -> bool:
         """Mark a just-accepted invocation sent if its tenant's window has room, else held.
@@ -116,12 +113,9 @@ class Fairness:
                 self.db.dialect, cap is not None, tuple(blocked_functions), tuple(blocked_keys)
             )
         elif self.db.dialect == "postgresql":
-            # The hot path (a claim with no limits in play), on psycopg: built once.
-            statement = self._driver.get(cap is not None)
-            if statement is None:
-                statement = self._driver[cap is not None] = DriverStatement(
-                    _cached_release(self.db.dialect, cap is not None), self.db.engine
-                )
+            # The hot path (after every few claims of a worker when no limit is in play):
+            # built once, run by psycopg (`runtime.store.driver`).
+            statement = prepared(_cached_release(self.db.dialect, cap is not None), self.db.engine)
             with self.db.driver_connection() as connection:
                 found = statement.rows(connection, params)
             return _dispatches(found)

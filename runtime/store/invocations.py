@@ -27,7 +27,7 @@ from runtime.store import callbacks, models, statements
 from runtime.store.accept_batches import write_accepts
 from runtime.store.audit import AuditEntry, append_in
 from runtime.store.db import Database, translate_errors
-from runtime.store.driver import DriverStatement
+from runtime.store.driver import prepared
 from runtime.store.fairness import WaitReason
 from runtime.store.group_commit import CommitterClosed, GroupCommitter
 from runtime.store.models import CLAIMABLE, Status
@@ -106,8 +106,6 @@ def insert_values(
 class Invocations:
     def __init__(self, db: Database, *, accept_group_commit: bool = False) -> None:
         self.db = db
-        #: The accept's INSERTs run by psycopg (PostgreSQL), by (admit, key_checked).
-        self._driver: dict[tuple[bool, bool], DriverStatement] = {}
         #: Concurrent accepts' INSERTs written together (`runtime.store.accept_batches`).
         self._accepts: GroupCommitter | None = None
         if accept_group_commit and db.dialect == "postgresql":
@@ -139,11 +137,11 @@ class Invocations:
             with contextlib.suppress(CommitterClosed):  # closed: the single statement below
                 inserted: dict[str, Any] | None = self._accepts.submit(values)
                 return inserted
+        insert = statements.insert_for_active_tenant(self.db.dialect, admit, key_checked)
         if new.callback_url is None and self.db.dialect == "postgresql":
             # Once per accept: psycopg runs it (runtime.store.driver).
             with self.db.driver_connection() as driver:
-                return self._insert_statement(admit, key_checked).first(driver, values)
-        insert = statements.insert_for_active_tenant(self.db.dialect, admit, key_checked)
+                return prepared(insert, self.db.engine, json=_JSON_COLUMNS).first(driver, values)
         if new.callback_url is None:
             with self.db.statements() as connection:
                 row = connection.execute(insert, values).first()
@@ -153,16 +151,6 @@ class Invocations:
                 if row is not None:
                     callbacks.insert_in(connection, new.id, new.tenant_id, new.callback_url, now)
         return None if row is None else dict(row._mapping)
-
-    def _insert_statement(self, admit: bool, key_checked: bool) -> DriverStatement:
-        statement = self._driver.get((admit, key_checked))
-        if statement is None:
-            statement = self._driver[(admit, key_checked)] = DriverStatement(
-                statements.insert_for_active_tenant(self.db.dialect, admit, key_checked),
-                self.db.engine,
-                json=_JSON_COLUMNS,
-            )
-        return statement
 
     def insert(
         self, new: NewInvocation, *, window: int | None = None, key_id: str | None = None

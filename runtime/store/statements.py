@@ -28,6 +28,7 @@ def invocation_record(dialect: sa.Dialect) -> str:
     return ", ".join(f'"{c.name}" {c.type.compile(dialect=dialect)}' for c in I.__table__.columns)
 
 
+@functools.cache
 def insert_for_active_tenant(dialect: str, admit: bool = False, key_checked: bool = False) -> Any:
     """`INSERT ... SELECT :values WHERE <tenant active> ON CONFLICT DO NOTHING RETURNING id`.
 
