@@ -57,17 +57,9 @@ DEFAULT_WAKEUP_TOKENS = 64
 
 
 #: Dramatiq's "enqueue" (the message body in `<queue>.msgs`, its id on the `<queue>`
-#: list), plus a token on the wake-up list, kept to its cap.
+#: list) for each message of one queue, plus a token per message on the wake-up list,
+#: kept to its cap. ARGV is the cap, then each message's id and body.
 _ENQUEUE_AND_WAKE = """
-redis.call("hset", KEYS[2], ARGV[1], ARGV[2])
-redis.call("rpush", KEYS[1], ARGV[1])
-redis.call("lpush", KEYS[3], "1")
-redis.call("ltrim", KEYS[3], 0, tonumber(ARGV[3]) - 1)
-"""
-
-#: `_ENQUEUE_AND_WAKE` for many messages of one queue: ARGV is the wake-up list's cap,
-#: then each message's id and body. One token per message, up to the cap.
-_ENQUEUE_MANY_AND_WAKE = """
 local cap = tonumber(ARGV[1])
 for i = 2, #ARGV, 2 do
     redis.call("hset", KEYS[2], ARGV[i], ARGV[i + 1])
@@ -108,7 +100,6 @@ class WakingRedisBroker(RedisBroker):
         self.wakeup_tokens = wakeup_tokens
         self.max_block_s = max_block_s
         self._enqueue_and_wake = self.client.register_script(_ENQUEUE_AND_WAKE)
-        self._enqueue_many_and_wake = self.client.register_script(_ENQUEUE_MANY_AND_WAKE)
         self._ack_many = self.client.register_script(_ACK_MANY)
 
     @property
@@ -118,20 +109,25 @@ class WakingRedisBroker(RedisBroker):
     def wakeup_key(self, queue_name: str) -> str:
         return f"{self.namespace}:__wakeup__.{queue_name}"
 
-    def do_enqueue(self, queue_name: str, message_id: str, data: bytes) -> Any:
-        """Store the message as Dramatiq does and leave a wake-up token, in one round trip."""
-        keys = [
+    def _queue_keys(self, queue_name: str) -> list[str]:
+        """The keys `_ENQUEUE_AND_WAKE` writes: the queue, its bodies, its wake-up list."""
+        return [
             f"{self.namespace}:{queue_name}",
             f"{self.namespace}:{queue_name}.msgs",
             self.wakeup_key(queue_name),
         ]
-        return self._enqueue_and_wake(keys=keys, args=[message_id, data, self.wakeup_tokens])
+
+    def do_enqueue(self, queue_name: str, message_id: str, data: bytes) -> Any:
+        """Store the message as Dramatiq does and leave a wake-up token, in one round trip."""
+        return self._enqueue_and_wake(
+            keys=self._queue_keys(queue_name), args=[self.wakeup_tokens, message_id, data]
+        )
 
     def enqueue_many(self, messages: Sequence[Message[Any]]) -> list[Message[Any]]:
         """Enqueue messages as `enqueue` does, all in one round trip.
 
-        The messages of each queue are stored by one script call, as `do_enqueue` stores
-        one (each leaves its wake-up token, the list kept to its cap), in order; the calls
+        The messages of each queue are stored by one call of the script `do_enqueue` runs
+        for one (each leaves its wake-up token, the list kept to its cap), in order; the calls
         of all queues go in one pipeline. The enqueue hooks run for each message, the
         "before" ones before anything is sent. A Redis error raises after the round trip:
         then any of them may or may not be stored, and the caller sends them all again (a
@@ -149,13 +145,10 @@ class WakingRedisBroker(RedisBroker):
         if by_queue:
             pipe = self.client.pipeline(transaction=False)
             for queue_name, stored in by_queue.items():
-                keys = [
-                    f"{self.namespace}:{queue_name}",
-                    f"{self.namespace}:{queue_name}.msgs",
-                    self.wakeup_key(queue_name),
-                ]
-                self._enqueue_many_and_wake(
-                    keys=keys, args=[self.wakeup_tokens, *stored], client=pipe
+                self._enqueue_and_wake(
+                    keys=self._queue_keys(queue_name),
+                    args=[self.wakeup_tokens, *stored],
+                    client=pipe,
                 )
             pipe.execute()
         for message in sent:
