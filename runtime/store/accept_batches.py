@@ -51,9 +51,7 @@ def write_accepts(db: Database, rows: Sequence[dict[str, Any]]) -> list[dict[str
         values["_key_id"] = row.get("_key_id")
         document.append(values)
     with db.driver_connection() as connection:
-        cursor = connection.execute(
-            _statement(db.engine.dialect), {"rows": json_text(document)}, prepare=True
-        )
+        cursor = connection.execute(_statement(), {"rows": json_text(document)}, prepare=True)
         inserted = {row[0]: row[1] for row in cursor.fetchall()}
     return [
         {"id": row["id"], "dispatched_at": inserted[row["id"]]} if row["id"] in inserted else None
@@ -62,7 +60,7 @@ def write_accepts(db: Database, rows: Sequence[dict[str, Any]]) -> list[dict[str
 
 
 @functools.cache
-def _statement(dialect: sa.Dialect) -> str:
+def _statement() -> str:
     names = [c.name for c in _T.columns]
     claimable = ", ".join(f"'{state.value}'" for state in CLAIMABLE)
     # Sent and waiting invocations of the row's tenant, counted up to its window (as
@@ -92,7 +90,7 @@ def _statement(dialect: sa.Dialect) -> str:
         f"WITH batch AS (SELECT *, CASE WHEN _window IS NOT NULL THEN {sent} END AS _sent, "
         "count(dispatched_at) OVER (PARTITION BY tenant_id ORDER BY _ord "
         "ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS _due_before "
-        f"FROM json_to_recordset(%(rows)s::json) AS rows({invocation_record(dialect)}, "
+        f"FROM json_to_recordset(%(rows)s::json) AS rows({invocation_record()}, "
         "_ord integer, _window integer, _key_id text)) "
         f"INSERT INTO invocations ({columns}) SELECT {', '.join(selected)} FROM batch "
         "WHERE EXISTS (SELECT 1 FROM tenants WHERE tenants.id = batch.tenant_id "

@@ -182,17 +182,17 @@ def _insert(connection: sa.Connection, values: list[dict[str, Any]]) -> set[str]
     # its parameters are the same whatever the batch's size, and orjson writes the
     # document in C (one array per column cost psycopg a regular expression per value,
     # a third of the gateway's CPU per item).
-    insert = _pg_recordset_insert(connection.dialect)
+    insert = _pg_recordset_insert()
     return {row.id for row in connection.exec_driver_sql(insert, {"rows": json_text(values)})}
 
 
 @functools.cache
-def _pg_recordset_insert(dialect: sa.Dialect) -> str:
+def _pg_recordset_insert() -> str:
     """`INSERT ... SELECT ... FROM json_to_recordset(%(rows)s::json) ON CONFLICT DO NOTHING`."""
     names = ", ".join(f'"{c.name}"' for c in _T.columns)
     return (
         f'INSERT INTO "{_T.name}" ({names}) SELECT {names} '
-        f"FROM json_to_recordset(%(rows)s::json) AS batch({invocation_record(dialect)}) "
+        f"FROM json_to_recordset(%(rows)s::json) AS batch({invocation_record()}) "
         'ON CONFLICT DO NOTHING RETURNING "id"'
     )
 

@@ -43,7 +43,7 @@ from runtime.store.claim_batches import (
     write_riding_outages,
 )
 from runtime.store.db import Database, translate_errors
-from runtime.store.driver import DriverStatement
+from runtime.store.driver import DriverStatement, prepared
 from runtime.store.fairness import WaitReason
 from runtime.store.group_commit import CommitterClosed, GroupCommitter
 from runtime.store.models import Status
@@ -83,6 +83,16 @@ class Limits:
         return self.tenant is not None or self.function is not None or self.key is not None
 
 
+def claim_statement(db: Database) -> DriverStatement:
+    """A claim with its attempt row, as psycopg runs it (PostgreSQL)."""
+    return prepared(statements.CLAIM_WITH_ATTEMPT, db.engine)
+
+
+def success_statement(db: Database) -> DriverStatement:
+    """A success that closes its attempt, as psycopg runs it (PostgreSQL)."""
+    return prepared(statements.SUCCEED_AND_CLOSE, db.engine, json=("_result",))
+
+
 class Claims:
     """The worker's side of an invocation: claim it, then record success or failure."""
 
@@ -90,13 +100,12 @@ class Claims:
         self, db: Database, *, group_commit_ms: float = 0.0, success_batch_ms: float = 0.0
     ) -> None:
         self.db = db
-        self._driver: tuple[DriverStatement, DriverStatement] | None = None
+        # The claim and the success alone run once per invocation: psycopg runs them.
+        self._claim_statement: DriverStatement | None = None
+        self._success_statement: DriverStatement | None = None
         if db.dialect == "postgresql":
-            # The claim and the success alone run once per invocation: psycopg runs them.
-            self._driver = (
-                DriverStatement(statements.CLAIM_WITH_ATTEMPT, db.engine),
-                DriverStatement(statements.SUCCEED_AND_CLOSE, db.engine, json=("_result",)),
-            )
+            self._claim_statement = claim_statement(db)
+            self._success_statement = success_statement(db)
         self._group: GroupCommitter | None = None
         if group_commit_ms > 0:
             self._group = GroupCommitter(
@@ -148,9 +157,9 @@ class Claims:
                     return Claimed(InvocationView.from_row(won), won.attempts)
                 return self._why_not_claimed(invocation_id, self.db.clock())
         now = self.db.clock()
-        if self._driver is not None:
+        if self._claim_statement is not None:
             with self.db.driver_connection() as driver:
-                won = self._driver[0].first(driver, claim_params(request, now))
+                won = self._claim_statement.first(driver, claim_params(request, now))
             if won is not None:
                 return Claimed(InvocationView.from_mapping(won), won["attempts"])
             return self._why_not_claimed(invocation_id, now)
@@ -277,10 +286,10 @@ class Claims:
         if self._group is not None:
             with contextlib.suppress(CommitterClosed):  # closed: the single statement below
                 return bool(self._group.submit(self._success(claimed, result)))
-        if self._driver is not None:
+        if self._success_statement is not None:
             params = {**self._lease(claimed), "_now": self.db.clock(), "_result": result}
             with self.db.driver_connection() as driver:
-                return self._driver[1].first(driver, params) is not None
+                return self._success_statement.first(driver, params) is not None
         with translate_errors(), self.db.engine.begin() as connection:
             return self.succeed(connection, claimed, result)
 

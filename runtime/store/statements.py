@@ -22,9 +22,11 @@ I = models.Invocation  # noqa: E741 - the table most statements here are about
 
 
 @functools.cache
-def invocation_record(dialect: sa.Dialect) -> str:
-    """The columns of `invocations` as a record type, for `json_to_recordset(...) AS x(...)`
-    (the batch inserts: `runtime.store.batches`, `runtime.store.accept_batches`)."""
+@functools.cache
+def invocation_record() -> str:
+    """The columns of `invocations` as a PostgreSQL record type, for `json_to_recordset(...)
+    AS x(...)` (the batch inserts: `runtime.store.batches`, `runtime.store.accept_batches`)."""
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
     return ", ".join(f'"{c.name}" {c.type.compile(dialect=dialect)}' for c in I.__table__.columns)
 
 

@@ -15,7 +15,7 @@ from psycopg.pq import TransactionStatus
 from runtime.app import Runtime
 from runtime.errors import StoreUnavailable
 from runtime.store import kept as kept_module
-from runtime.store.claims import Claimed
+from runtime.store.claims import Claimed, success_statement
 
 
 @pytest.fixture(autouse=True)
@@ -304,7 +304,7 @@ def test_a_success_reads_its_attempt_by_index_before_the_table_has_statistics(
         assert isinstance(claimed, Claimed)
 
     # When the success statement is planned for the last of them
-    statement = claims._driver[1]  # type: ignore[index]
+    statement = success_statement(runtime.store.db)
     params = {
         **statement.constants,
         "_id": claimed.invocation.id,
