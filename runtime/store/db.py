@@ -18,6 +18,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker, with_loader_c
 
 from runtime.errors import FerryError, StoreUnavailable
 from runtime.settings import Settings
+from runtime.store.driver import json_value
 from runtime.store.kept import KeptConnections
 from runtime.store.models import TenantScoped
 from runtime.store.tenant_scope import (
@@ -64,7 +65,10 @@ def engine_from_settings(settings: Settings) -> Engine:
     if url.startswith("sqlite"):
         _create_private_sqlite_file(url)
         engine = sa.create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 5}, pool_pre_ping=False
+            url,
+            connect_args={"check_same_thread": False, "timeout": 5},
+            pool_pre_ping=False,
+            json_deserializer=json_value,
         )
 
         @event.listens_for(engine, "connect")
@@ -90,6 +94,8 @@ def engine_from_settings(settings: Settings) -> Engine:
         # and SQLAlchemy then discards every pooled connection opened before the failure.
         pool_pre_ping=False,
         pool_recycle=300,
+        # psycopg reads JSON columns with it too, on the driver's connections as well.
+        json_deserializer=json_value,
         connect_args={
             "connect_timeout": settings.db_connect_timeout_s,
             "options": options,

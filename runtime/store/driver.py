@@ -151,6 +151,33 @@ def json_text(value: Any) -> str:
         return json.dumps(value, default=_iso)
 
 
+#: A run of 19 digits: an integer there may be past 64 bits, which orjson would read as a
+#: float (losing digits) rather than refuse.
+_LONG_DIGITS = re.compile(r"[0-9]{19}")
+_LONG_DIGITS_BYTES = re.compile(rb"[0-9]{19}")
+
+
+def json_value(text: str | bytes | bytearray | memoryview) -> Any:
+    """The value of a JSON document, read by orjson, or by `json` where they differ.
+
+    Every JSON column read from the store comes through here (the engine's
+    `json_deserializer`, which psycopg also uses on the driver's connections): the claim
+    reads an invocation's payload once per attempt. orjson reads an integer past 64 bits
+    as a float, and refuses NaN and lone surrogates; `json` reads all of them as they
+    were stored, so a document that may hold one goes to `json`.
+    """
+    if isinstance(text, str):
+        may_be_long = _LONG_DIGITS.search(text) is not None
+    else:
+        may_be_long = _LONG_DIGITS_BYTES.search(text) is not None
+    if not may_be_long:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(bytes(text) if isinstance(text, memoryview) else text)
+
+
 def _iso(value: Any) -> str:
     if isinstance(value, datetime):
         return value.isoformat()
