@@ -318,30 +318,3 @@ def test_a_success_reads_its_attempt_by_index_before_the_table_has_statistics(
 
     # Then neither table is read whole: both rows are found by their keys
     assert "Seq Scan" not in plan, plan
-
-
-def test_a_payload_with_an_integer_past_64_bits_is_stored_whole(runtime: Runtime, make_tenant):
-    # Given a new invocation whose payload holds an integer orjson refuses
-    import dataclasses
-
-    from runtime.store.invocations import NewInvocation
-
-    tenant = make_tenant()
-    accepted, _ = runtime.invocations.accept(
-        tenant_id=tenant, function="echo", payload={"message": "x"}
-    )
-    fields = {f.name for f in dataclasses.fields(NewInvocation)}
-    new = NewInvocation(
-        **{
-            **{name: getattr(accepted, name) for name in fields if hasattr(accepted, name)},
-            "id": "big-int-invocation",
-            "idempotency_key": "big-int",
-            "payload": {"n": 2**70, "s": "ü"},
-        }
-    )
-
-    # When the store inserts it (through the driver) and reads it back
-    runtime.store.invocations.insert(new)
-
-    # Then the payload is whole
-    assert runtime.store.invocations.get("big-int-invocation").payload == {"n": 2**70, "s": "ü"}
