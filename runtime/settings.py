@@ -125,10 +125,10 @@ class Settings(BaseSettings):
     success_batch_ms: float = Field(default=2.0, ge=0, le=100)
     #: Group commit of single accepts (runtime/store/accept_batches.py, PostgreSQL): a
     #: process's concurrent accepts are written by one statement and one commit, each
-    #: answered once it is committed. No window: a lone accept is written at once. Off
-    #: by default: on the benchmark's 2-core machine the gateway's hand-offs cost more
-    #: CPU than the shared commits saved PostgreSQL (docs/perf/README.md).
-    accept_group_commit: bool = False
+    #: answered once it is committed. No window: a lone accept is written at once. On
+    #: since each thread keeps its connection: PostgreSQL's CPU per accept about halves
+    #: and the gateway's does not grow (docs/perf/README.md, "Issue 15, sixth pass").
+    accept_group_commit: bool = True
 
     # Leases (runtime/recovery/leases.py): short, renewed by the worker running the attempt.
     #: Seconds a claim holds an invocation unless its worker renews it (every third of it);

@@ -38,9 +38,7 @@ def test_nan_reads_as_json_reads_it():
     assert math.isnan(json_value('{"x": NaN}')["x"])
 
 
-def test_an_integer_past_64_bits_is_stored_and_comes_back_exact(
-    runtime: Runtime, make_tenant
-):
+def test_an_integer_past_64_bits_is_stored_and_comes_back_exact(runtime: Runtime, make_tenant):
     # Given a stored invocation whose payload holds an integer orjson refuses (an input
     # model may allow any JSON; the store's insert is given it here directly)
     tenant = make_tenant()
