@@ -6,9 +6,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.params import IDEMPOTENCY_KEY_PATTERN
 from gateway.schemas import Body, FieldError
 from runtime.services.batches import MAX_BATCH, ItemOutcome
+from runtime.services.invocation_values import IDEMPOTENCY_KEY_PATTERN
 from runtime.store.models import Status
 
 

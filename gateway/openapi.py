@@ -30,6 +30,7 @@ from gateway.schemas import (
 )
 from runtime.registry import Registry
 from runtime.secrets.values import SECRET_NAME_PATTERN
+from runtime.services.invocation_values import IDEMPOTENCY_KEY_PATTERN
 from runtime.settings import DEFAULT_MAX_DELAY_S
 
 OPENAPI_VERSION = "3.1.0"
@@ -103,7 +104,7 @@ def _parameters(max_wait_s: float, max_delay_s: float) -> dict[str, Any]:
         "XTenantId": ("X-Tenant-ID", "header", text, "With an admin key: the tenant to act for "
                       "(404 if there is none). Any other key may only name its own tenant."),
         "IdempotencyKey": ("Idempotency-Key", "header", {"type": "string", "minLength": 1,
-                           "maxLength": 255, "pattern": params.IDEMPOTENCY_KEY_PATTERN},
+                           "maxLength": 255, "pattern": IDEMPOTENCY_KEY_PATTERN},
                            "1 to 255 printable ASCII characters. The same key and body from the "
                            "same tenant give one invocation, however often sent; a retried "
                            "trigger runs once. A key is kept as long as its invocation: "

@@ -18,10 +18,12 @@ import falcon
 
 from runtime.callbacks.urls import MAX_CALLBACK_URL_LENGTH
 from runtime.errors import BadRequest
+from runtime.services.invocation_values import (
+    IDEMPOTENCY_KEY_RULE,
+    key_is_well_formed,
+)
 from runtime.store.models import Status
 
-#: `Idempotency-Key`: 1 to 255 printable ASCII characters.
-IDEMPOTENCY_KEY_PATTERN = r"^[\x20-\x7e]{1,255}$"
 #: RFC 3339 date-time; the offset is required ("Z" or "+hh:mm").
 RFC3339_PATTERN = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
@@ -55,8 +57,8 @@ def _bad_request() -> Iterator[None]:
 
 def idempotency_key(req: falcon.Request) -> str | None:
     key = req.get_header("Idempotency-Key")
-    if key is not None and not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key):
-        raise BadRequest("Idempotency-Key must be 1 to 255 printable ASCII characters")
+    if key is not None and not key_is_well_formed(key):
+        raise BadRequest(f"Idempotency-Key must be {IDEMPOTENCY_KEY_RULE}")
     return key
 
 

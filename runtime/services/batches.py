@@ -32,7 +32,11 @@ import structlog
 
 from runtime.callbacks.urls import callback_url_problem
 from runtime.errors import BadRequest, InputInvalid, Unavailable
-from runtime.services.invocation_values import new_invocation
+from runtime.services.invocation_values import (
+    IDEMPOTENCY_KEY_RULE,
+    key_is_well_formed,
+    new_invocation,
+)
 from runtime.services.secrets import require_secrets
 from runtime.store.invocations import NewInvocation
 from runtime.store.models import Status
@@ -93,6 +97,8 @@ def accept_batch(
         raise BadRequest(f"a batch has from 1 to {MAX_BATCH} items; got {len(items)}")
     if trigger in CLIENT_TRIGGERS:
         for index, item in enumerate(items):
+            if item.idempotency_key is not None and not key_is_well_formed(item.idempotency_key):
+                raise BadRequest(f"item {index}: an idempotency key must be {IDEMPOTENCY_KEY_RULE}")
             if (item.idempotency_key or "").startswith(SYSTEM_KEY_PREFIXES):
                 raise BadRequest(
                     f"item {index}: an idempotency key may not start with "

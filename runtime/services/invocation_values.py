@@ -11,6 +11,7 @@ import builtins
 import dataclasses
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
@@ -20,6 +21,16 @@ from runtime.registry import Function
 from runtime.store.callbacks import CallbackView
 from runtime.store.invocations import NewInvocation
 from runtime.store.views import AttemptView, InvocationView
+
+#: A client's idempotency key (the contract's `Idempotency-Key`, a batch item's key, the
+#: CLI's): 1 to 255 printable ASCII characters. The store's text columns hold no NUL.
+IDEMPOTENCY_KEY_PATTERN = r"^[\x20-\x7e]{1,255}$"
+IDEMPOTENCY_KEY_RULE = "1 to 255 printable ASCII characters"
+
+
+def key_is_well_formed(key: str) -> bool:
+    """Whether `key` keeps to `IDEMPOTENCY_KEY_PATTERN`."""
+    return re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key) is not None
 
 
 def request_hash(payload: Mapping[str, Any]) -> str:

@@ -33,10 +33,12 @@ from runtime.services import batches
 from runtime.services.audit import SYSTEM, Actor
 from runtime.services.batches import BatchItem, ItemOutcome
 from runtime.services.invocation_values import (
+    IDEMPOTENCY_KEY_RULE,
     Accepted,
     BulkRetry,
     InvocationPage,
     InvocationWithAttempts,
+    key_is_well_formed,
     new_invocation,
     new_invocation_id,
 )
@@ -134,6 +136,12 @@ class InvocationService:
         """
         if trigger not in TRIGGERS:
             raise ValueError(f"trigger must be one of {', '.join(TRIGGERS)}; got {trigger!r}")
+        if (
+            trigger in CLIENT_TRIGGERS
+            and idempotency_key is not None
+            and not key_is_well_formed(idempotency_key)
+        ):
+            raise BadRequest(f"an Idempotency-Key must be {IDEMPOTENCY_KEY_RULE}")
         if trigger in CLIENT_TRIGGERS and (idempotency_key or "").startswith(SYSTEM_KEY_PREFIXES):
             raise BadRequest(
                 "an Idempotency-Key may not start with "

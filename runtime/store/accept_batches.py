@@ -35,7 +35,7 @@ from runtime.store import models
 from runtime.store.db import Database
 from runtime.store.driver import json_text
 from runtime.store.models import CLAIMABLE
-from runtime.store.statements import invocation_record
+from runtime.store.statements import invocation_record, recordset_column, recordset_row
 
 _T: sa.Table = models.Invocation.__table__  # type: ignore[assignment]
 
@@ -45,7 +45,9 @@ def write_accepts(db: Database, rows: Sequence[dict[str, Any]]) -> list[dict[str
     in one statement; per row its `id` and `dispatched_at`, or None."""
     document = []
     for order, row in enumerate(rows):
-        values = {name: value for name, value in row.items() if not name.startswith("_")}
+        values = recordset_row(
+            {name: value for name, value in row.items() if not name.startswith("_")}
+        )
         values["_ord"] = order
         values["_window"] = row.get("_window")
         values["_key_id"] = row.get("_key_id")
@@ -84,7 +86,7 @@ def _statement() -> str:
         elif name == "waiting_reason":
             selected.append(f"CASE WHEN {full} THEN 'fair_share' ELSE batch.waiting_reason END")
         else:
-            selected.append(f'batch."{name}"')
+            selected.append(recordset_column("batch", name))
     columns = ", ".join(f'"{name}"' for name in names)
     return (
         f"WITH batch AS (SELECT *, CASE WHEN _window IS NOT NULL THEN {sent} END AS _sent, "

@@ -30,7 +30,7 @@ from runtime.store.driver import json_text
 from runtime.store.fairness import WaitReason, sent_count
 from runtime.store.invocations import NewInvocation, insert_values, view_of
 from runtime.store.models import Status
-from runtime.store.statements import invocation_record
+from runtime.store.statements import invocation_record, recordset_column, recordset_row
 from runtime.store.views import InvocationView
 
 _T: sa.Table = models.Invocation.__table__  # type: ignore[assignment]
@@ -183,15 +183,17 @@ def _insert(connection: sa.Connection, values: list[dict[str, Any]]) -> set[str]
     # document in C (one array per column cost psycopg a regular expression per value,
     # a third of the gateway's CPU per item).
     insert = _pg_recordset_insert()
-    return {row.id for row in connection.exec_driver_sql(insert, {"rows": json_text(values)})}
+    document = json_text([recordset_row(row) for row in values])
+    return {row.id for row in connection.exec_driver_sql(insert, {"rows": document})}
 
 
 @functools.cache
 def _pg_recordset_insert() -> str:
     """`INSERT ... SELECT ... FROM json_to_recordset(%(rows)s::json) ON CONFLICT DO NOTHING`."""
     names = ", ".join(f'"{c.name}"' for c in _T.columns)
+    selected = ", ".join(recordset_column("batch", c.name) for c in _T.columns)
     return (
-        f'INSERT INTO "{_T.name}" ({names}) SELECT {names} '
+        f'INSERT INTO "{_T.name}" ({names}) SELECT {selected} '
         f"FROM json_to_recordset(%(rows)s::json) AS batch({invocation_record()}) "
         'ON CONFLICT DO NOTHING RETURNING "id"'
     )

@@ -16,18 +16,47 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from runtime.store import models
+from runtime.store.driver import json_text
 from runtime.store.models import CLAIMABLE, Status
 
 I = models.Invocation  # noqa: E741 - the table most statements here are about
 
 
-@functools.cache
+#: The JSON columns of `invocations`: in a `json_to_recordset` document, their JSON text.
+RECORDSET_JSON = frozenset(c.name for c in I.__table__.columns if isinstance(c.type, sa.JSON))
+
+
 @functools.cache
 def invocation_record() -> str:
     """The columns of `invocations` as a PostgreSQL record type, for `json_to_recordset(...)
-    AS x(...)` (the batch inserts: `runtime.store.batches`, `runtime.store.accept_batches`)."""
+    AS x(...)` (the batch inserts: `runtime.store.batches`, `runtime.store.accept_batches`).
+
+    A JSON column is declared `text` and carries its value's JSON text
+    (`recordset_row`), cast back by `recordset_column`: read as `json`, PostgreSQL converts
+    the strings inside it to text, and fails on a `\\u0000` that an input may hold and the
+    `json` type stores as it is.
+    """
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
-    return ", ".join(f'"{c.name}" {c.type.compile(dialect=dialect)}' for c in I.__table__.columns)
+    return ", ".join(
+        f'"{c.name}" ' + ("text" if c.name in RECORDSET_JSON else c.type.compile(dialect=dialect))
+        for c in I.__table__.columns
+    )
+
+
+def recordset_column(alias: str, name: str) -> str:
+    """The SQL of column `name` of a row of `invocation_record` named `alias`."""
+    column = f'{alias}."{name}"'
+    return f"{column}::json" if name in RECORDSET_JSON else column
+
+
+def recordset_row(values: dict[str, Any]) -> dict[str, Any]:
+    """An invocation's INSERT values as a row of a `json_to_recordset` document."""
+    row = dict(values)
+    for name in RECORDSET_JSON:
+        value = row.get(name)
+        if value is not None:
+            row[name] = json_text(value)
+    return row
 
 
 @functools.cache
