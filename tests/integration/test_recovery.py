@@ -45,6 +45,12 @@ def test_a_worker_killed_mid_run_loses_nothing_and_runs_nothing_twice(
 
     held = wait_for(victim_running, what="the victim worker to run invocations")
     victim_id = next(iter(held.values()))
+    # Mid-run: the bodies of what it holds have begun (each counts itself first)
+    wait_for(
+        lambda: all(ledger.executions().get(i, 0) >= 1 for i in held),
+        what="the victim's functions to start",
+    )
+    held = victim_running()
 
     # When that worker is killed with SIGKILL in the middle of its attempts
     victim.send(signal.SIGKILL)
@@ -64,16 +70,18 @@ def test_a_worker_killed_mid_run_loses_nothing_and_runs_nothing_twice(
     lost = []
     for invocation_id in ids:
         attempts = ledger.attempts(invocation_id)
-        # Every run of the function is one claimed attempt: nothing ran unrecorded.
-        assert executions[invocation_id] == len(attempts)
+        # Every run of the function is a claimed attempt: nothing ran unrecorded. (One the
+        # victim claimed just before the kill may have died before its body began.)
+        assert 1 <= executions[invocation_id] <= len(attempts)
         assert attempts[-1].outcome == "succeeded"
         assert attempts[-1].worker_id != victim_id
         for attempt in attempts[:-1]:
             assert attempt.outcome == "lost"
             assert attempt.worker_id == victim_id
             lost.append(invocation_id)
-    # The attempts the victim held when it died are the ones recorded as lost.
-    assert set(lost) == set(held)
+    # The attempts the victim held when it died are recorded as lost (and, above, only the
+    # victim's are: one it claimed after `held` was read may be among them)
+    assert set(held) <= set(lost)
     assert all(w.alive() for w in workers[1:])
 
 
