@@ -83,7 +83,7 @@ class KeptConnections:
         except LOST as ex:
             self._lost_at = time.monotonic()
             self._drop(kept, ex)
-            raise StoreUnavailable(f"the store is unreachable: {type(ex).__name__}") from ex
+            raise _unreachable(ex) from ex
         except BaseException:
             # A constraint or a bug leaves an autocommit connection idle and good; anything
             # that left it inside a transaction, or broken, must not run the next statement.
@@ -152,13 +152,13 @@ class KeptConnections:
         except PoolTimeout:
             return None  # not expected within the limit; the engine's pool serves it then
         except (*LOST, OperationalError) as ex:
-            raise StoreUnavailable(f"the store is unreachable: {type(ex).__name__}") from ex
+            raise _unreachable(ex) from ex
         connection: psycopg.Connection[Any] = pooled.driver_connection  # type: ignore[assignment]
         try:
             connection.autocommit = True
         except LOST as ex:
             pooled.invalidate(ex)
-            raise StoreUnavailable(f"the store is unreachable: {type(ex).__name__}") from ex
+            raise _unreachable(ex) from ex
         return _Kept(pooled, connection, now)
 
     def _release(self, kept: _Kept) -> None:
@@ -188,6 +188,10 @@ class KeptConnections:
         self._kept, self._pool, self._local = {}, None, threading.local()
 
 
+def _unreachable(ex: BaseException) -> StoreUnavailable:
+    return StoreUnavailable(f"the store is unreachable: {type(ex).__name__}")
+
+
 def _give_back(pooled: PoolProxiedConnection) -> None:
     with contextlib.suppress(Exception):
         pooled.driver_connection.autocommit = False  # type: ignore[union-attr]
@@ -207,7 +211,7 @@ def pooled_connection(engine: Engine) -> Iterator[psycopg.Connection[Any]]:
         # `engine.connect()`, which wraps it); a full pool raises SQLAlchemy's timeout.
         pooled = engine.raw_connection()
     except (*LOST, OperationalError, PoolTimeout) as ex:
-        raise StoreUnavailable(f"the store is unreachable: {type(ex).__name__}") from ex
+        raise _unreachable(ex) from ex
     connection: psycopg.Connection[Any] = pooled.driver_connection  # type: ignore[assignment]
     try:
         connection.autocommit = True
@@ -215,7 +219,7 @@ def pooled_connection(engine: Engine) -> Iterator[psycopg.Connection[Any]]:
         connection.autocommit = False
     except LOST as ex:
         pooled.invalidate(ex)
-        raise StoreUnavailable(f"the store is unreachable: {type(ex).__name__}") from ex
+        raise _unreachable(ex) from ex
     except BaseException:
         # Any other error (a constraint, a bug): the connection itself is still good.
         with contextlib.suppress(psycopg.Error):
