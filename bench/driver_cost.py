@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable, Sequence
-from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,7 +31,8 @@ from bench.infra import pg_database, redis_namespace
 from runtime.app import Runtime
 from runtime.logs import configure_logging
 from runtime.store import fairness, statements
-from runtime.store.driver import DriverStatement
+from runtime.store.claim_batches import ClaimRequest, claim_params
+from runtime.store.claims import claim_statement
 from runtime.store.kept import pooled_connection
 
 #: Invocations a release sends: a window of 64 releases after every 16th claim.
@@ -119,16 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for _ in range(4 * args.count)  # 3 x count claimed, the rest released
             ]
             db = runtime.store.db
-            driver = DriverStatement(statements.CLAIM_WITH_ATTEMPT, db.engine)
+            driver = claim_statement(db)
 
-            def params(invocation_id: str) -> dict[str, object]:
-                now = db.clock()
-                return {
-                    "_id": invocation_id,
-                    "_now": now,
-                    "_lease": now + timedelta(seconds=30),
-                    "_worker": "bench",
-                }
+            def params(invocation_id: str) -> dict[str, Any]:
+                return claim_params(ClaimRequest(invocation_id, "bench", 30), db.clock())
 
             def through_sqlalchemy(invocation_id: str) -> None:
                 with db.statements() as connection:
