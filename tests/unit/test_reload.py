@@ -323,7 +323,9 @@ def test_the_watcher_reloads_after_a_file_is_written_and_stops(make_runtime, pro
         project.function("wave")
         # Then it is loaded without anyone calling reload
         wait_for(lambda: "wave" in runtime.registry, timeout=30, what="the watcher to reload")
-        assert "wave.py" in out.getvalue()
+        # and says so: the summary is printed just after the swap, so it may come a moment
+        # after the registry has the function
+        wait_for(lambda: "wave.py" in out.getvalue(), timeout=30, what="the reload's summary")
     finally:
         watcher.stop()
     assert not watcher.alive
