@@ -48,6 +48,7 @@ from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
+from redis.exceptions import NoScriptError
 
 #: Default longest single blocking wait, in seconds. It must stay below the Redis client's
 #: `socket_timeout` (Ferry uses 5 s), or the client would give up on a healthy BLPOP.
@@ -143,17 +144,41 @@ class WakingRedisBroker(RedisBroker):
             )
             sent.append(message)
         if by_queue:
-            pipe = self.client.pipeline(transaction=False)
-            for queue_name, stored in by_queue.items():
-                self._enqueue_and_wake(
-                    keys=self._queue_keys(queue_name),
-                    args=[self.wakeup_tokens, *stored],
-                    client=pipe,
-                )
-            pipe.execute()
+            self._run_enqueue_scripts(
+                [
+                    (*self._queue_keys(q), self.wakeup_tokens, *stored)
+                    for q, stored in by_queue.items()
+                ]
+            )
         for message in sent:
             self.emit_after("enqueue", message, None)
         return sent
+
+    def _run_enqueue_scripts(self, calls: list[tuple[Any, ...]]) -> None:
+        """Run `_ENQUEUE_AND_WAKE` once per call (its 3 keys, then its args) in one pipeline.
+
+        By EVALSHA alone: redis-py's pipeline would first ask `SCRIPT EXISTS`, a round trip
+        of its own on every send. A call refused with NOSCRIPT (Redis restarted or its
+        scripts were flushed) did not run, so those calls are sent again once the script
+        is loaded; the others ran, and are not.
+        """
+        script = self._enqueue_and_wake
+        pipe = self.client.pipeline(transaction=False)
+        for call in calls:
+            pipe.evalsha(script.sha, 3, *call)
+        results = pipe.execute(raise_on_error=False)
+        refused = [c for c, r in zip(calls, results, strict=True) if isinstance(r, NoScriptError)]
+        failed = [
+            r for r in results if isinstance(r, Exception) and not isinstance(r, NoScriptError)
+        ]
+        if failed:
+            raise failed[0]
+        if refused:
+            script.sha = self.client.script_load(script.script)
+            pipe = self.client.pipeline(transaction=False)
+            for call in refused:
+                pipe.evalsha(script.sha, 3, *call)
+            pipe.execute()
 
     def ack_many(self, queue_name: str, redis_message_ids: Sequence[str]) -> None:
         """Acknowledge these messages of this broker's consumers of `queue_name`: one call."""

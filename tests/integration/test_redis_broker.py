@@ -417,18 +417,27 @@ def test_enqueue_many_keeps_each_queues_messages_in_order_one_script_call_per_qu
     ]
     executed: list[int] = []
     original = redis.client.Pipeline.execute
+    asked_first: list[Any] = []
 
     def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
         executed.append(len(self.command_stack))
         return original(self, *args, **kwargs)
 
+    def immediate(self: Any, *args: Any, **options: Any) -> Any:
+        asked_first.append(args)
+        return original_immediate(self, *args, **options)
+
+    original_immediate = redis.client.Pipeline.immediate_execute_command
+
     # When they are enqueued at once
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(redis.client.Pipeline, "execute", counted)
+        patch.setattr(redis.client.Pipeline, "immediate_execute_command", immediate)
         broker.enqueue_many(messages)
 
-    # Then one round trip held one script call per queue
+    # Then one round trip held one script call per queue, with no SCRIPT EXISTS before it
     assert executed == [2]
+    assert asked_first == []
     # and each queue holds its own messages, in the order they were given, bodies stored
     for queue_name, expected in ((QUEUE, [1, 3, 5, 7, 9]), ("other", [0, 2, 4, 6, 8])):
         ids = broker.client.lrange(f"{broker.namespace}:{queue_name}", 0, -1)
@@ -480,3 +489,43 @@ def test_enqueue_many_stores_every_message_in_order_in_one_script_call_and_wakes
     assert producer.client.llen(producer.wakeup_key(QUEUE)) <= 8
     for message in received:
         consumer.ack(message)
+
+
+def test_enqueue_many_after_the_scripts_were_flushed_stores_each_message_once(
+    make_broker: Callable[..., WakingRedisBroker],
+) -> None:
+    # Given a broker that has sent before, and Redis losing its scripts (a restart, a flush)
+    broker = make_broker(wakeup_tokens=3)
+    broker.declare_queue("other")
+    sender = declare_recorder(broker, Runs())
+    broker.enqueue_many([sender.message("before")])
+    broker.client.script_flush()
+    messages = [
+        sender.message(f"m{n}").copy(queue_name=QUEUE if n % 2 else "other") for n in range(6)
+    ]
+
+    # When messages of two queues are enqueued at once
+    broker.enqueue_many(messages)
+
+    # Then each queue holds each of its messages once, in order: the refused calls were
+    # sent again after the script was loaded, and only those
+    for queue_name, expected in (
+        (QUEUE, ["before", "m1", "m3", "m5"]),
+        ("other", ["m0", "m2", "m4"]),
+    ):
+        ids = broker.client.lrange(f"{broker.namespace}:{queue_name}", 0, -1)
+        bodies = broker.client.hmget(f"{broker.namespace}:{queue_name}.msgs", ids)
+        assert [Message.decode(body).args[0] for body in bodies] == expected
+
+
+def test_enqueue_many_raises_when_redis_refuses_a_call(
+    make_broker: Callable[..., WakingRedisBroker], redis_namespace: str
+) -> None:
+    # Given a queue's bodies key holding a string, so the script's HSET fails there
+    broker = make_broker()
+    sender = declare_recorder(broker, Runs())
+    broker.client.set(f"{broker.namespace}:{QUEUE}.msgs", "not a hash")
+
+    # When a message is enqueued, Then the error reaches the caller (who sends again)
+    with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
+        broker.enqueue_many([sender.message("m")])
