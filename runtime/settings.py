@@ -129,6 +129,13 @@ class Settings(BaseSettings):
     #: since each thread keeps its connection: PostgreSQL's CPU per accept about halves
     #: and the gateway's does not grow (docs/perf/README.md, "Issue 15, sixth pass").
     accept_group_commit: bool = True
+    #: Whether a claim's commit waits for PostgreSQL to write it to disk. Off (the
+    #: default), a database crash may forget the last claims (up to about 3 x
+    #: `wal_writer_delay`): their invocations are claimable again and run again, as when
+    #: a worker is killed mid-run, and the attempts that ran under them record nothing.
+    #: Successes, failures and accepts always wait. Off, the drain is about a sixth faster
+    #: on the benchmark's machine (docs/architecture.md, "A claim's commit").
+    claim_synchronous_commit: bool = False
 
     # Leases (runtime/recovery/leases.py): short, renewed by the worker running the attempt.
     #: Seconds a claim holds an invocation unless its worker renews it (every third of it);

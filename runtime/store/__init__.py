@@ -43,11 +43,17 @@ class Store:
         group_commit_ms: float = 0.0,
         success_batch_ms: float = 0.0,
         accept_group_commit: bool = False,
+        claim_synchronous_commit: bool = False,
     ) -> None:
         self.db = db
         self.tenants = Tenants(db)
         self.invocations = Invocations(db, accept_group_commit=accept_group_commit)
-        self.claims = Claims(db, group_commit_ms=group_commit_ms, success_batch_ms=success_batch_ms)
+        self.claims = Claims(
+            db,
+            group_commit_ms=group_commit_ms,
+            success_batch_ms=success_batch_ms,
+            claim_synchronous_commit=claim_synchronous_commit,
+        )
         self.leases = Leases(db)
         self.sweep = Sweep(db)
         self.fairness = Fairness(db)
@@ -72,6 +78,7 @@ class Store:
             group_commit_ms=settings.group_commit_ms,
             success_batch_ms=settings.success_batch_ms,
             accept_group_commit=settings.accept_group_commit,
+            claim_synchronous_commit=settings.claim_synchronous_commit,
         )
 
     def _alembic(self) -> Config:

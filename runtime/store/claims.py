@@ -83,9 +83,17 @@ class Limits:
         return self.tenant is not None or self.function is not None or self.key is not None
 
 
-def claim_statement(db: Database) -> DriverStatement:
-    """A claim with its attempt row, as psycopg runs it (PostgreSQL)."""
-    return prepared(statements.CLAIM_WITH_ATTEMPT, db.engine)
+def claim_statement(db: Database, *, synchronous_commit: bool = False) -> DriverStatement:
+    """A claim with its attempt row, as psycopg runs it (PostgreSQL).
+
+    Unless `synchronous_commit`, its commit does not wait for the disk: a claim lost to a
+    database crash leaves the invocation claimable, which the sweep sends again, and the
+    attempt that ran under it can record no outcome (docs/architecture.md, "A claim's
+    commit").
+    """
+    if synchronous_commit:
+        return prepared(statements.CLAIM_WITH_ATTEMPT, db.engine)
+    return prepared(statements.CLAIM_WITH_ATTEMPT_NOT_WAITING, db.engine)
 
 
 def success_statement(db: Database) -> DriverStatement:
@@ -97,14 +105,19 @@ class Claims:
     """The worker's side of an invocation: claim it, then record success or failure."""
 
     def __init__(
-        self, db: Database, *, group_commit_ms: float = 0.0, success_batch_ms: float = 0.0
+        self,
+        db: Database,
+        *,
+        group_commit_ms: float = 0.0,
+        success_batch_ms: float = 0.0,
+        claim_synchronous_commit: bool = False,
     ) -> None:
         self.db = db
         # The claim and the success alone run once per invocation: psycopg runs them.
         self._claim_statement: DriverStatement | None = None
         self._success_statement: DriverStatement | None = None
         if db.dialect == "postgresql":
-            self._claim_statement = claim_statement(db)
+            self._claim_statement = claim_statement(db, synchronous_commit=claim_synchronous_commit)
             self._success_statement = success_statement(db)
         self._group: GroupCommitter | None = None
         if group_commit_ms > 0:

@@ -234,6 +234,14 @@ def with_attempt_rows(claimed: Any) -> Any:
 #: The claim and its attempt row in one statement; returns the claimed invocation's row,
 #: or none if it was not claimable.
 CLAIM_WITH_ATTEMPT = with_attempt_rows(CLAIM.cte("claimed"))
+#: `synchronous_commit` off for the statement's own transaction (PostgreSQL), set by the
+#: statement itself: its commit returns before the WAL is on disk, with no round trip or
+#: `SET LOCAL` of its own. Only for a write whose loss in a database crash recovery makes
+#: good (docs/architecture.md, "A claim's commit"); a later commit that waits (a success)
+#: flushes it too, since the WAL is written in order.
+COMMIT_WITHOUT_WAITING = sa.func.set_config("synchronous_commit", "off", sa.true()).is_not(None)
+#: `CLAIM_WITH_ATTEMPT` whose commit does not wait for the disk (PostgreSQL).
+CLAIM_WITH_ATTEMPT_NOT_WAITING = CLAIM_WITH_ATTEMPT.where(COMMIT_WITHOUT_WAITING)
 
 _succeeded = SUCCEED.returning(_T.c.id).cte("succeeded")
 #: Success and the attempt's close in one statement; returns a row only if the lease was

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -14,8 +15,10 @@ from psycopg.pq import TransactionStatus
 
 from runtime.app import Runtime
 from runtime.errors import StoreUnavailable
+from runtime.store import claims as claims_module
 from runtime.store import kept as kept_module
-from runtime.store.claims import Claimed, success_statement
+from runtime.store.claim_batches import ClaimRequest, claim_params
+from runtime.store.claims import Claimed, claim_statement, success_statement
 
 
 @pytest.fixture(autouse=True)
@@ -318,3 +321,112 @@ def test_a_success_reads_its_attempt_by_index_before_the_table_has_statistics(
 
     # Then neither table is read whole: both rows are found by their keys
     assert "Seq Scan" not in plan, plan
+
+
+def _claim_setting(runtime: Runtime, invocation_id: str, *, synchronous_commit: bool) -> str:
+    """`synchronous_commit` inside a transaction that ran the claim statement, and rolled back."""
+    statement = claim_statement(runtime.store.db, synchronous_commit=synchronous_commit)
+    with runtime.store.db.engine.raw_connection() as pooled:
+        connection: Any = pooled.driver_connection
+        now = runtime.store.db.clock()
+        row = statement.first(connection, claim_params(ClaimRequest(invocation_id, "w1", 30), now))
+        assert row is not None and row["id"] == invocation_id
+        inside = connection.execute("SHOW synchronous_commit").fetchone()[0]
+        connection.rollback()
+        after = connection.execute("SHOW synchronous_commit").fetchone()[0]
+        connection.rollback()
+    # The setting is the claim's transaction's alone: the connection's next one waits again.
+    assert after == "on"
+    return str(inside)
+
+
+def test_a_claims_commit_does_not_wait_for_the_disk_unless_asked(runtime: Runtime, make_tenant):
+    # Given an accepted invocation
+    tenant = make_tenant()
+    accepted, _ = runtime.invocations.accept(
+        tenant_id=tenant, function="echo", payload={"message": "x"}
+    )
+
+    # When the claim statement runs in a transaction, by default and when asked to wait
+    # Then the default turns synchronous_commit off for that transaction only, and the
+    # other leaves it on
+    assert _claim_setting(runtime, accepted.id, synchronous_commit=False) == "off"
+    assert _claim_setting(runtime, accepted.id, synchronous_commit=True) == "on"
+
+
+def test_a_claim_leaves_the_kept_connection_waiting_for_the_disk(runtime: Runtime, make_tenant):
+    # Given a claim run on this thread's kept connection (in autocommit)
+    tenant = make_tenant()
+    accepted, _ = runtime.invocations.accept(
+        tenant_id=tenant, function="echo", payload={"message": "x"}
+    )
+    assert isinstance(runtime.store.claims.claim(accepted.id, "w1", 30), Claimed)
+
+    # Then the next statement on that connection (a success, say) commits as it waits
+    with runtime.store.db.driver_connection() as connection:
+        assert connection.execute("SHOW synchronous_commit").fetchone()[0] == "on"
+
+
+@pytest.mark.parametrize("wait", [False, True])
+def test_the_claim_synchronous_commit_setting_reaches_the_claims_statement(
+    runtime_with: Callable[..., Runtime], monkeypatch: pytest.MonkeyPatch, wait: bool
+):
+    # Given the store's claim statement builder, watched
+    asked: list[bool] = []
+    original = claims_module.claim_statement
+
+    def watched(db: Any, *, synchronous_commit: bool = False) -> Any:
+        asked.append(synchronous_commit)
+        return original(db, synchronous_commit=synchronous_commit)
+
+    monkeypatch.setattr(claims_module, "claim_statement", watched)
+
+    # When a runtime is built with FERRY_CLAIM_SYNCHRONOUS_COMMIT set
+    runtime_with(claim_synchronous_commit=wait)
+
+    # Then its claims were built with it
+    assert asked == [wait]
+
+
+def test_a_claim_a_database_crash_forgot_runs_again_and_its_attempt_records_nothing(
+    runtime: Runtime, make_tenant
+):
+    # Given an invocation sent to the broker and claimed by one worker
+    tenant = make_tenant()
+    accepted, _ = runtime.invocations.accept(
+        tenant_id=tenant, function="echo", payload={"message": "x"}
+    )
+    engine = runtime.store.db.engine
+    with engine.connect() as connection:
+        before = connection.execute(
+            sa.text("SELECT * FROM invocations WHERE id = :id"), {"id": accepted.id}
+        ).one()
+    forgotten = runtime.store.claims.claim(accepted.id, "w1", 30)
+    assert isinstance(forgotten, Claimed)
+
+    # When a crash forgets the claim before its WAL reached the disk: the row as it was,
+    # no attempt row
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "UPDATE invocations SET status = :status, attempts = :attempts,"
+                " worker_id = :worker_id, started_at = :started_at,"
+                " lease_expires_at = :lease_expires_at WHERE id = :id"
+            ),
+            before._asdict(),
+        )
+        connection.execute(
+            sa.text("DELETE FROM attempts WHERE invocation_id = :id"), {"id": accepted.id}
+        )
+
+    # Then the attempt that ran under it records nothing
+    assert runtime.store.claims.succeed_alone(forgotten, {"message": "first"}) is False
+    # and the sweep sends the invocation again, and another worker's claim runs it once
+    sent = runtime.store.sweep.take_dispatchable(redispatch_after_s=0)
+    assert [item.id for item in sent] == [accepted.id]
+    again = runtime.store.claims.claim(accepted.id, "w2", 30)
+    assert isinstance(again, Claimed)
+    assert again.attempt == forgotten.attempt
+    assert runtime.store.claims.succeed_alone(again, {"message": "second"}) is True
+    stored = runtime.store.invocations.get(accepted.id)
+    assert (stored.status, stored.result) == ("succeeded", {"message": "second"})
