@@ -284,6 +284,7 @@ def run(
             stored = _status_counts(runtime)
             accept["stored_rows"] = sum(stored.values())
             figures["accept_rate"] = accept["rate"]
+            figures["accept_cpu_ms"] = accept["cpu_ms_per_request"].get("gateway")
             details["accept"] = accept
             say(f"ferry: {plan.rate}/s open loop for {plan.paced_s:.0f}s")
             spec: loadgen.CallFactorySpec = (
@@ -324,6 +325,8 @@ def run(
             for recording, raw in recordings:
                 profiles.finish(recording, raw)
             figures["e2e_rate"] = drained["rate"]
+            figures["e2e_cpu_ms"] = drained["cpu_ms_per_invocation"].get("workers")
+            figures["e2e_postgres_cpu_ms"] = drained["cpu_ms_per_invocation"].get("postgres")
             details["drain"] = drained
 
             say(f"ferry: {plan.idle_samples} single invocations on idle workers")

@@ -182,6 +182,7 @@ def run(system: System, plan: Plan, log_dir: Path, say: Any) -> dict[str, Any]:
         drain["cpu_s"] = cpu.used
         drain["cpu_ms_per_message"] = cpu.per_item_ms(plan.invocations)
         figures["e2e_rate"] = drain["rate"]
+        figures["e2e_cpu_ms"] = drain["cpu_ms_per_message"].get("workers")
         details["drain"] = drain
         for worker in workers:
             worker.wait_for_output(system.ready_text)
