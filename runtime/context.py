@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 #: Functions' log lines. One proxy for the process: structlog builds a proxy's logger
 #: once (`CACHE_LOGGERS`), where a `get_logger` per attempt built it on every claim
-#: (47 against 5 µs per bind, by timeit on this machine's slow day).
+#: (by timeit, 47 against 5 µs per bind).
 FUNCTION_LOG = structlog.get_logger("ferry.function")
 
 #: The claim the current worker thread is running (set by the claim middleware).
