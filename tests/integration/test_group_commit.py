@@ -18,6 +18,10 @@ pytestmark = pytest.mark.integration
 #: batch, so the kill lands with one in flight.
 WINDOW_MS = 100
 COUNT = 400
+#: Each run outlasts the gap between seeing the victim's claims and killing it: with runs
+#: of 20 ms and batches of 100 ms a fast victim recorded every claim it held in that gap,
+#: and died with none in flight (a CI run: `assert lost > 0`).
+RUN_S = 0.2
 
 
 def test_a_worker_killed_with_group_commits_in_flight_loses_nothing_and_runs_nothing_twice(
@@ -27,7 +31,7 @@ def test_a_worker_killed_with_group_commits_in_flight_loses_nothing_and_runs_not
     ledger = ledger_for(deployment.database_url)
     env = deployment.env(group_commit_ms=WINDOW_MS)
     victim = procs.worker(env, name="victim", threads=8)
-    ids = accept_echoes(deployment, "t-group", COUNT, sleep_s=0.02)
+    ids = accept_echoes(deployment, "t-group", COUNT, sleep_s=RUN_S)
 
     def victim_busy() -> bool:
         # It holds claims, and there is work left for its batches.
