@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import operator
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -97,11 +98,7 @@ idle: one at a time on idle workers; "finished" is the end of the task body for 
   references (they record nothing), the committed success row for Ferry."""
 
 
-_COMPARE = {
-    ">=": lambda value, bound: value >= bound,
-    "<=": lambda value, bound: value <= bound,
-    "<": lambda value, bound: value < bound,
-}
+_COMPARE = {">=": operator.ge, "<=": operator.le, "<": operator.lt}
 
 
 def meets(figure: Figure, values: dict[str, float | None]) -> str:

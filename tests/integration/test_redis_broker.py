@@ -77,6 +77,13 @@ def declare_recorder(broker: dramatiq.Broker, runs: Runs, sleep_s: float = 0.0) 
     )
 
 
+def stored_args(broker: WakingRedisBroker, queue_name: str) -> list[Any]:
+    """The first argument of each message waiting on `queue_name`, in queue order."""
+    ids = broker.client.lrange(f"{broker.namespace}:{queue_name}", 0, -1)
+    bodies = broker.client.hmget(f"{broker.namespace}:{queue_name}.msgs", ids)
+    return [Message.decode(body).args[0] for body in bodies]
+
+
 def blocked_in_blpop(client: redis.Redis, name: str) -> bool:
     """Whether the Redis client named `name` is waiting in BLPOP right now."""
     return any(c.get("name") == name and c.get("cmd") == "blpop" for c in client.client_list())
@@ -440,9 +447,7 @@ def test_enqueue_many_keeps_each_queues_messages_in_order_one_script_call_per_qu
     assert asked_first == []
     # and each queue holds its own messages, in the order they were given, bodies stored
     for queue_name, expected in ((QUEUE, [1, 3, 5, 7, 9]), ("other", [0, 2, 4, 6, 8])):
-        ids = broker.client.lrange(f"{broker.namespace}:{queue_name}", 0, -1)
-        bodies = broker.client.hmget(f"{broker.namespace}:{queue_name}.msgs", ids)
-        assert [Message.decode(body).args[0] for body in bodies] == [f"m{n}" for n in expected]
+        assert stored_args(broker, queue_name) == [f"m{n}" for n in expected]
         # and its wake-up list got a token per message, kept to the cap
         assert broker.client.llen(broker.wakeup_key(queue_name)) == 3
 
@@ -513,9 +518,7 @@ def test_enqueue_many_after_the_scripts_were_flushed_stores_each_message_once(
         (QUEUE, ["before", "m1", "m3", "m5"]),
         ("other", ["m0", "m2", "m4"]),
     ):
-        ids = broker.client.lrange(f"{broker.namespace}:{queue_name}", 0, -1)
-        bodies = broker.client.hmget(f"{broker.namespace}:{queue_name}.msgs", ids)
-        assert [Message.decode(body).args[0] for body in bodies] == expected
+        assert stored_args(broker, queue_name) == expected
 
 
 def test_enqueue_many_raises_when_redis_refuses_a_call(
