@@ -2,7 +2,8 @@
 
 1. accept: closed-loop POSTs through gunicorn (every 202 is a committed row), then a
    steady 200 requests/s for the accept latency; then closed-loop POSTs of 1,000 inputs
-   each to the batch endpoint (`bench.batch_accept`);
+   each to the batch endpoint (`bench.batch_accept`); and, after the idle phase, the same
+   closed loop against gunicorn and Falcon with nothing behind them (`bench.floor`);
 2. drain: `invocations` no-ops accepted in bulk through the runtime's `InvocationService` while
    no worker runs, then the worker processes start; the rate is the count over the
    store's own window, first `started_at` to last `finished_at`;
@@ -24,7 +25,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from bench import batch_accept, loadgen, profiles
+from bench import batch_accept, floor, loadgen, profiles
 from bench.infra import (
     PYTHON,
     BenchError,
@@ -344,6 +345,8 @@ def run(
             }
     finally:
         runtime.close()
+    floor_figures, details["floor"] = floor.run(deployment, plan, say=say)
+    figures.update(floor_figures)
     say("ferry: fair dispatch on and off, one tenant and ten")
     fair = fairness.run(deployment, plan, say=say)
     figures.update(fair["figures"])

@@ -55,6 +55,10 @@ class Figure:
 FIGURES = (
     Figure("accept_rate", "accept, closed loop", "/s", True, (Target(">=", 3000),)),
     Figure("accept_cpu_ms", "accept: gateway CPU per request", "ms", False, (Target("<=", 0.5),)),
+    # The same closed loop against gunicorn + Falcon alone (bench/floor.py): the HTTP
+    # stack's share of the two rows above.
+    Figure("floor_accept_rate", "  floor: gunicorn + Falcon alone", "/s", True),
+    Figure("floor_accept_cpu_ms", "  floor: its CPU per request", "ms", False),
     Figure("accept_p50_ms", "accept p50 at 200/s", "ms", False),
     Figure("accept_p99_ms", "accept p99 at 200/s", "ms", False, (Target("<", 5),)),
     Figure(

@@ -1,0 +1,54 @@
+"""The floor under a single accept: gunicorn and Falcon alone (`bench/floor_app.py`).
+
+Issue 15 asks for 3,000 single accepts/s and at most 0.5 ms of the gateway's CPU per
+accept. This phase measures what the contract's HTTP stack costs with nothing behind it:
+the same gunicorn config (gthread, the same processes and threads), the same load
+generator, connections and duration as Ferry's closed-loop accept, and the gunicorn
+process tree's CPU divided by the answered requests. Ferry's accept cannot be cheaper
+than this floor; the difference is what Ferry's own code (middleware, validation, the
+store's commit, the log lines) adds.
+"""
+
+from __future__ import annotations
+
+import urllib.request
+from typing import Any
+
+from bench import loadgen
+from bench.infra import PYTHON, BenchError, CpuMeter, free_port, processes, wait_for
+from bench.plan import Plan
+
+
+def run(deployment: Any, plan: Plan, *, say: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The figures (`floor_accept_rate`, `floor_accept_cpu_ms`) and the phase's details."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v1/functions/bench_noop/invocations"
+    argv = [PYTHON, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "bench.floor_app:app"]
+    with processes(deployment.log_dir) as procs:
+        proc = procs.start("gunicorn-floor", argv, deployment.env() | {"PORT": str(port)})
+
+        def healthy() -> bool:
+            if not proc.alive():
+                raise BenchError(f"gunicorn (floor) exited:\n{proc.output()}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    return bool(r.status == 200)
+            except OSError:
+                return False
+
+        wait_for(healthy, timeout=60, what="gunicorn (floor) /healthz")
+        loadgen.closed_loop_http(
+            url, "unused", "{}", connections=plan.connections, duration_s=plan.warmup_s
+        )
+        say(f"floor: closed-loop POSTs to gunicorn + Falcon alone for {plan.accept_s:.0f}s")
+        with CpuMeter({"gateway": [procs.started[0].pid]}) as cpu:
+            accept = loadgen.closed_loop_http(
+                url, "unused", "{}", connections=plan.connections, duration_s=plan.accept_s
+            )
+        accept["cpu_s"] = cpu.used
+        accept["cpu_ms_per_request"] = cpu.per_item_ms(accept["ok"])
+    figures = {
+        "floor_accept_rate": accept["rate"],
+        "floor_accept_cpu_ms": accept["cpu_ms_per_request"].get("gateway"),
+    }
+    return figures, accept
