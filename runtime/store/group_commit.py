@@ -197,19 +197,28 @@ class GroupCommitter:
         return batch, False
 
     def _write(self, batch: list[_Waiter]) -> None:
-        try:
-            outcomes = self.write([waiter.request for waiter in batch])
-            for waiter, outcome in zip(batch, outcomes, strict=True):
-                if isinstance(outcome, Failed):
-                    waiter.error = outcome.error
-                else:
-                    waiter.outcome = outcome
-        except BaseException as ex:
-            # Nothing of the batch is known to be written: every waiter gets the error,
-            # and the committer goes on with the next batch.
-            for waiter in batch:
-                waiter.error = ex
+        # The committer goes on with the next batch whatever happened to this one.
+        write_batch_into(self.write, batch)
         self.batches += 1
         self.requests += len(batch)
         for waiter in batch:
             waiter.answer()
+
+
+def write_batch_into(write: Callable[[Sequence[Any]], list[Any]], batch: Sequence[Any]) -> None:
+    """Run `write` over the batch's requests; set each one's `outcome` or `error`.
+
+    Each item has `request`, `outcome` and `error`. A `Failed` outcome is that request's
+    error; a `write` that raises gives every request its error, since nothing of the
+    batch is known to be written.
+    """
+    try:
+        outcomes = write([item.request for item in batch])
+        for item, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, Failed):
+                item.error = outcome.error
+            else:
+                item.outcome = outcome
+    except BaseException as ex:
+        for item in batch:
+            item.error = ex

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -29,7 +29,8 @@ from runtime.store.audit import AuditEntry, append_in
 from runtime.store.db import Database, translate_errors
 from runtime.store.driver import prepared
 from runtime.store.fairness import WaitReason
-from runtime.store.group_commit import CommitterClosed, GroupCommitter
+from runtime.store.group_commit import CommitterClosed
+from runtime.store.leader_commit import LeaderCommitter
 from runtime.store.models import CLAIMABLE, Status
 from runtime.store.paging import decode_cursor, encode_cursor
 from runtime.store.views import INVOCATION_FIELDS, AttemptView, InvocationView
@@ -106,13 +107,14 @@ def insert_values(
 class Invocations:
     def __init__(self, db: Database, *, accept_group_commit: bool = False) -> None:
         self.db = db
-        #: Concurrent accepts' INSERTs written together (`runtime.store.accept_batches`).
-        self._accepts: GroupCommitter | None = None
+        #: Concurrent accepts' INSERTs written together (`runtime.store.accept_batches`),
+        #: each batch by one of the accepting threads (`runtime.store.leader_commit`).
+        self._accepts: LeaderCommitter | None = None
         if accept_group_commit and db.dialect == "postgresql":
-            self._accepts = GroupCommitter(functools.partial(write_accepts, db), window_s=0.0)
+            self._accepts = LeaderCommitter(self._write_accepts)
 
     def close(self) -> None:
-        """Stop the accepts' committer, if any, once what it holds is written."""
+        """Refuse accepts to the group commit, if any, once the ones in flight are written."""
         if self._accepts is not None:
             self._accepts.close()
 
@@ -137,11 +139,9 @@ class Invocations:
             with contextlib.suppress(CommitterClosed):  # closed: the single statement below
                 inserted: dict[str, Any] | None = self._accepts.submit(values)
                 return inserted
-        insert = statements.insert_for_active_tenant(self.db.dialect, admit, key_checked)
         if new.callback_url is None and self.db.dialect == "postgresql":
-            # Once per accept: psycopg runs it (runtime.store.driver).
-            with self.db.driver_connection() as driver:
-                return prepared(insert, self.db.engine, json=_JSON_COLUMNS).first(driver, values)
+            return self._insert_one(values)
+        insert = statements.insert_for_active_tenant(self.db.dialect, admit, key_checked)
         if new.callback_url is None:
             with self.db.statements() as connection:
                 row = connection.execute(insert, values).first()
@@ -151,6 +151,25 @@ class Invocations:
                 if row is not None:
                     callbacks.insert_in(connection, new.id, new.tenant_id, new.callback_url, now)
         return None if row is None else dict(row._mapping)
+
+    def _insert_one(self, values: dict[str, Any]) -> dict[str, Any] | None:
+        """One accept's INSERT on PostgreSQL, run by psycopg (`runtime.store.driver`)."""
+        insert = statements.insert_for_active_tenant(
+            self.db.dialect, admit="_window" in values, key_checked="_key_id" in values
+        )
+        with self.db.driver_connection() as driver:
+            return prepared(insert, self.db.engine, json=_JSON_COLUMNS).first(driver, values)
+
+    def _write_accepts(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any] | None]:
+        """A batch of accepts' INSERTs (`LeaderCommitter`'s writer).
+
+        A batch of one, what a lone accept makes, goes by the single INSERT: PostgreSQL
+        runs it in about half the time of the batch statement, whose rows travel as one
+        JSON document.
+        """
+        if len(rows) == 1:
+            return [self._insert_one(rows[0])]
+        return write_accepts(self.db, rows)
 
     def insert(
         self, new: NewInvocation, *, window: int | None = None, key_id: str | None = None

@@ -13,6 +13,7 @@ import pytest
 from runtime.app import Runtime
 from runtime.errors import IdempotencyConflict, StoreUnavailable, TenantSuspended
 from runtime.settings import Settings
+from runtime.store import invocations as invocations_module
 from runtime.store.accept_batches import write_accepts
 from runtime.store.invocations import NewInvocation, insert_values, view_of
 from runtime.store.models import TenantStatus
@@ -101,6 +102,36 @@ def test_a_batch_sends_no_more_than_the_window_admits(runtime: Runtime, make_ten
     assert sent == [True, True, True, False]
     held = runtime.store.invocations.get(rows[3]["id"])
     assert held.waiting_reason == "fair_share"
+
+
+def test_a_batch_of_one_goes_by_the_single_insert_with_the_same_answers(
+    runtime: Runtime, make_tenant, monkeypatch: pytest.MonkeyPatch
+):
+    # Given the batch statement out of reach (a lone accept must not need it), an active
+    # tenant with a revoked key, a suspended tenant and a key already taken
+    def no_batch_statement(*_args: Any) -> Any:
+        raise AssertionError("a batch of one went by the batch statement")
+
+    monkeypatch.setattr(invocations_module, "write_accepts", no_batch_statement)
+    write = runtime.store.invocations._write_accepts
+    active, suspended = make_tenant(), make_tenant()
+    runtime.store.tenants.set_status(suspended, TenantStatus.SUSPENDED)
+    revoked, _ = runtime.store.tenants.create_key(active, parse_scopes("invoke"))
+    runtime.store.tenants.revoke_key(revoked.id)
+    [taken] = write([new_row(runtime, active, "taken", window=1)])
+
+    # When each comes alone, as the group commit hands a lone accept over
+    [held] = write([new_row(runtime, active, window=1)])
+    refused = [
+        write([new_row(runtime, suspended)]),
+        write([new_row(runtime, active, key_id=revoked.id)]),
+        write([new_row(runtime, active, "taken")]),
+    ]
+
+    # Then the answers are the batch statement's: sent, held by the full window, refused
+    assert taken is not None and taken["dispatched_at"] is not None
+    assert held is not None and held["dispatched_at"] is None
+    assert refused == [[None], [None], [None]]
 
 
 @pytest.mark.parametrize("grouped", [True, False], ids=["group-committed", "single"])
