@@ -121,7 +121,8 @@ class LeaderCommitter:
                 successor = self._queued[0] if self._queued else None
                 if successor is None:
                     self._writing = False
-                    self._idle.notify_all()
+                    if self._closed:
+                        self._idle.notify_all()
                 else:
                     successor.lead = True
             if successor is not None:
