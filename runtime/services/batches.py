@@ -16,9 +16,9 @@ round trip for the whole batch:
   `max_waiting` counts every new invocation the batch would add, and the accept rate
   takes one token per new invocation.
 - Stored whole or not at all (`Batches.insert_many`). With fair dispatch the new rows
-  are stored held, and one statement admits those the tenant's window has room for
-  (`Batches.admit_many`); they go to the broker in one round trip
-  (`Dispatcher.send_many`), the rest wait their turn (`fair_share`).
+  are stored held (`fair_share`), and one statement admits those the tenant's window
+  has room for (`Batches.admit_many`); they go to the broker in one round trip
+  (`Dispatcher.send_many`), the rest wait their turn.
 """
 
 from __future__ import annotations
@@ -146,11 +146,11 @@ def accept_batch(
             )
         fair = service.dispatcher.policy.fair
         stored = service.store.batches.insert_many(rows, held=fair)
-        by_key = {**stored.existing, **{v.idempotency_key: v for v in stored.created.values()}}
+        new_views = _dispatch_new(service, tenant_id, list(stored.created.values()))
+        by_key = {**stored.existing, **{v.idempotency_key: v for v in new_views}}
         for index, row in zip(row_items, rows, strict=True):
             created = row.id in stored.created
             outcomes[index] = _outcome(index, row, by_key[row.idempotency_key], created=created)
-        _dispatch_new(service, tenant_id, list(stored.created.values()))
         log.info(
             "batch_accepted",
             tenant_id=tenant_id,
@@ -185,11 +185,15 @@ def _count_new(service: InvocationService, rows: Sequence[NewInvocation]) -> int
 
 def _dispatch_new(
     service: InvocationService, tenant_id: str, created: list[InvocationView]
-) -> None:
-    """Send the batch's new due invocations, or as many as fair dispatch admits now."""
+) -> list[InvocationView]:
+    """Send the batch's new due invocations, or as many as fair dispatch admits now.
+
+    Returns the created views as they now stand: with fair dispatch they were stored held
+    (`fair_share`), and those admitted are no longer waiting for their share.
+    """
     due = [v for v in created if v.status == Status.QUEUED]
     if not due:
-        return
+        return created
     dispatcher = service.dispatcher
     if dispatcher.policy.fair:
         try:
@@ -201,6 +205,8 @@ def _dispatch_new(
         except Unavailable:
             # Stored and unsent: the sweep sends them (`dispatched_at` is NULL).
             log.warning("batch_admit_failed", tenant_id=tenant_id, count=len(due))
-            return
+            return created
         due = [v for v in due if v.id in admitted]
+        created = [v.evolve(waiting_reason=None) if v.id in admitted else v for v in created]
     dispatcher.send_many([Dispatch(v.id, v.tenant_id, v.function, v.queue) for v in due])
+    return created

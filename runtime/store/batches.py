@@ -9,7 +9,10 @@ that conflicted. One commit; any error rolls all of it back, so a batch is store
 whole or not at all.
 
 `admit_many` is fair dispatch's `admit` for many rows of one tenant: one `UPDATE` marks
-sent the oldest of them its window has room for and holds the rest (`fair_share`).
+sent the oldest of them its window has room for. The rows were stored held, saying why
+(`fair_share`), so the rest are not written again: a batch of 1,000 with a window of 64
+updates at most 64 rows, not 1,000 (every update of a row is a new version of it, with
+an entry in each of its indexes).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from runtime.errors import StoreUnavailable, TenantNotFound, TenantSuspended
 from runtime.store import callbacks, models
 from runtime.store.db import Database, translate_errors
 from runtime.store.driver import json_text
-from runtime.store.fairness import WaitReason, sent_count
+from runtime.store.fairness import sent_count
 from runtime.store.invocations import NewInvocation, insert_values, view_of
 from runtime.store.models import Status
 from runtime.store.statements import invocation_record, recordset_column, recordset_row
@@ -58,7 +61,8 @@ class Batches:
         Every row is of one tenant and one function, with distinct keys. Rows are stored
         1 microsecond apart, in order, so the batch keeps its order wherever invocations
         are ordered by creation (fair dispatch's releases). `held` as for
-        `Invocations.insert`: due rows wait unsent for `admit_many`.
+        `Invocations.insert`: due rows are stored unsent and held (`fair_share`) until
+        `admit_many` sends those the window has room for.
         """
         if not rows:
             return StoredBatch({}, {})
@@ -66,7 +70,9 @@ class Batches:
         if any(r.tenant_id != tenant_id or r.function != function for r in rows):
             raise ValueError("a batch is of one tenant and one function")
         now = self.db.clock()
-        views = [view_of(row, now + timedelta(microseconds=i)) for i, row in enumerate(rows)]
+        views = [
+            view_of(row, now + timedelta(microseconds=i), held=held) for i, row in enumerate(rows)
+        ]
         sent_at = None if held else now
         values = [insert_values(view, sent_at=sent_at) for view in views]
         with translate_errors(), self.db.engine.begin() as connection:
@@ -102,61 +108,19 @@ class Batches:
     def admit_many(self, tenant_id: str, invocation_ids: Collection[str], window: int) -> list[str]:
         """Mark sent the oldest of these held rows the tenant's window has room for.
 
-        The others are held (`fair_share`) for a release to send. Returns the ids marked
-        sent, oldest first. One statement.
+        The others stay held as `insert_many` stored them (`fair_share`) for a release to
+        send. Returns the ids marked sent, oldest first. One statement, which writes only
+        the rows it sends.
         """
         if not invocation_ids:
             return []
         now = self.db.clock()
         ids = list(invocation_ids)
-        ids_param = (
-            sa.any_(sa.bindparam("_ids", type_=postgresql.ARRAY(sa.String())))
-            if self.db.dialect == "postgresql"
-            else None
-        )
-
-        def among(column: Any) -> Any:
-            if ids_param is not None:
-                return column == ids_param
-            return column.in_(sa.bindparam("_ids", expanding=True))
-
-        free = sa.bindparam("_window") - sent_count(
-            sa.bindparam("_tenant"), sa.bindparam("_window")
-        )
-        # LIMIT must not go negative: PostgreSQL refuses it, SQLite reads it as "no limit".
-        room = sa.case((free > 0, free), else_=0)
-        new = sa.alias(_T, "new")
-        pick = (
-            sa.select(new.c.id)
-            .where(
-                among(new.c.id),
-                new.c.status == Status.QUEUED,
-                new.c.dispatched_at.is_(None),
-            )
-            .order_by(new.c.created_at, new.c.id)
-            .limit(room)
-        )
-        chosen = _T.c.id.in_(pick)
-        admit = (
-            sa.update(_T)
-            .where(
-                among(_T.c.id),
-                _T.c.status == Status.QUEUED,
-                _T.c.dispatched_at.is_(None),
-            )
-            .values(
-                dispatched_at=sa.case(
-                    (chosen, sa.bindparam("_now", type_=_T.c.dispatched_at.type)), else_=None
-                ),
-                waiting_reason=sa.case((chosen, None), else_=WaitReason.FAIR_SHARE.value),
-            )
-            .returning(_T.c.id, _T.c.dispatched_at, _T.c.created_at)
-        )
+        admit = _admit_statement(self.db.dialect)
         params = {"_ids": ids, "_tenant": tenant_id, "_window": window, "_now": now}
         with self.db.statements() as connection:
             rows = connection.execute(admit, params).all()
-        sent = sorted((r for r in rows if r.dispatched_at is not None), key=lambda r: r.created_at)
-        return [r.id for r in sent]
+        return [r.id for r in sorted(rows, key=lambda r: r.created_at)]
 
     def mark_unsent(self, invocation_ids: Collection[str]) -> None:
         """`Invocations.mark_unsent` for many: the sweep sends them. One statement."""
@@ -168,6 +132,47 @@ class Batches:
                 .where(_T.c.id.in_(list(invocation_ids)), _T.c.status == Status.QUEUED)
                 .values(dispatched_at=None)
             )
+
+
+@functools.cache
+def _admit_statement(dialect: str) -> Any:
+    """`admit_many`'s UPDATE, built once per dialect: building it cost more than running it."""
+    ids_param = (
+        sa.any_(sa.bindparam("_ids", type_=postgresql.ARRAY(sa.String())))
+        if dialect == "postgresql"
+        else None
+    )
+
+    def among(column: Any) -> Any:
+        if ids_param is not None:
+            return column == ids_param
+        return column.in_(sa.bindparam("_ids", expanding=True))
+
+    free = sa.bindparam("_window") - sent_count(sa.bindparam("_tenant"), sa.bindparam("_window"))
+    # LIMIT must not go negative: PostgreSQL refuses it, SQLite reads it as "no limit".
+    room = sa.case((free > 0, free), else_=0)
+    new = sa.alias(_T, "new")
+    pick = (
+        sa.select(new.c.id)
+        .where(among(new.c.id), *_held(new))
+        .order_by(new.c.created_at, new.c.id)
+        .limit(room)
+    )
+    return (
+        sa.update(_T)
+        # Re-checked on the row: a sweep may have sent it since the pick's snapshot.
+        .where(_T.c.id.in_(pick), *_held(_T))
+        .values(
+            dispatched_at=sa.bindparam("_now", type_=_T.c.dispatched_at.type),
+            waiting_reason=None,
+        )
+        .returning(_T.c.id, _T.c.created_at)
+    )
+
+
+def _held(table: Any) -> tuple[Any, Any]:
+    """Queued and not sent: a row admission may send."""
+    return table.c.status == Status.QUEUED, table.c.dispatched_at.is_(None)
 
 
 #: SQLite: SQLAlchemy's "insertmanyvalues" (multi-row VALUES, 1,000 rows a statement).

@@ -69,12 +69,16 @@ _NOT_YET: dict[str, Any] = dict.fromkeys(
 )
 
 
-def view_of(new: NewInvocation, created_at: datetime) -> InvocationView:
-    """The invocation `new` as stored at `created_at`: queued if due by then, else scheduled."""
+def view_of(new: NewInvocation, created_at: datetime, *, held: bool = False) -> InvocationView:
+    """The invocation `new` as stored at `created_at`: queued if due by then, else scheduled.
+
+    `held`: a due one is stored waiting for fair dispatch to admit it (`fair_share`).
+    """
     due = new.scheduled_for is None or new.scheduled_for <= created_at
     return InvocationView(
         **{name: getattr(new, name) for name in _NEW_FIELDS},
         **_NOT_YET,
+        waiting_reason=WaitReason.FAIR_SHARE.value if held and due else None,
         status=Status.QUEUED if due else Status.SCHEDULED,
         attempts=0,
         budget_start=0,

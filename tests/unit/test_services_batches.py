@@ -198,11 +198,17 @@ def test_a_batch_beyond_the_window_sends_the_window_and_holds_the_rest(runtime, 
     tenant = make_tenant()
     window = runtime.dispatcher.policy.window(tenant)
     # When a batch of 300 is accepted with fair dispatch on (no worker yet)
-    ids = [o.invocation.id for o in batch(runtime, tenant, inputs(300))]
+    outcomes = batch(runtime, tenant, inputs(300))
+    ids = [o.invocation.id for o in outcomes]
     # Then the window's worth was sent, the oldest first; the rest wait, saying why
     flags = sent_flags(runtime, ids)
     assert [flags[i][0] for i in ids] == [True] * window + [False] * (300 - window)
     assert {flags[i][1] for i in ids[window:]} == {"fair_share"}
+    assert {flags[i][1] for i in ids[:window]} == {None}
+    # and the answers say the same as the store
+    assert [o.invocation.waiting_reason for o in outcomes] == [None] * window + ["fair_share"] * (
+        300 - window
+    )
     assert waiting_in_broker(runtime) == window
     # And all of them run
     handle = runtime.start_worker()
