@@ -75,15 +75,13 @@ def view_of(new: NewInvocation, created_at: datetime, *, held: bool = False) -> 
     `held`: a due one is stored waiting for fair dispatch to admit it (`fair_share`).
     """
     due = new.scheduled_for is None or new.scheduled_for <= created_at
-    return InvocationView(
-        **{name: getattr(new, name) for name in _NEW_FIELDS},
-        **_NOT_YET,
-        waiting_reason=WaitReason.FAIR_SHARE.value if held and due else None,
-        status=Status.QUEUED if due else Status.SCHEDULED,
-        attempts=0,
-        budget_start=0,
-        created_at=created_at,
-    )
+    fields = {name: getattr(new, name) for name in _NEW_FIELDS}
+    fields.update(_NOT_YET)
+    fields["waiting_reason"] = WaitReason.FAIR_SHARE.value if held and due else None
+    fields["status"] = Status.QUEUED if due else Status.SCHEDULED
+    fields["attempts"] = fields["budget_start"] = 0
+    fields["created_at"] = created_at
+    return InvocationView.from_fields(fields)
 
 
 def insert_values(
@@ -99,7 +97,8 @@ def insert_values(
     caller sends it right after the commit; should the process stop first, the sweep
     re-sends it after `redispatch_after_s`.
     """
-    values = {name: getattr(view, name) for name in INVOCATION_FIELDS}
+    # Every field of the view is a column: its instance dict holds them all.
+    values = dict(vars(view))
     values["dispatched_at"] = sent_at if view.status == Status.QUEUED else None
     if window is not None:
         values["_window"] = window
