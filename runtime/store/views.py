@@ -113,7 +113,12 @@ class InvocationView:
         return int((self.finished_at - self.started_at).total_seconds() * 1000)
 
     def evolve(self, **changes: Any) -> InvocationView:
-        return dataclasses.replace(self, **changes)
+        """A copy with `changes`, as `dataclasses.replace` makes it but without `__init__`
+        (`from_fields`): a held accept's view is evolved once per request."""
+        unknown = changes.keys() - _FIELD_NAMES
+        if unknown:
+            raise TypeError(f"InvocationView has no field {', '.join(sorted(unknown))}")
+        return self.from_fields({**vars(self), **changes})
 
     def log_context(self) -> dict[str, Any]:
         return {
@@ -189,6 +194,7 @@ class ApiKeyView:
 
 #: InvocationView's fields, in order: the columns of `invocations` a view holds.
 INVOCATION_FIELDS = tuple(f.name for f in dataclasses.fields(InvocationView))
+_FIELD_NAMES = frozenset(INVOCATION_FIELDS)
 #: The fields with a default, and it: where `InvocationView.from_fields` starts.
 _DEFAULTS = {
     f.name: f.default

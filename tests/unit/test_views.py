@@ -68,3 +68,14 @@ def test_insert_values_has_every_column_and_the_send_time():
     # the values are a copy: changing them leaves the view as it was
     values["status"] = "running"
     assert view.status == "queued"
+
+
+def test_evolve_changes_only_what_it_is_given_and_refuses_unknown_fields():
+    view = view_of(new(), NOW)
+
+    changed = view.evolve(status="running", attempts=1)
+
+    assert changed == dataclasses.replace(view, status="running", attempts=1)
+    assert (view.status, view.attempts) == ("queued", 0)
+    with pytest.raises(TypeError, match="no field colour"):
+        view.evolve(colour="red")
