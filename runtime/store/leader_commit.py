@@ -4,9 +4,10 @@
 thread and waits for its answer: two thread wake-ups per request, even for a request
 that arrives alone. The gateway's accepts mostly do arrive alone below a few hundred a
 second: in-process, one at a time, an accept's INSERT took 1.05 ms p50 through the
-committer thread against 0.59 ms by the single statement. Part of that was the batch
-statement (a batch of one now goes by the single INSERT: `Invocations._write_accepts`),
-part the hand-offs (docs/perf/README.md, "Issue 15, eighth pass").
+committer thread against 0.59 ms by the single statement. In-process that was the batch
+statement (a batch of one now goes by the single INSERT: `Invocations._write_accepts`);
+over HTTP the hand-offs cost about as much again (docs/perf/README.md, "Issue 15, eighth
+pass").
 
 Here the callers commit. A thread that submits while no write is in flight leads: it
 writes its own request with whatever has queued meanwhile (up to `max_batch`), in its
