@@ -28,12 +28,12 @@ import sqlalchemy as sa
 from bench import batch_accept, floor, loadgen, profiles
 from bench.infra import (
     PYTHON,
-    BenchError,
     CpuMeter,
     Processes,
     child_env,
     free_port,
     processes,
+    start_gunicorn,
     wait_for,
 )
 from bench.plan import Plan
@@ -83,19 +83,7 @@ class FerryDeployment:
 
 
 def _gunicorn(procs: Processes, deployment: FerryDeployment, port: int) -> None:
-    argv = [PYTHON, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "gateway.wsgi:app"]
-    proc = procs.start("gunicorn", argv, deployment.env() | {"PORT": str(port)})
-
-    def healthy() -> bool:
-        if not proc.alive():
-            raise BenchError(f"gunicorn exited:\n{proc.output()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
-
-    wait_for(healthy, timeout=60, what="gunicorn /healthz")
+    start_gunicorn(procs, "gunicorn", "gateway.wsgi:app", deployment.env(), port)
 
 
 def start_workers(

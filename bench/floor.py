@@ -11,11 +11,10 @@ store's commit, the log lines) adds.
 
 from __future__ import annotations
 
-import urllib.request
 from typing import Any
 
 from bench import loadgen
-from bench.infra import PYTHON, BenchError, CpuMeter, free_port, processes, wait_for
+from bench.infra import CpuMeter, free_port, processes, start_gunicorn
 from bench.plan import Plan
 
 
@@ -23,20 +22,8 @@ def run(deployment: Any, plan: Plan, *, say: Any) -> tuple[dict[str, Any], dict[
     """The figures (`floor_accept_rate`, `floor_accept_cpu_ms`) and the phase's details."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1/functions/bench_noop/invocations"
-    argv = [PYTHON, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "bench.floor_app:app"]
     with processes(deployment.log_dir) as procs:
-        proc = procs.start("gunicorn-floor", argv, deployment.env() | {"PORT": str(port)})
-
-        def healthy() -> bool:
-            if not proc.alive():
-                raise BenchError(f"gunicorn (floor) exited:\n{proc.output()}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-                    return bool(r.status == 200)
-            except OSError:
-                return False
-
-        wait_for(healthy, timeout=60, what="gunicorn (floor) /healthz")
+        start_gunicorn(procs, "gunicorn-floor", "bench.floor_app:app", deployment.env(), port)
         loadgen.closed_loop_http(
             url, "unused", "{}", connections=plan.connections, duration_s=plan.warmup_s
         )

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -137,6 +138,26 @@ class Processes:
         for proc in reversed(self.started):
             proc.stop()
         self.started.clear()
+
+
+def start_gunicorn(
+    procs: Processes, name: str, app: str, env: Mapping[str, str], port: int
+) -> Proc:
+    """`app` under gunicorn with Ferry's production config on `port`, once /healthz answers."""
+    argv = [PYTHON, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", app]
+    proc = procs.start(name, argv, {**env, "PORT": str(port)})
+
+    def healthy() -> bool:
+        if not proc.alive():
+            raise BenchError(f"{name} exited:\n{proc.output()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    wait_for(healthy, timeout=60, what=f"{name} /healthz")
+    return proc
 
 
 @contextlib.contextmanager
