@@ -55,7 +55,9 @@ class Failed:
     error: BaseException
 
 
-class _Waiter:
+class Waiter:
+    """A request and, once its batch is written, its outcome or error."""
+
     __slots__ = ("_unanswered", "error", "future", "outcome", "request")
 
     def __init__(self, request: Any, future: concurrent.futures.Future[Any] | None = None) -> None:
@@ -76,6 +78,12 @@ class _Waiter:
         """Block until `answer` (a waiting request's thread)."""
         assert self._unanswered is not None, "a request handed over without waiting"
         self._unanswered.acquire()
+
+    def result(self) -> Any:
+        """The outcome, or the error raised (a waiting request's thread, once answered)."""
+        if self.error is not None:
+            raise self.error
+        return self.outcome
 
     def answer(self) -> None:
         if self.future is None:
@@ -107,7 +115,7 @@ class GroupCommitter:
         self.max_batch = max_batch
         self.sleep_through_window = sleep_through_window
         self._lock = threading.Lock()
-        self._queue: queue.SimpleQueue[_Waiter | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Waiter | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._closed = False
@@ -120,20 +128,18 @@ class GroupCommitter:
 
         Raises `CommitterClosed` once `close` was called, as `submit_later` does.
         """
-        waiter = _Waiter(request)
+        waiter = Waiter(request)
         self._put(waiter)
         waiter.wait()
-        if waiter.error is not None:
-            raise waiter.error
-        return waiter.outcome
+        return waiter.result()
 
     def submit_later(self, request: Any) -> concurrent.futures.Future[Any]:
         """Hand `request` over and return at once: a future of its outcome (or error)."""
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._put(_Waiter(request, future))
+        self._put(Waiter(request, future))
         return future
 
-    def _put(self, waiter: _Waiter) -> None:
+    def _put(self, waiter: Waiter) -> None:
         with self._lock:
             if self._closed:
                 raise CommitterClosed("the group committer is closed")
@@ -173,7 +179,7 @@ class GroupCommitter:
             if stop:
                 return
 
-    def _collect(self, first: _Waiter) -> tuple[list[_Waiter], bool]:
+    def _collect(self, first: Waiter) -> tuple[list[Waiter], bool]:
         """`first`, whatever arrives within the window, then whatever is queued (up to
         `max_batch`); and whether the committer is to stop after this batch.
         """
@@ -196,7 +202,7 @@ class GroupCommitter:
             batch.append(waiter)
         return batch, False
 
-    def _write(self, batch: list[_Waiter]) -> None:
+    def _write(self, batch: list[Waiter]) -> None:
         # The committer goes on with the next batch whatever happened to this one.
         write_batch_into(self.write, batch)
         self.batches += 1

@@ -29,33 +29,18 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from runtime.store.group_commit import MAX_BATCH, CommitterClosed, write_batch_into
+from runtime.store.group_commit import MAX_BATCH, CommitterClosed, Waiter, write_batch_into
 
 
-class _Request:
-    __slots__ = ("_signal", "error", "lead", "outcome", "request")
+class _Request(Waiter):
+    """A waiting request that may also be woken to write the next batch itself."""
+
+    __slots__ = ("lead",)
 
     def __init__(self, request: Any) -> None:
-        self.request = request
-        self.outcome: Any = None
-        self.error: BaseException | None = None
-        #: Set, with `_signal` released, when this request's thread is to write the next batch.
+        super().__init__(request)
+        #: Set before `answer` wakes its thread when that thread is to write the next batch.
         self.lead = False
-        #: Held until the request is answered or given the lead (a lock is the cheapest
-        #: one-shot signal: `group_commit._Waiter`).
-        self._signal = threading.Lock()
-        self._signal.acquire()
-
-    def wait(self) -> None:
-        self._signal.acquire()
-
-    def wake(self) -> None:
-        self._signal.release()
-
-    def result(self) -> Any:
-        if self.error is not None:
-            raise self.error
-        return self.outcome
 
 
 class LeaderCommitter:
@@ -128,10 +113,10 @@ class LeaderCommitter:
                 else:
                     successor.lead = True
             if successor is not None:
-                successor.wake()
+                successor.answer()  # wakes it to lead
             # The first of the batch is this thread's own request: it is not waiting.
             for request in batch[1:]:
-                request.wake()
+                request.answer()
 
     def _write(self, batch: list[_Request]) -> None:
         write_batch_into(self.write, batch)
