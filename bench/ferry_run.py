@@ -262,12 +262,14 @@ def run(
                     procs.started[0].pid, plan.accept_s, raw, subprocesses=True
                 )
             say(f"ferry: closed-loop accept for {plan.accept_s:.0f}s")
-            with CpuMeter({"gateway": [procs.started[0].pid]}) as cpu:
-                accept = loadgen.closed_loop_http(
-                    invoke_url, key, "{}", connections=plan.connections, duration_s=plan.accept_s
-                )
-            accept["cpu_s"] = cpu.used
-            accept["cpu_ms_per_request"] = cpu.per_item_ms(accept["ok"])
+            accept = loadgen.closed_loop_http_cpu(
+                invoke_url,
+                key,
+                "{}",
+                connections=plan.connections,
+                duration_s=plan.accept_s,
+                server_pid=procs.started[0].pid,
+            )
             if profile_dir is not None:
                 profiles.finish(profiler, profile_dir / "gateway-accept.raw")
             stored = _status_counts(runtime)

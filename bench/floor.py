@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench import loadgen
-from bench.infra import CpuMeter, free_port, processes, start_gunicorn
+from bench.infra import free_port, processes, start_gunicorn
 from bench.plan import Plan
 
 
@@ -28,12 +28,14 @@ def run(deployment: Any, plan: Plan, *, say: Any) -> tuple[dict[str, Any], dict[
             url, "unused", "{}", connections=plan.connections, duration_s=plan.warmup_s
         )
         say(f"floor: closed-loop POSTs to gunicorn + Falcon alone for {plan.accept_s:.0f}s")
-        with CpuMeter({"gateway": [procs.started[0].pid]}) as cpu:
-            accept = loadgen.closed_loop_http(
-                url, "unused", "{}", connections=plan.connections, duration_s=plan.accept_s
-            )
-        accept["cpu_s"] = cpu.used
-        accept["cpu_ms_per_request"] = cpu.per_item_ms(accept["ok"])
+        accept = loadgen.closed_loop_http_cpu(
+            url,
+            "unused",
+            "{}",
+            connections=plan.connections,
+            duration_s=plan.accept_s,
+            server_pid=procs.started[0].pid,
+        )
     figures = {
         "floor_accept_rate": accept["rate"],
         "floor_accept_cpu_ms": accept["cpu_ms_per_request"].get("gateway"),

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from bench.infra import BenchError
+from bench.infra import BenchError, CpuMeter
 
 Call = Callable[[], None]
 #: `module:function` building one `Call` per sender thread from keyword arguments.
@@ -76,6 +76,19 @@ def closed_loop_http(
         spec, processes=processes, threads=per_process, duration_s=duration_s
     )
     result["tool"] = f"python ({processes} processes x {per_process} connections)"
+    return result
+
+
+def closed_loop_http_cpu(
+    url: str, key: str, body: str, *, connections: int, duration_s: float, server_pid: int
+) -> dict[str, Any]:
+    """`closed_loop_http`, with the CPU spent meanwhile: the server's process tree (as
+    `gateway`) and the machine's other groups (`CpuMeter`), in all (`cpu_s`) and per
+    answered request (`cpu_ms_per_request`)."""
+    with CpuMeter({"gateway": [server_pid]}) as cpu:
+        result = closed_loop_http(url, key, body, connections=connections, duration_s=duration_s)
+    result["cpu_s"] = cpu.used
+    result["cpu_ms_per_request"] = cpu.per_item_ms(result["ok"])
     return result
 
 
