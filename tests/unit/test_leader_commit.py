@@ -15,9 +15,11 @@ from runtime.store.leader_commit import LeaderCommitter
 
 
 class Writer:
-    """Records each batch and the thread that wrote it; the first batch may be held open."""
+    """Records each batch and the thread that wrote it; the first batch may be held open,
+    and the batch numbered `fail_batch` (from 1) raises."""
 
-    def __init__(self, *, hold_first: bool = False) -> None:
+    def __init__(self, *, hold_first: bool = False, fail_batch: int | None = None) -> None:
+        self.fail_batch = fail_batch
         self.batches: list[list[int]] = []
         self.threads: list[int] = []
         self.first_started = threading.Event()
@@ -31,6 +33,8 @@ class Writer:
         if len(self.batches) == 1:
             self.first_started.set()
             assert self.release_first.wait(10), "the test never released the first write"
+        if len(self.batches) == self.fail_batch:
+            raise StoreUnavailable("the store is unreachable")
         return [Failed(ValueError(n)) if n < 0 else n * 10 for n in requests]
 
 
@@ -104,25 +108,10 @@ def test_a_refused_request_fails_alone():
 
 def test_a_failed_batch_fails_each_of_its_requests_and_the_lead_passes_on():
     # Given a writer whose second batch raises
-    calls: list[list[int]] = []
-    first_started, release_first = threading.Event(), threading.Event()
-
-    def write(requests: Sequence[int]) -> list[int]:
-        calls.append(list(requests))
-        if len(calls) == 1:
-            first_started.set()
-            release_first.wait(10)
-        if len(calls) == 2:
-            raise StoreUnavailable("the store is unreachable")
-        return [n * 10 for n in requests]
-
-    committer = LeaderCommitter(write)
+    writer = Writer(hold_first=True, fail_batch=2)
+    committer = LeaderCommitter(writer)
     with ThreadPoolExecutor(max_workers=4) as pool:
-        first = pool.submit(committer.submit, 1)
-        assert first_started.wait(10)
-        failing = [pool.submit(committer.submit, n) for n in (2, 3)]
-        wait_until(lambda: queued(committer) == 2)
-        release_first.set()
+        first, failing = submitted_during_a_write(committer, writer, pool, [2, 3])
         assert first.result(10) == 10
         for future in failing:
             with pytest.raises(StoreUnavailable):
@@ -130,7 +119,7 @@ def test_a_failed_batch_fails_each_of_its_requests_and_the_lead_passes_on():
 
     # Then the next request is written: nothing was left holding the lead
     assert committer.submit(7) == 70
-    assert calls == [[1], [2, 3], [7]]
+    assert writer.batches == [[1], [2, 3], [7]]
 
 
 def test_a_batch_takes_at_most_max_batch_requests():
